@@ -1,0 +1,34 @@
+"""Framework adapters: the only code that knows a framework.
+
+An adapter runs a model with per-call hooks and hands the methods torch tensors: the explained
+layer's activations (B, C, h, w), the gradients of the target scores with respect to them, the
+logits, and the linear head's weights for CAM.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from camlens.backends.torch import Capture, Head, TorchAdapter
+from camlens.errors import CamlensTypeError, describe
+
+
+def adapter_for(model: Any) -> Any:
+    """The adapter for ``model``: a ``torch.nn.Module`` or (Keras installed) a Keras model."""
+    import torch.nn as nn
+
+    if isinstance(model, TorchAdapter):
+        return model
+    if isinstance(model, nn.Module):
+        return TorchAdapter(model)
+    module = type(model).__module__
+    if module.startswith(("keras", "tf_keras", "tensorflow")):
+        from camlens.backends import keras as keras_backend  # type: ignore[attr-defined]
+
+        return keras_backend.KerasAdapter(model)
+    raise CamlensTypeError(
+        "model must be a torch.nn.Module or a keras.Model, got " + describe(model)
+    )
+
+
+__all__ = ["Capture", "Head", "TorchAdapter", "adapter_for"]

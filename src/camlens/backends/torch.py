@@ -1,0 +1,355 @@
+"""The PyTorch adapter: runs a model with per-call hooks and returns what the methods need.
+
+Hooks live exactly one call: registered in ``try``, removed in ``finally``; the model's train/eval
+flags are restored and ``requires_grad`` flags are never touched. Gradients come from
+``torch.autograd.grad`` with respect to the captured activations only. The network below the
+explained layer runs without recording a graph (the hook switches recording on), so only the part
+above the layer is kept for the backward pass. The hook keeps the layer's output and hands the rest
+of the network a copy, so an in-place op downstream (DenseNet's ``F.relu(features, inplace=True)``)
+cannot rewrite what is explained.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from camlens import targets as targets_
+from camlens.backends.torch_layers import (
+    LayerInfo,
+    Layout,
+    layout_of,
+    main_tensor,
+    module_by_name,
+    name_of,
+    replace_main,
+    survey,
+)
+from camlens.errors import CamlensTypeError, CamlensValueError, describe
+
+log = logging.getLogger("camlens")
+
+
+class CamlensWarning(UserWarning):
+    """A warning about how camlens interpreted the model or the input."""
+
+
+@dataclass
+class Head:
+    """The final linear layer: weight (K, C), bias (K,) and its input features (B, C), float32."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    features: torch.Tensor
+
+
+@dataclass
+class Capture:
+    """One forward (and backward) pass: per-layer activations and gradients as (B, C, h, w)."""
+
+    activations: list[torch.Tensor]
+    gradients: list[torch.Tensor] | None
+    logits: torch.Tensor
+    target: targets_.ResolvedTarget
+    scores: torch.Tensor
+    probs: torch.Tensor
+    head: Head | None = None
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The score tensor in a model's output: a tensor, the first item of a tuple, a dict's
+    ``logits`` (or ``out``), or an object's ``.logits`` (HuggingFace); (B,) becomes (B, 1)."""
+    value = output
+    if isinstance(value, dict):
+        for key in ("logits", "out"):
+            if key in value:
+                value = value[key]
+                break
+        else:
+            if len(value) == 1:
+                value = next(iter(value.values()))
+    elif not isinstance(value, torch.Tensor) and hasattr(value, "logits"):
+        value = value.logits
+    if isinstance(value, (tuple, list)) and value:
+        return logits_of(value[0])
+    if not isinstance(value, torch.Tensor):
+        raise CamlensTypeError(
+            "the model must return logits as a tensor, a tuple, a dict with 'logits' or an object "
+            f"with .logits, got {describe(output)}"
+        )
+    return value[:, None] if value.ndim == 1 else value
+
+
+class TorchAdapter:
+    """Adapter for a ``torch.nn.Module`` taking (B, C, H, W) inputs."""
+
+    framework = "torch"
+
+    def __init__(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise CamlensTypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+        self.model = model
+        self._surveys: dict[tuple[int, ...], tuple[list[LayerInfo], str | None]] = {}
+        self._warned_softmax = False
+
+    # ---------------------------------------------------------------- introspection
+    @property
+    def device(self) -> torch.device:
+        for tensor in self._tensors():
+            return tensor.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for tensor in self._tensors():
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return torch.float32
+
+    def _tensors(self) -> Iterator[torch.Tensor]:
+        yield from self.model.parameters()
+        yield from self.model.buffers()
+
+    def input_size(self, x: torch.Tensor) -> tuple[int, int]:
+        """The spatial size (H, W) of an input batch."""
+        return int(x.shape[-2]), int(x.shape[-1])
+
+    def prepare(self, x: Any) -> torch.Tensor:
+        """Check ``x`` is a float (B, C, H, W) tensor; move it to the model's device and dtype."""
+        if not isinstance(x, torch.Tensor):
+            raise CamlensTypeError(
+                f"expected x as a torch.Tensor of shape (B, C, H, W), got {describe(x)}; "
+                "camlens.load_images turns files into such a batch"
+            )
+        if x.ndim != 4:
+            hint = "; add a batch dimension with x[None]" if x.ndim == 3 else ""
+            raise CamlensValueError(f"expected x of shape (B, C, H, W), got {tuple(x.shape)}{hint}")
+        if not x.is_floating_point():
+            raise CamlensTypeError(
+                f"expected x as a float tensor, got dtype {x.dtype}; scale images to floats "
+                "(camlens.load_images does)"
+            )
+        if x.is_inference():
+            with torch.inference_mode(False):
+                x = x.clone()
+        return x.detach().to(device=self.device, dtype=self.dtype)
+
+    def as_tensor(self, x: Any) -> torch.Tensor:
+        """The canonical (B, C, H, W) float32 view of an input batch, on the model's device."""
+        return self.prepare(x).float()
+
+    def module(self, name: str) -> nn.Module:
+        return module_by_name(self.model, name)
+
+    def layers(self, x: torch.Tensor) -> tuple[list[LayerInfo], str | None]:
+        """The explainable layers for inputs shaped like ``x`` and the "auto" choice (cached)."""
+        key = tuple(x.shape[1:])
+        if key not in self._surveys:
+            x = self.prepare(x)[:1]
+            with self._explaining():
+                self._surveys[key] = survey(self.model, x, self._logits)
+        return self._surveys[key]
+
+    def resolve_layers(self, layer: Any, x: torch.Tensor) -> list[str]:
+        """Names for ``layer``: "auto", a dotted name, a module, or a list of them."""
+        if isinstance(layer, (list, tuple)):
+            if not layer:
+                raise CamlensValueError("layer must not be an empty list")
+            names: list[str] = []
+            for item in layer:
+                names.extend(self.resolve_layers(item, x))
+            return names
+        if isinstance(layer, nn.Module):
+            return [name_of(self.model, layer)]
+        if not isinstance(layer, str):
+            raise CamlensTypeError(
+                "layer must be 'auto', a dotted module name, a module or a list of them, got "
+                + describe(layer)
+            )
+        if layer == "auto":
+            infos, auto = self.layers(x)
+            if auto is None:
+                raise CamlensValueError(
+                    f"layer='auto' found no layer of {type(self.model).__name__} whose output is "
+                    "a spatial map (B, C, h, w) with h*w > 1 or a token sequence; pass layer=NAME"
+                )
+            log.info("layer='auto' resolved to %r", auto)
+            return [auto]
+        self.module(layer)
+        return [layer]
+
+    # ---------------------------------------------------------------- running
+    @contextmanager
+    def _explaining(self) -> Iterator[None]:
+        """Eval mode for the call, every module's train/eval flag restored afterwards."""
+        modes = [(module, module.training) for module in self.model.modules()]
+        self.model.eval()
+        try:
+            with torch.inference_mode(False):
+                yield
+        finally:
+            for module, training in modes:
+                module.training = training
+
+    def _logits(self, output: Any) -> torch.Tensor:
+        return logits_of(output)
+
+    def _forward(self, x: torch.Tensor, watch_linear: bool = False) -> tuple[torch.Tensor, Any]:
+        """Run the model; returns the logits (the input of a final Softmax) and the head record."""
+        seen: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+        handles = []
+
+        def watch(module: nn.Module, args: tuple, output: Any) -> None:
+            if args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor):
+                seen.append((module, args[0], output))
+
+        try:
+            for module in self.model.modules():
+                probability = isinstance(module, (nn.Softmax, nn.LogSoftmax))
+                if probability or (watch_linear and isinstance(module, nn.Linear)):
+                    handles.append(module.register_forward_hook(watch))
+            logits = logits_of(self.model(x))
+        finally:
+            for handle in handles:
+                handle.remove()
+        for module, inputs, output in reversed(seen):
+            if isinstance(module, (nn.Softmax, nn.LogSoftmax)) and output.data_ptr() == (
+                logits.data_ptr()
+            ):
+                if not self._warned_softmax:
+                    warnings.warn(
+                        f"the model ends in {type(module).__name__} "
+                        f"({name_of(self.model, module)!r}); camlens explains its input, the "
+                        "pre-softmax logits",
+                        CamlensWarning,
+                        stacklevel=4,
+                    )
+                    self._warned_softmax = True
+                logits = inputs if inputs.ndim == 2 else logits
+                break
+        head = None
+        for module, inputs, output in reversed(seen):
+            if isinstance(module, nn.Linear) and output.shape == logits.shape:
+                if torch.equal(output.detach(), logits.detach()):
+                    head = (module, inputs)
+                break
+        return logits, head
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for ``x`` without hooks or graph (perturbation methods), float32."""
+        x = self.prepare(x)
+        with self._explaining(), torch.no_grad():
+            logits, _ = self._forward(x)
+        return logits.float()
+
+    def capture(
+        self,
+        x: torch.Tensor,
+        layers: Sequence[str],
+        target: targets_.Target = None,
+        *,
+        gradients: bool = True,
+        head: bool = False,
+    ) -> Capture:
+        """One forward pass with the layers hooked and, with ``gradients``, one backward pass.
+
+        Activations and gradients are returned as float32 (B, C, h, w) on the model's device.
+        """
+        x = self.prepare(x)
+        size = self.input_size(x)
+        kept: list[torch.Tensor | None] = [None] * len(layers)
+        modules = [self.module(name) for name in layers]
+
+        def keep(index: int):
+            def hook(module: nn.Module, args: object, output: object) -> object:
+                tensor = main_tensor(output)
+                if tensor is None:
+                    raise CamlensValueError(
+                        f"layer {layers[index]!r} returns {type(output).__name__}, not a tensor"
+                    )
+                if kept[index] is not None:
+                    raise CamlensValueError(
+                        f"layer {layers[index]!r} runs more than once in a forward pass; pick a "
+                        "module that runs once (camlens layers lists them)"
+                    )
+                if gradients:
+                    torch.set_grad_enabled(True)
+                    if not tensor.requires_grad:
+                        tensor = tensor.detach().requires_grad_()
+                kept[index] = tensor
+                return replace_main(output, tensor.clone())
+
+            return hook
+
+        handles = []
+        with self._explaining():
+            try:
+                for index, module in enumerate(modules):
+                    handles.append(module.register_forward_hook(keep(index)))
+                with torch.no_grad():  # the first hook switches recording on
+                    logits, linear = self._forward(x, watch_linear=head)
+                    resolved = targets_.resolve(target, logits.detach())
+                    score = targets_.scores(logits, resolved)
+                missing = [name for name, tensor in zip(layers, kept) if tensor is None]
+                if missing:
+                    raise CamlensValueError(
+                        f"layer {missing[0]!r} did not run in the forward pass; pick a layer "
+                        "the model uses (camlens layers lists them)"
+                    )
+                activations = [t for t in kept if t is not None]
+                grads: list[torch.Tensor] | None = None
+                if gradients:
+                    if not score.requires_grad:
+                        raise CamlensValueError(
+                            f"the explained score does not depend on layer {layers[0]!r}"
+                        )
+                    found = torch.autograd.grad(score.sum(), activations, allow_unused=True)
+                    grads = [
+                        torch.zeros_like(a) if g is None else g for a, g in zip(activations, found)
+                    ]
+            finally:
+                for handle in handles:
+                    handle.remove()
+
+        layouts = [self._layout(name, a, size) for name, a in zip(layers, activations)]
+        acts = [lay.to_nchw(a.detach()).float() for lay, a in zip(layouts, activations)]
+        grads_nchw = (
+            None
+            if grads is None
+            else [lay.to_nchw(g.detach()).float() for lay, g in zip(layouts, grads)]
+        )
+        head_record = None
+        if linear is not None:
+            module, features = linear
+            bias = module.bias if module.bias is not None else torch.zeros(module.out_features)
+            head_record = Head(
+                module.weight.detach().float(),
+                bias.detach().float().to(module.weight.device),
+                features.detach().float().reshape(features.shape[0], -1),
+            )
+        return Capture(
+            activations=acts,
+            gradients=grads_nchw,
+            logits=logits.detach().float(),
+            target=resolved,
+            scores=score.detach().float().cpu(),
+            probs=targets_.probabilities(logits, resolved),
+            head=head_record,
+        )
+
+    def _layout(self, name: str, tensor: torch.Tensor, size: tuple[int, int]) -> Layout:
+        layout = layout_of(tuple(tensor.shape), size)
+        if layout is None:
+            raise CamlensValueError(
+                f"layer {name!r} outputs shape {tuple(tensor.shape)}, not a spatial map "
+                "(B, C, h, w), (B, h, w, C) or a token sequence (B, tokens, C); pick an earlier "
+                "layer (camlens layers lists them)"
+            )
+        return layout

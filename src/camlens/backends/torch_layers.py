@@ -1,0 +1,214 @@
+"""Finding the layer to explain in a PyTorch model.
+
+A layer is explainable when its output is a spatial map: (B, C, h, w), channels-last (B, h, w, C)
+as in torchvision's Swin, or a vision transformer's token sequence (B, p + h*w, C) whose p prefix
+(class, distillation, register) tokens are dropped. ``"auto"`` surveys one forward pass of the first
+image and picks the last such layer that (a) is not a pooling, dropout, flatten or layout-only
+module, (b) runs once, and (c) receives gradient from the output: in a ViT only the tokens entering
+the last attention block still influence the class token, so the last block's first norm is chosen.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from camlens.errors import CamlensValueError
+
+#: Module classes never chosen by "auto": they pool, drop, flatten or only re-lay out a map.
+EXCLUDED = re.compile(r"Pool|Dropout|Flatten|Unflatten|Identity|Permute|Softmax|Upsample")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a layer's output maps to (B, C, h, w): ``kind`` is "nchw", "nhwc" or "tokens"."""
+
+    kind: str
+    grid: tuple[int, int]
+    prefix: int = 0
+
+    def to_nchw(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The output as (B, C, h, w): channels-last permuted, prefix tokens dropped."""
+        if self.kind == "nchw":
+            return tensor
+        if self.kind == "nhwc":
+            return tensor.permute(0, 3, 1, 2)
+        tokens = tensor[:, self.prefix :, :]
+        return tokens.transpose(1, 2).reshape(tensor.shape[0], -1, *self.grid)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One explainable layer: its name, module class, output shape and layout."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    layout: Layout
+
+
+def _fits(h: int, w: int, height: int, width: int) -> bool:
+    """Whether an (h, w) grid can be a downsampled (height, width) image."""
+    return 1 <= h <= height and 1 <= w <= width and abs(h * width - w * height) <= 0.25 * w * height
+
+
+def layout_of(shape: tuple[int, ...], size: tuple[int, int]) -> Layout | None:
+    """The layout of an output of ``shape`` for an input of spatial ``size``, or None."""
+    height, width = size
+    if len(shape) == 4:
+        _, a, b, c = shape
+        if b * c > 1 and _fits(b, c, height, width):
+            return Layout("nchw", (b, c))
+        if a * b > 1 and _fits(a, b, height, width):
+            return Layout("nhwc", (a, b))
+    if len(shape) == 3:
+        _, n, _ = shape
+        for prefix in range(0, min(n - 2, 16) + 1):
+            cells = n - prefix
+            h = round(math.sqrt(cells * height / width))
+            if h >= 1 and cells % h == 0 and _fits(h, cells // h, height, width):
+                return Layout("tokens", (h, cells // h), prefix)
+    return None
+
+
+def main_tensor(output: object) -> torch.Tensor | None:
+    """The tensor a module returns (the first tensor of a tuple or list)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            if isinstance(item, torch.Tensor):
+                return item
+    return None
+
+
+def replace_main(output: object, tensor: torch.Tensor) -> object:
+    """``output`` with its main tensor replaced by ``tensor`` (same container type)."""
+    if isinstance(output, torch.Tensor):
+        return tensor
+    assert isinstance(output, (tuple, list))
+    items = list(output)
+    index = next(i for i, item in enumerate(items) if isinstance(item, torch.Tensor))
+    items[index] = tensor
+    if isinstance(output, list):
+        return items
+    if hasattr(output, "_fields"):  # namedtuple
+        return type(output)(*items)
+    return tuple(items)
+
+
+def module_by_name(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called ``name``; an unknown name lists the closest real ones."""
+    modules = dict(model.named_modules())
+    if name in modules and name != "":
+        return modules[name]
+    names = [n for n in modules if n]
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    hint = f"close candidates: {', '.join(close)}" if close else "no close candidates"
+    raise CamlensValueError(
+        f"layer {name!r} is not a module of {type(model).__name__}; {hint} "
+        "(`camlens layers --model SPEC` or camlens.layers(model, x) lists the explainable ones)"
+    )
+
+
+def name_of(model: nn.Module, module: nn.Module) -> str:
+    """The dotted name of ``module`` inside ``model``."""
+    for name, candidate in model.named_modules():
+        if candidate is module and name:
+            return name
+    raise CamlensValueError(
+        f"layer {type(module).__name__} is not a submodule of {type(model).__name__}; pass a "
+        "module of the explained model or its dotted name"
+    )
+
+
+@dataclass
+class _Call:
+    name: str
+    module: nn.Module
+    tensor: torch.Tensor
+    inputs: torch.Tensor | None
+
+
+def survey(model: nn.Module, x: torch.Tensor, logits_of) -> tuple[list[LayerInfo], str | None]:
+    """Every explainable layer for input ``x`` (one image) in forward order, and the auto choice.
+
+    ``logits_of`` extracts the score tensor from the model's output.
+    """
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    calls: list[_Call] = []
+    counts: dict[int, int] = {}
+    handles = []
+
+    def record(name: str):
+        def hook(module: nn.Module, args: object, output: object) -> None:
+            counts[id(module)] = counts.get(id(module), 0) + 1
+            tensor = main_tensor(output)
+            if tensor is not None and tensor.is_floating_point():
+                calls.append(_Call(name, module, tensor, main_tensor(args)))
+
+        return hook
+
+    try:
+        for name, module in model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(record(name)))
+        with torch.enable_grad():
+            probe = x.detach().clone().requires_grad_()
+            output = logits_of(model(probe))
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    groups: dict[int, list[_Call]] = {}
+    for call in calls:
+        groups.setdefault(id(call.tensor), []).append(call)
+    infos: list[LayerInfo] = []
+    tensors: list[torch.Tensor] = []
+    for members in groups.values():
+        producer = members[0]
+        if EXCLUDED.search(type(producer.module).__name__):
+            continue
+        layout = layout_of(tuple(producer.tensor.shape), size)
+        if layout is None:
+            continue
+        chosen = [
+            m
+            for m in members
+            if counts[id(m.module)] == 1 and not EXCLUDED.search(type(m.module).__name__)
+        ]
+        if not chosen:
+            continue
+        last = chosen[-1]
+        infos.append(
+            LayerInfo(last.name, type(last.module).__name__, tuple(producer.tensor.shape), layout)
+        )
+        tensors.append(producer.tensor)
+
+    # The score that must reach the layer: the largest output, or, for a head initialised to
+    # zero (torchvision's ViT), a random projection of the features entering the last linear layer.
+    linear_inputs = [call for call in calls if isinstance(call.module, nn.Linear)]
+    probes = [output.flatten().float().max()] if output.numel() else []
+    if linear_inputs:
+        features = linear_inputs[-1].inputs
+        assert features is not None
+        weights = torch.randn(
+            features.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float32
+        ).to(features.device)
+        probes.append((features.float() * weights).sum())  # a plain sum is constant after a norm
+    reachable = [(info, t) for info, t in zip(infos, tensors) if t.requires_grad]
+    for score in probes:
+        if not score.requires_grad or not reachable:
+            continue
+        gradients = torch.autograd.grad(
+            score, [t for _, t in reachable], retain_graph=True, allow_unused=True
+        )
+        for (info, _), gradient in zip(reversed(reachable), reversed(gradients)):
+            if gradient is not None and info.layout.to_nchw(gradient).abs().amax() > 0:
+                return infos, info.name
+    return infos, (infos[-1].name if infos else None)

@@ -1,0 +1,47 @@
+"""The result of every method: :class:`Explanation`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Explanation:
+    """Maps for a batch of images, with what was explained.
+
+    Attributes:
+        maps: float32 (B, H, W) in [0, 1] at the input's resolution, on the CPU (raw values at the
+            input's resolution when the method ran with ``normalize=False``).
+        raw: float32 (B, h, w) at the layer's resolution (the input's for pixel-space methods),
+            signed: before the final ReLU.
+        targets: int64 (B,) the class explained for each image (-1 for a callable target).
+        scores: float32 (B,) the explained score (pre-softmax logit).
+        probs: float32 (B,) softmax probability of that class (sigmoid for a one-logit head, NaN
+            for a callable target).
+        layer: the resolved layer name (names joined by "+" when several layers are fused, "" for
+            pixel-space methods).
+        method: the registry name of the method.
+        extra: method-specific results (per-layer maps, channel weights, attributions...).
+    """
+
+    maps: torch.Tensor
+    raw: torch.Tensor
+    targets: torch.Tensor
+    scores: torch.Tensor
+    probs: torch.Tensor
+    layer: str
+    method: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.maps.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"Explanation(method={self.method!r}, layer={self.layer!r}, "
+            f"maps={tuple(self.maps.shape)}, raw={tuple(self.raw.shape)}, "
+            f"targets={self.targets.tolist()})"
+        )

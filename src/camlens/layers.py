@@ -1,0 +1,17 @@
+"""Listing the layers of a model that can be explained."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from camlens.backends import adapter_for
+from camlens.backends.torch_layers import LayerInfo
+
+
+def layers(model: Any, x: Any) -> tuple[list[LayerInfo], str | None]:
+    """The explainable layers of ``model`` for inputs shaped like ``x``, and the "auto" choice.
+
+    Each :class:`LayerInfo` has the layer's dotted ``name``, module ``kind``, output ``shape`` for
+    one image and ``layout`` ("nchw", "nhwc" or "tokens" with its grid).
+    """
+    return adapter_for(model).layers(x)

@@ -1,0 +1,59 @@
+"""Turning a raw map at the layer's resolution into the map shown: rectify, upsample, min-max.
+
+``maps = minmax(upsample(relu(raw)))`` per image. A constant map becomes all zeros, never NaN, and
+no epsilon is added anywhere, so maps of tiny magnitude (1e-11) keep their exact shape.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from camlens.errors import CamlensValueError
+
+UPSAMPLE_MODES = ("bilinear", "bicubic", "nearest")
+
+
+def check_batch(maps: torch.Tensor, name: str = "maps") -> None:
+    """Raise unless ``maps`` is a (B, H, W) tensor."""
+    if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
+        shape = tuple(maps.shape) if hasattr(maps, "shape") else type(maps).__name__
+        raise CamlensValueError(f"expected {name} of shape (B, H, W), got {shape}")
+
+
+def minmax(maps: torch.Tensor) -> torch.Tensor:
+    """Scale each map of a (B, H, W) batch to [0, 1]; a constant map becomes zeros."""
+    check_batch(maps)
+    low = maps.amin(dim=(1, 2), keepdim=True)
+    span = maps.amax(dim=(1, 2), keepdim=True) - low
+    safe = torch.where(span > 0, span, torch.ones_like(span))
+    return torch.where(span > 0, (maps - low) / safe, torch.zeros_like(maps))
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Resize a (B, h, w) batch to ``size`` = (H, W) (``align_corners=False``)."""
+    check_batch(maps)
+    if mode not in UPSAMPLE_MODES:
+        raise CamlensValueError(
+            f"upsample must be one of {', '.join(UPSAMPLE_MODES)}, got {mode!r}"
+        )
+    if tuple(maps.shape[1:]) == tuple(size):
+        return maps
+    kwargs = {} if mode == "nearest" else {"align_corners": False}
+    return F.interpolate(maps[:, None], size=tuple(size), mode=mode, **kwargs)[:, 0]
+
+
+def finalize(
+    raw: torch.Tensor,
+    size: tuple[int, int],
+    *,
+    relu: bool = True,
+    mode: str = "bilinear",
+    normalize: bool = True,
+) -> torch.Tensor:
+    """The shown map: ``minmax(upsample(relu(raw)))``, float32 on the CPU."""
+    maps = raw.float().clamp_min(0) if relu else raw.float()
+    maps = upsample(maps, size, mode)
+    if normalize:
+        maps = minmax(maps)
+    return maps.cpu()

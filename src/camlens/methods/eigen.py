@@ -1,0 +1,44 @@
+"""Eigen-CAM: the first principal component of the activations."""
+
+from __future__ import annotations
+
+import torch
+
+from camlens.backends.torch import Capture
+from camlens.methods.base import LayerMethod
+from camlens.registry import register
+
+
+def eigencam(activations: torch.Tensor) -> torch.Tensor:
+    r"""Eigen-CAM (Muhammad & Yeasin 2020, arXiv:2008.00299), batched in torch.
+
+    With :math:`X \in \mathbb{R}^{hw \times C}` the activations centred per channel over locations
+    and :math:`X = U \Sigma V^\top`, the map is the projection on the first right singular vector:
+
+    .. math:: L = X v_1, \qquad \operatorname{sign}(v_1) \text{ chosen so that }
+       \langle L, \bar A - \operatorname{mean}(\bar A) \rangle \ge 0,\ \bar A = \tfrac1C\sum_k A^k
+
+    The sign rule makes the map correlate positively with the activations (an SVD's sign is
+    arbitrary; pytorch-grad-cam leaves it so). Class-agnostic: the target changes nothing.
+    """
+    batch, channels, h, w = activations.shape
+    x = activations.reshape(batch, channels, h * w).transpose(1, 2)
+    x = x - x.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(x, full_matrices=False)
+    projection = x @ vh[:, 0, :, None]  # (B, hw, 1)
+    mean_map = activations.mean(dim=1).reshape(batch, h * w, 1)
+    mean_map = mean_map - mean_map.mean(dim=1, keepdim=True)
+    sign = torch.where((projection * mean_map).sum(dim=(1, 2)) < 0, -1.0, 1.0)
+    return (projection[..., 0] * sign[:, None]).reshape(batch, h, w)
+
+
+@register("eigencam", "eigen-cam")
+class EigenCAM(LayerMethod):
+    __doc__ = eigencam.__doc__
+    paper = "Muhammad & Yeasin 2020, Eigen-CAM (arXiv:2008.00299)"
+    needs_gradients = False
+
+    def combine(
+        self, activations: torch.Tensor, gradients: torch.Tensor | None, capture: Capture
+    ) -> torch.Tensor:
+        return eigencam(activations)

@@ -1,0 +1,66 @@
+"""The method registry: one name per method, filled by the ``@register`` decorator."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from camlens.errors import CamlensValueError
+
+if TYPE_CHECKING:
+    from camlens.explanation import Explanation
+    from camlens.methods.base import Explainer
+
+_METHODS: dict[str, type[Explainer]] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+def register(name: str, *aliases: str):
+    """Class decorator: register an :class:`Explainer` under ``name`` (and ``aliases``)."""
+
+    def decorate(cls: type[Explainer]) -> type[Explainer]:
+        cls.name = name
+        _METHODS[name] = cls
+        for alias in (name, *aliases):
+            _ALIASES[_key(alias)] = name
+        return cls
+
+    return decorate
+
+
+def methods() -> list[str]:
+    """The registered method names, in registration order."""
+    _load()
+    return list(_METHODS)
+
+
+def get(name: str) -> type[Explainer]:
+    """The class registered as ``name`` (or an alias); an unknown name lists the valid ones."""
+    _load()
+    if not isinstance(name, str) or _key(name) not in _ALIASES:
+        raise CamlensValueError(f"unknown method {name!r}; valid methods: {', '.join(_METHODS)}")
+    return _METHODS[_ALIASES[_key(name)]]
+
+
+def explain(
+    model: Any,
+    x: Any,
+    method: str = "gradcam",
+    target: Any = None,
+    layer: Any = "auto",
+    **options: Any,
+) -> Explanation:
+    """Explain ``model`` on the batch ``x`` with ``method``; see :class:`camlens.Explanation`.
+
+    ``target``: None (the predicted class), an int, a sequence of B ints, or a callable
+    ``logits -> (B,) scores``. ``layer``: "auto", a dotted module name, a module or a list of them.
+    ``options`` go to the method (``relu``, ``upsample``, ``normalize`` and the method's own).
+    """
+    return get(method)(model, layer=layer, **options)(x, target=target)
+
+
+def _load() -> None:
+    import camlens.methods  # noqa: F401  (registers the built-in methods)
