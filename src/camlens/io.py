@@ -62,7 +62,7 @@ def to_rgb(image: ImageLike) -> np.ndarray:
             top = 65535.0 if array.max(initial=0) > 255 or image.mode.startswith("I;16") else 255.0
             array = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
             return np.repeat(array[..., None], 3, axis=2)
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        return np.array(image.convert("RGB"), dtype=np.uint8)
     if isinstance(image, np.ndarray):
         array = image
         if array.ndim == 2:

@@ -39,7 +39,7 @@ def resolve(target: Target, logits: torch.Tensor) -> ResolvedTarget:
     if target is None:
         indices = (logits[:, 0] > 0).long() if classes == 1 else logits.argmax(dim=1)
         return ResolvedTarget(indices.detach().cpu().to(torch.int64))
-    if isinstance(target, bool) or not isinstance(target, (int, Sequence, torch.Tensor)):
+    if isinstance(target, (bool, str)) or not isinstance(target, (int, Sequence, torch.Tensor)):
         raise CamlensTypeError(
             f"target must be None, an int, a sequence of ints or a callable, got {describe(target)}"
         )

@@ -12,6 +12,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def _group() -> None:
+    """Keeps ``camlens COMMAND`` a group even while one command is registered."""
+
+
 from camlens.cli import explain as _explain  # noqa: E402,F401  (registers the command)
 
 

@@ -1,0 +1,51 @@
+"""The registry, and every registered method on one model (a new method is tested the day it is
+added)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import camlens
+
+CAM_FAMILY = ["cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam"]
+
+
+def test_methods_are_listed_in_order():
+    assert camlens.methods()[: len(CAM_FAMILY)] == CAM_FAMILY
+
+
+def test_unknown_method_lists_the_valid_ones(small_cnn, images):
+    with pytest.raises(camlens.CamlensValueError) as error:
+        camlens.explain(small_cnn, images, method="gradcamm")
+    assert str(error.value).startswith("unknown method 'gradcamm'; valid methods: cam, gradcam,")
+
+
+def test_aliases(small_cnn, images):
+    a = camlens.explain(small_cnn, images, method="Grad-CAM")
+    b = camlens.explain(small_cnn, images, method="grad_cam")
+    assert a.method == b.method == "gradcam"
+    torch.testing.assert_close(a.maps, b.maps)
+
+
+@pytest.mark.parametrize("method", camlens.methods())
+def test_every_method_honours_the_contract(small_cnn, images, method):
+    exp = camlens.explain(small_cnn, images, method=method, target=[1, 3])
+    assert exp.method == method
+    assert exp.maps.shape == (2, 32, 32) and exp.maps.dtype == torch.float32
+    assert exp.maps.device.type == "cpu"
+    assert exp.maps.min() >= 0 and exp.maps.max() == 1
+    assert exp.raw.dtype == torch.float32 and exp.raw.ndim == 3
+    assert exp.targets.dtype == torch.int64 and exp.targets.tolist() == [1, 3]
+    logits = small_cnn(images).detach()
+    torch.testing.assert_close(exp.scores, logits[[0, 1], [1, 3]])
+    torch.testing.assert_close(exp.probs, logits.softmax(1)[[0, 1], [1, 3]])
+    reusable = camlens.registry.get(method)(small_cnn)
+    torch.testing.assert_close(reusable(images, target=[1, 3]).maps, exp.maps)
+
+
+def test_classes_are_exported():
+    assert camlens.GradCAM.name == "gradcam"
+    assert camlens.GradCAMPlusPlus.name == "gradcam++"
+    assert "arXiv:1610.02391" in camlens.GradCAM.paper
+    assert r"\alpha_k" in camlens.GradCAM.__doc__
