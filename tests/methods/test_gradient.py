@@ -147,3 +147,19 @@ def test_tiny_magnitudes_keep_their_shape():
     after = camlens.explain(model, x, method="gradcam", target=3)
     assert after.raw.abs().max() < 1e-10
     assert (before.maps - after.maps).abs().max() < 1e-4
+
+
+def test_exact_on_a_random_mobilenet_with_vanishing_maps():
+    # Random-weight MobileNetV3 gives Grad-CAM maps of ~1e-11 or less: camlens still returns the
+    # float64 computation of the same formula, not an epsilon-flattened map.
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v3_small(num_classes=10).eval()
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(5))
+    capture = camlens.backends.adapter_for(model).capture(x, ["features"], [1, 2])
+    a, g = capture.activations[0].double(), capture.gradients[0].double()
+    raw = (g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1)
+    assert raw.abs().max() < 1e-9
+    up = F.interpolate(raw.clamp_min(0)[:, None], size=(96, 96), mode="bilinear")[:, 0]
+    exp = camlens.explain(model, x, method="gradcam", target=[1, 2])
+    assert exp.maps.max() == 1
+    torch.testing.assert_close(exp.maps, camlens.minmax(up).float(), rtol=0, atol=1e-4)

@@ -107,6 +107,6 @@ class LayerMethod(Explainer):
 
 def fuse(raws: list[torch.Tensor], relu: bool = True) -> torch.Tensor:
     """Average of per-layer maps, each rectified and min-max scaled at the finest resolution."""
-    size = max((tuple(r.shape[1:]) for r in raws), key=lambda s: s[0] * s[1])
-    scaled = [minmax(upsample(r.clamp_min(0) if relu else r, size)) for r in raws]
+    height, width = max((tuple(r.shape[1:]) for r in raws), key=lambda s: s[0] * s[1])
+    scaled = [minmax(upsample(r.clamp_min(0) if relu else r, (height, width))) for r in raws]
     return torch.stack(scaled).mean(dim=0)
