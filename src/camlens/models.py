@@ -239,7 +239,9 @@ def class_names(spec: str, model: Any, classes: int | None = None) -> list[str] 
             subset = infer_imagenet_subset(model)
             if subset:
                 info = ImageNetInfo(subset)
-                return [info.index_to_description(i) for i in range(info.num_classes())]
+                return [
+                    info.index_to_description(i).split(",")[0] for i in range(info.num_classes())
+                ]
         except (ImportError, AttributeError, ValueError):
             pass
     if kind in ("torchvision", "timm") and classes in (None, 1000):

@@ -47,7 +47,8 @@ def _table(name: str) -> np.ndarray:
     except ImportError as error:
         if name == "jet":
             x = np.linspace(0.0, 1.0, 256)
-            return np.stack([np.interp(x, *zip(*_JET[c])) for c in ("red", "green", "blue")], 1)
+            points = [np.array(_JET[c]).T for c in ("red", "green", "blue")]
+            return np.stack([np.interp(x, xp, fp) for xp, fp in points], 1)
         raise CamlensValueError(
             f"colormap {name!r} needs matplotlib (pip install matplotlib); 'jet' works without"
         ) from error

@@ -149,3 +149,49 @@ def write_report(
     file = Path(out) / "report.html"
     file.write_text(render_html(records, failures, title), encoding="utf-8")
     return file
+
+
+_VOID = {
+    "area",
+    "base",
+    "br",
+    "col",
+    "embed",
+    "hr",
+    "img",
+    "input",
+    "link",
+    "meta",
+    "source",
+    "wbr",
+}
+
+
+def html_problems(text: str) -> list[str]:
+    """Structural problems of an HTML page: a missing doctype, unclosed or stray tags.
+
+    A strict check of what :func:`render_html` writes (every non-void element closed, in order).
+    """
+    from html.parser import HTMLParser
+
+    problems: list[str] = []
+    stack: list[str] = []
+
+    class Checker(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            if tag not in _VOID:
+                stack.append(tag)
+
+        def handle_endtag(self, tag: str) -> None:
+            if not stack or stack[-1] != tag:
+                problems.append(f"</{tag}> closes {stack[-1] if stack else 'nothing'}")
+            else:
+                stack.pop()
+
+    if not text.lstrip().lower().startswith("<!doctype html>"):
+        problems.append("no <!DOCTYPE html>")
+    checker = Checker(convert_charrefs=True)
+    checker.feed(text)
+    checker.close()
+    problems.extend(f"<{tag}> never closed" for tag in stack)
+    return problems

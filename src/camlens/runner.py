@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -411,7 +411,7 @@ def _explain_batch(camlens, adapter, model, x, batch, out, options, names, stems
             prob = float(exp.probs[i])
             picture = overlay(image, heat, options.colormap, options.alpha, options.threshold)
             found = (
-                find_boxes(heat, options.box_threshold, size=(height, width))
+                cast(list, find_boxes(heat, options.box_threshold, size=(height, width)))
                 if options.boxes
                 else []
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +13,18 @@ from camlens.cli import app, usage_error
 EPILOG = """
 Examples:
 
-  camlens explain photos/ --model torchvision:resnet50 --method gradcam,layercam --out out/
+  camlens explain cat.jpg --model torchvision:resnet50 --out out/
 
-  camlens explain 'scans/**/*.png' --model my_pkg.models:build --weights best.pth
+  camlens explain photos/ --model timm:resnet50 --method gradcam,cam --out out/
+
+  camlens explain 'scans/**/*.png' --model pkg.nets:build --weights best.pth
   --labels classes.txt --target pneumonia --threshold 0.2 --boxes --out out/
 
   camlens explain photos/ --model torchvision:resnet18 --out out/ --resume
 
-Outputs in --out: overlays/NAME_METHOD.png, panels/NAME.png, images/NAME.jpg, results.jsonl
-(one line per image and method, appended as images finish), results.csv and report.html.
-Exit code 0: every image explained; 1: some inputs failed (listed); 2: bad usage, nothing done.
+Writes overlays/, panels/, results.jsonl (appended as images finish),
+results.csv and report.html into --out. Exit code 0: all explained;
+1: some inputs failed (listed); 2: bad usage, nothing done.
 """
 
 
@@ -106,10 +109,10 @@ def explain(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Explain images with a model: an overlay per image and method, results and report.html.
+    """Explain images with a model: overlays, results and an HTML report.
 
-    The whole image is resized to --size x --size for the model; overlays and boxes are drawn on
-    the image at its original resolution.
+    The model sees each whole image resized to --size x --size; overlays and boxes
+    are drawn on the image at its original resolution.
     """
     import torch
 
@@ -154,6 +157,9 @@ def explain(
             adapter.resolve_layers(layer, probe)
     except camlens.CamlensError as error:
         usage_error(str(error))
+    if panel and importlib.util.find_spec("matplotlib") is None:
+        typer.echo("note: no panels without matplotlib (pip install matplotlib)", err=True)
+        panel = False
     options = Options(
         methods=chosen,
         target=chosen_target,
