@@ -147,6 +147,11 @@ def _load_state(model: Any, weights: str | None) -> Any:
     """Load a local state dict (``weights_only=True``) into ``model``."""
     import torch
 
+    if weights == "DEFAULT":
+        raise CamlensValueError(
+            "--weights DEFAULT (download) applies to torchvision:NAME and timm:NAME models only; "
+            "pass a local state-dict file or none"
+        )
     path = Path(str(weights))
     if not path.is_file():
         raise CamlensValueError(

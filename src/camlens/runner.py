@@ -277,6 +277,7 @@ def run(
     echo: Callable[[str], None] = print,
     progress: bool = True,
     layout: Callable[[torch.Tensor], Any] | None = None,
+    title: str = "camlens report",
 ) -> Summary:
     """Explain every image under ``paths`` with ``model``; write everything into ``out``.
 
@@ -332,7 +333,7 @@ def run(
             bar.stop()
         records = read_results(out)
         write_csv(out, records)
-        write_report(out, records, summary.failures)
+        write_report(out, records, summary.failures, title)
         summary.seconds = time.perf_counter() - started
     return summary
 
@@ -351,8 +352,10 @@ def _progress(total: int):
 
     class Speed(ProgressColumn):
         def render(self, task: Any) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text("" if speed is None else f"{speed:.2f} images/s")
+            elapsed = task.finished_time or task.elapsed
+            if not elapsed or not task.completed:
+                return Text("")
+            return Text(f"{task.completed / elapsed:.2f} images/s")
 
     bar = Progress(
         TextColumn("explaining"),

@@ -164,3 +164,15 @@ def test_help_has_examples():
     result = runner.invoke(app, ["explain", "--help"])
     assert result.exit_code == 0
     assert "Examples" in result.output and "--resume" in result.output
+
+
+def test_torchscript_model_with_layer_methods_is_a_usage_error(images, tmp_path):
+    import torch
+
+    torch.jit.script(torchvision.models.resnet18().eval()).save(str(tmp_path / "net.pt"))
+    out = tmp_path / "out"
+    args = ["explain", str(images), "--model", str(tmp_path / "net.pt"), "--size", "64"]
+    result = runner.invoke(app, [*args, "--method", "gradcam", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "is a TorchScript model, which takes no hooks" in result.output
+    assert not out.exists()

@@ -154,9 +154,21 @@ def explain(
             )
         chosen_target = _target(target, names, classes)
         if any(get(name).uses_layer for name in chosen):
-            adapter.resolve_layers(layer, probe)
+            try:
+                adapter.resolve_layers(layer, probe)
+            except RuntimeError as error:
+                if "ScriptModule" not in str(error):
+                    raise
+                usage_error(
+                    f"{model} is a TorchScript model, which takes no hooks, so layer methods "
+                    f"({', '.join(n for n in chosen if get(n).uses_layer)}) cannot see inside "
+                    "it; load the Python model instead (torchvision:NAME or package.module:"
+                    "factory with --weights FILE)"
+                )
     except camlens.CamlensError as error:
         usage_error(str(error))
+    except RuntimeError as error:
+        usage_error(f"the model failed on a (1, 3, {size}, {size}) input: {error}")
     if panel and importlib.util.find_spec("matplotlib") is None:
         typer.echo("note: no panels without matplotlib (pip install matplotlib)", err=True)
         panel = False
@@ -184,6 +196,7 @@ def explain(
         echo=lambda text: typer.echo(text, err=True),
         progress=not quiet,
         layout=lambda x: _layout(adapter, x),
+        title=f"camlens: {model} ({', '.join(chosen)})",
     )
     typer.echo(
         f"{summary.done} image(s) explained with {', '.join(chosen)} in {summary.seconds:.1f} s"
