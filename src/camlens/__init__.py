@@ -1,6 +1,7 @@
 """camlens: where an image classifier looks. Class activation maps and their relatives."""
 
 from camlens.backends.torch import CamlensWarning
+from camlens.boxes import boxes
 from camlens.errors import CamlensError, CamlensTypeError, CamlensValueError
 from camlens.explanation import Explanation
 from camlens.io import load_images
@@ -35,6 +36,7 @@ __all__ = [
     "HiResCAM",
     "LayerCAM",
     "XGradCAM",
+    "boxes",
     "explain",
     "layers",
     "load_images",

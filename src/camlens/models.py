@@ -1,54 +1,257 @@
-"""Model specs for the command line: ``torchvision:NAME`` (more kinds come with the full CLI)."""
+"""Model specs for the command line, and the class names that go with them.
+
+A spec is one of:
+
+- ``torchvision:NAME`` (weights: ``DEFAULT`` downloads, ``none`` random, or a local ``.pth``),
+- ``timm:NAME`` (same weights choices),
+- a TorchScript file (``torch.jit.save``),
+- a full pickled ``nn.Module`` saved with ``torch.save(model)`` (only with ``trust_pickle=True``:
+  unpickling runs code from the file),
+- a camlens checkpoint folder (``model.safetensors`` + ``camlens.json``) or ``demo``,
+- a ``.keras`` file or ``keras:NAME`` (the Keras backend),
+- ``package.module:factory``: a function called with no arguments that returns the model.
+"""
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import zipfile
 from pathlib import Path
-
-import torch.nn as nn
+from typing import Any
 
 from camlens.errors import CamlensValueError
 
+FORMS = (
+    "torchvision:NAME, timm:NAME, a TorchScript file, a camlens checkpoint folder or 'demo', "
+    "a .keras file, keras:NAME, or package.module:factory"
+)
 
-def load_spec(spec: str, weights: str | None = None) -> nn.Module:
-    """Build the model a spec names. ``weights``: None/"none" (random), "DEFAULT" or a .pth file."""
-    kind, _, name = spec.partition(":")
-    if kind != "torchvision" or not name:
+
+def kind_of(spec: str) -> str:
+    """Which loader a spec goes to: torchvision, timm, keras, checkpoint, file or factory."""
+    path = Path(spec)
+    if spec == "demo" or (path.is_dir() and (path / "camlens.json").is_file()):
+        return "checkpoint"
+    if spec.startswith("keras:") or spec.lower().endswith(".keras"):
+        return "keras"
+    prefix, sep, name = spec.partition(":")
+    if prefix in ("torchvision", "timm"):
+        return prefix
+    if path.is_file():
+        return "file"
+    if sep and name and all(part.isidentifier() for part in prefix.split(".")):
+        return "factory"
+    if path.is_dir():
         raise CamlensValueError(
-            f"unknown model spec {spec!r}; expected torchvision:NAME (e.g. torchvision:resnet18)"
+            f"model spec {spec!r} is a folder without camlens.json; a camlens checkpoint folder "
+            "holds model.safetensors and camlens.json (camlens train writes one)"
         )
+    raise CamlensValueError(f"unknown model spec {spec!r}; expected {FORMS}")
+
+
+def load_spec(spec: str, weights: str | None = None, *, trust_pickle: bool = False) -> Any:
+    """Build the model a spec names, in eval mode.
+
+    ``weights``: None or "none" (random), "DEFAULT" (download the pretrained weights) or a local
+    state-dict file (loaded with ``weights_only=True``). ``trust_pickle`` allows a spec file that
+    is a whole pickled model (unpickling can run arbitrary code: only for files you trust).
+    """
+    if not isinstance(spec, str) or not spec:
+        raise CamlensValueError(f"model spec must be a non-empty string, got {spec!r}")
+    kind = kind_of(spec)
+    if kind == "checkpoint":
+        try:
+            from camlens.checkpoint import load_model  # type: ignore[import-not-found]
+        except ImportError as error:
+            raise CamlensValueError(
+                f"model spec {spec!r} is a camlens checkpoint, but this install has no "
+                "camlens.checkpoint module to load it"
+            ) from error
+        return load_model(spec)
+    if kind == "keras":
+        try:
+            from camlens.backends.keras import load_spec as keras_spec  # type: ignore
+        except ImportError as error:
+            raise CamlensValueError(
+                f"model spec {spec!r} needs the Keras backend (camlens.backends.keras) and keras "
+                f"installed (pip install keras): {error}"
+            ) from error
+        return keras_spec(spec, weights)
+    if kind == "torchvision":
+        return _torchvision(spec.partition(":")[2], weights)
+    if kind == "timm":
+        return _timm(spec.partition(":")[2], weights)
+    if kind == "file":
+        return _file(Path(spec), weights, trust_pickle)
+    return _factory(spec, weights)
+
+
+def _random(weights: str | None) -> bool:
+    return weights is None or weights.lower() == "none"
+
+
+def _check_name(name: str, available: list[str], library: str) -> None:
+    if name not in available:
+        close = difflib.get_close_matches(name, available, n=5)
+        raise CamlensValueError(
+            f"{library} has no classification model {name!r}"
+            + (f"; close names: {', '.join(close)}" if close else "")
+        )
+
+
+def _offline(name: str, error: Exception) -> CamlensValueError:
+    return CamlensValueError(
+        f"could not download the DEFAULT weights of {name} ({type(error).__name__}: {error}); "
+        "offline, pass a local weights file: --weights path/to/weights.pth (a state dict saved "
+        "with torch.save(model.state_dict(), path)), or --weights none for random weights"
+    )
+
+
+def _torchvision(name: str, weights: str | None) -> Any:
     try:
         import torchvision
     except ImportError as error:
         raise CamlensValueError(
             "model spec torchvision:... needs torchvision (pip install 'camlens[vision]')"
         ) from error
-    available = torchvision.models.list_models(module=torchvision.models)
-    if name not in available:
-        import difflib
-
-        close = difflib.get_close_matches(name, available, n=5)
-        raise CamlensValueError(
-            f"torchvision has no classification model {name!r}"
-            + (f"; close names: {', '.join(close)}" if close else "")
-        )
-    if weights in (None, "none", "None"):
+    _check_name(name, torchvision.models.list_models(module=torchvision.models), "torchvision")
+    if _random(weights):
         return torchvision.models.get_model(name, weights=None).eval()
     if weights == "DEFAULT":
         try:
             return torchvision.models.get_model(name, weights="DEFAULT").eval()
-        except OSError as error:  # URLError is an OSError
-            raise CamlensValueError(
-                f"could not download the DEFAULT weights of {name} ({error}); offline, pass a "
-                "local weights file: --weights path/to/weights.pth"
-            ) from error
-    path = Path(weights)
-    if not path.is_file():
-        raise CamlensValueError(
-            f"weights {weights!r} is neither 'DEFAULT', 'none' nor an existing file"
-        )
+        except (OSError, RuntimeError) as error:  # URLError is an OSError
+            raise _offline(name, error) from error
+    model = torchvision.models.get_model(name, weights=None)
+    return _load_state(model, weights)
+
+
+def _timm(name: str, weights: str | None) -> Any:
+    try:
+        import timm
+    except ImportError as error:
+        raise CamlensValueError("model spec timm:... needs timm (pip install timm)") from error
+    if not timm.is_model(name):
+        _check_name(name, timm.list_models(), "timm")
+    if weights == "DEFAULT":
+        try:
+            return timm.create_model(name, pretrained=True).eval()
+        except Exception as error:  # hub errors (OSError, HTTP, offline mode) vary by version
+            raise _offline(name, error) from error
+    model = timm.create_model(name, pretrained=False)
+    return model.eval() if _random(weights) else _load_state(model, weights)
+
+
+def _load_state(model: Any, weights: str | None) -> Any:
+    """Load a local state dict (``weights_only=True``) into ``model``."""
     import torch
 
-    model = torchvision.models.get_model(name, weights=None)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    if weights == "DEFAULT":
+        raise CamlensValueError(
+            "--weights DEFAULT (download) applies to torchvision:NAME and timm:NAME models only; "
+            "pass a local state-dict file or none"
+        )
+    path = Path(str(weights))
+    if not path.is_file():
+        raise CamlensValueError(
+            f"--weights {weights!r} is neither 'DEFAULT', 'none' nor an existing file"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle errors of every kind: report the file, never execute it
+        raise CamlensValueError(
+            f"--weights {str(path)!r} is not a plain state dict ({type(error).__name__}: "
+            f"{str(error)[:200]}); save one with torch.save(model.state_dict(), path)"
+        ) from error
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CamlensValueError(
+            f"--weights {str(path)!r} holds a {type(state).__name__}, expected a state dict"
+        )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise CamlensValueError(
+            f"--weights {str(path)!r} does not fit the model: {str(error)[:300]}"
+        ) from error
     return model.eval()
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
+
+
+def _file(path: Path, weights: str | None, trust_pickle: bool) -> Any:
+    import torch
+
+    if _is_torchscript(path):
+        model = torch.jit.load(str(path), map_location="cpu")
+        return model if _random(weights) else _load_state(model, weights)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a full pickle: refuse unless trusted
+        if not trust_pickle:
+            raise CamlensValueError(
+                f"model file {str(path)!r} is a full pickle, which can run code when loaded; "
+                "pass --trust-pickle if you trust it, or save a TorchScript file "
+                "(torch.jit.script(model).save(path)) or a state dict with --model "
+                "torchvision:NAME --weights FILE"
+            ) from error
+        loaded = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(loaded, torch.nn.Module):
+        return loaded.eval() if _random(weights) else _load_state(loaded, weights)
+    raise CamlensValueError(
+        f"model file {str(path)!r} holds a {type(loaded).__name__} (weights without an "
+        "architecture); pass the architecture as the spec and the file as weights: "
+        f"--model torchvision:NAME --weights {path}"
+    )
+
+
+def _factory(spec: str, weights: str | None) -> Any:
+    module_name, _, attribute = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise CamlensValueError(
+            f"model spec {spec!r}: cannot import {module_name!r} ({error}); expected {FORMS}"
+        ) from error
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise CamlensValueError(f"model spec {spec!r}: {module_name} has no callable {attribute!r}")
+    model = factory()
+    if hasattr(model, "eval"):
+        model.eval()
+    return model if _random(weights) else _load_state(model, weights)
+
+
+def class_names(spec: str, model: Any, classes: int | None = None) -> list[str] | None:
+    """Class names for a model: its own (``classes`` / ``class_names`` attribute), ImageNet's
+    for a torchvision or timm ImageNet model, or None when unknown."""
+    for attribute in ("class_names", "classes"):
+        names = getattr(model, attribute, None)
+        if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
+            return list(names)
+    kind = spec.partition(":")[0]
+    if kind == "timm":
+        try:
+            from timm.data import ImageNetInfo, infer_imagenet_subset
+
+            subset = infer_imagenet_subset(model)
+            if subset:
+                info = ImageNetInfo(subset)
+                return [
+                    info.index_to_description(i).split(",")[0] for i in range(info.num_classes())
+                ]
+        except (ImportError, AttributeError, ValueError):
+            pass
+    if kind in ("torchvision", "timm") and classes in (None, 1000):
+        from camlens.labels import imagenet_classes
+
+        names = imagenet_classes()
+        return list(names) if names else None
+    return None

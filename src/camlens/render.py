@@ -1,50 +1,96 @@
-"""Colouring maps and blending them over images (numpy only at this output boundary)."""
+"""Colouring maps, blending them over images, labels, contours, boxes and panel figures.
+
+All math is torch and batched (a (B, H, W) stack of maps is coloured in one indexing); numpy
+appears only at the output boundary (uint8 RGB arrays, PNG files). Colormaps are matplotlib's
+256-entry tables (``jet``, ``turbo``, ``viridis``, ``inferno``, ``magma`` or any matplotlib name);
+``jet`` also works without matplotlib, from the same segment data matplotlib uses.
+"""
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from camlens.errors import CamlensValueError
 from camlens.io import ImageLike, to_rgb
 from camlens.maps import upsample
 
-# Matplotlib's "jet" as piecewise-linear segments: (x, value) per channel.
+# Matplotlib's "jet" as piecewise-linear segments: (x, value) per channel (matplotlib's _jet_data).
 _JET = {
     "red": ((0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)),
     "green": ((0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0), (1.0, 0.0)),
     "blue": ((0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0)),
 }
 
+Box = tuple[int, int, int, int]
 
-def colormap_table(name: str = "jet") -> np.ndarray:
-    """A (256, 3) float table in [0, 1] for a colormap name (matplotlib's when installed)."""
-    if name == "jet":
-        x = np.linspace(0.0, 1.0, 256)
-        return np.stack(
-            [np.interp(x, *zip(*_JET[channel])) for channel in ("red", "green", "blue")], axis=1
-        )
+
+def colormap_names() -> list[str]:
+    """The colormap names ``colorize`` accepts (matplotlib's, without the ``_r`` reversals)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return ["jet"]
+    return sorted((n for n in matplotlib.colormaps if not n.endswith("_r")), key=str.lower)
+
+
+@lru_cache(maxsize=32)
+def _table(name: str) -> np.ndarray:
     try:
         import matplotlib
     except ImportError as error:
+        if name == "jet":
+            x = np.linspace(0.0, 1.0, 256)
+            points = [np.array(_JET[c]).T for c in ("red", "green", "blue")]
+            return np.stack([np.interp(x, xp, fp) for xp, fp in points], 1)
         raise CamlensValueError(
             f"colormap {name!r} needs matplotlib (pip install matplotlib); 'jet' works without"
         ) from error
-    if name not in matplotlib.colormaps:
+    if not isinstance(name, str) or name not in matplotlib.colormaps:
+        close = difflib.get_close_matches(str(name), list(matplotlib.colormaps), n=3)
+        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
         raise CamlensValueError(
-            f"unknown colormap {name!r}; valid names include: "
-            + ", ".join(sorted(matplotlib.colormaps)[:40])
+            f"unknown colormap {name!r}; {hint}valid names: {', '.join(colormap_names())} "
+            "(add _r to reverse any of them)"
         )
-    return matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3]
+    return np.asarray(matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3])
+
+
+def colormap_table(name: str = "jet") -> np.ndarray:
+    """The (256, 3) float table in [0, 1] of a colormap; an unknown name lists the valid ones."""
+    return _table(name).copy()
+
+
+def _maps(heatmap: torch.Tensor | np.ndarray, name: str = "heatmap") -> torch.Tensor:
+    values = torch.as_tensor(heatmap).detach().float().cpu()
+    if values.ndim not in (2, 3):
+        raise CamlensValueError(
+            f"expected {name} of shape (H, W) or (B, H, W), got {tuple(values.shape)}"
+        )
+    return torch.nan_to_num(values)
+
+
+def colorize_tensor(heatmap: torch.Tensor | np.ndarray, colormap: str = "jet") -> torch.Tensor:
+    """Maps (..., H, W) in [0, 1] as float32 RGB (..., H, W, 3) in [0, 1], one table lookup."""
+    values = _maps(heatmap)
+    table = torch.from_numpy(_table(colormap)).float()
+    index = (values.clamp(0, 1) * 255.0 + 0.5).long().clamp(0, 255)
+    return table[index]
 
 
 def colorize(heatmap: torch.Tensor | np.ndarray, colormap: str = "jet") -> np.ndarray:
-    """A map (H, W) in [0, 1] as uint8 RGB (H, W, 3)."""
-    values = torch.as_tensor(heatmap).detach().float().cpu().numpy()
-    if values.ndim != 2:
-        raise CamlensValueError(f"expected heatmap of shape (H, W), got {values.shape}")
-    index = np.clip(np.nan_to_num(values) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return (colormap_table(colormap)[index] * 255.0 + 0.5).astype(np.uint8)
+    """Maps (H, W) or (B, H, W) in [0, 1] as uint8 RGB (..., H, W, 3)."""
+    return _to_uint8(colorize_tensor(heatmap, colormap))
+
+
+def _to_uint8(values: torch.Tensor) -> np.ndarray:
+    return (values * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
 
 
 def overlay(
@@ -56,20 +102,141 @@ def overlay(
 ) -> np.ndarray:
     """Blend a coloured heatmap over ``image``; returns uint8 RGB at the image's own size.
 
-    ``out = (1 - a) * image + a * colour(heatmap)`` where ``a = alpha``; with ``threshold``, pixels
+    The map is resized to the image (never the image to the map), then
+    ``out = (1 - a) * image + a * colour(heatmap)`` with ``a = alpha``; with ``threshold``, pixels
     whose heatmap value is below it keep the plain image (the MURA tutorial's ``cam < 0.2``).
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise CamlensValueError(f"alpha must be in [0, 1], got {alpha}")
-    picture = to_rgb(image)
-    values = torch.as_tensor(heatmap).detach().float().cpu()
+    if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise CamlensValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    picture = torch.tensor(to_rgb(image)).float()
+    values = _maps(heatmap)
     if values.ndim != 2:
         raise CamlensValueError(f"expected heatmap of shape (H, W), got {tuple(values.shape)}")
     height, width = picture.shape[:2]
     values = upsample(values[None], (height, width))[0].clamp(0, 1)
-    colour = colorize(values, colormap).astype(np.float32)
-    weight = np.full((height, width, 1), alpha, dtype=np.float32)
+    colour = colorize_tensor(values, colormap) * 255.0
+    weight = torch.full((height, width, 1), float(alpha))
     if threshold is not None:
-        weight[values.numpy() < threshold] = 0.0
-    blended = (1.0 - weight) * picture.astype(np.float32) + weight * colour
-    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+        weight[values < threshold] = 0.0
+    blended = (1.0 - weight) * picture + weight * colour
+    return (blended + 0.5).clamp(0, 255).to(torch.uint8).numpy()
+
+
+def label_text(name: str, probability: float) -> str:
+    """``"dog 97.3%"``: a class name and its probability (name alone when it is NaN)."""
+    if probability != probability:  # NaN: a callable target has no probability
+        return name
+    return f"{name} {probability * 100:.1f}%"
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow < 10.1 or no FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def draw_label(image: ImageLike, text: str) -> np.ndarray:
+    """``text`` in the top-left corner on a dark band, its size scaled to the image (min 10 px)."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.fromarray(to_rgb(image))
+    size = max(10, round(min(picture.size) * 0.06))
+    draw = ImageDraw.Draw(picture)
+    font = _font(size)
+    pad = max(2, size // 4)
+    left, top, right, bottom = draw.textbbox((pad, pad), text, font=font)
+    draw.rectangle((0, 0, right + pad, bottom + pad), fill=(0, 0, 0))
+    draw.text((pad, pad), text, fill=(255, 255, 255), font=font)
+    return np.asarray(picture)
+
+
+def draw_boxes(
+    image: ImageLike,
+    boxes: Sequence[Box],
+    color: tuple[int, int, int] = (0, 255, 0),
+    width: int | None = None,
+) -> np.ndarray:
+    """Rectangles ``(x0, y0, x1, y1)`` (both corners inside, image pixels) drawn on ``image``."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.fromarray(to_rgb(image))
+    line = width or max(1, round(min(picture.size) / 150))
+    draw = ImageDraw.Draw(picture)
+    for box in boxes:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        draw.rectangle((x0, y0, x1, y1), outline=color, width=line)
+    return np.asarray(picture)
+
+
+def contour_masks(heatmap: torch.Tensor | np.ndarray, levels: Sequence[float]) -> torch.Tensor:
+    """Boolean (L, ..., H, W): pixels at or above each level that touch a pixel below it."""
+    values = _maps(heatmap)
+    flat = values.reshape(-1, 1, *values.shape[-2:])
+    out = []
+    for level in levels:
+        inside = (flat >= level).float()
+        # a pixel is on the contour when it is inside and one of its 8 neighbours is not
+        eroded = -F.max_pool2d(-inside, 3, stride=1, padding=1)
+        out.append(((inside - eroded) > 0).reshape(values.shape))
+    return torch.stack(out) if out else torch.zeros((0, *values.shape), dtype=torch.bool)
+
+
+def draw_contours(
+    image: ImageLike,
+    heatmap: torch.Tensor | np.ndarray,
+    levels: Sequence[float] = (0.5,),
+    color: tuple[int, int, int] = (255, 255, 255),
+) -> np.ndarray:
+    """Iso-lines of ``heatmap`` (resized to the image) at ``levels``, about 1/200 of it thick."""
+    picture = torch.tensor(to_rgb(image))
+    values = _maps(heatmap)
+    if values.ndim != 2:
+        raise CamlensValueError(f"expected heatmap of shape (H, W), got {tuple(values.shape)}")
+    height, width = picture.shape[:2]
+    values = upsample(values[None], (height, width))[0]
+    lines = contour_masks(values, levels).any(dim=0).float()[None, None]
+    thick = max(1, round(min(height, width) / 200))
+    if thick > 1:
+        lines = F.max_pool2d(lines, 2 * (thick // 2) + 1, stride=1, padding=thick // 2)
+    picture[lines[0, 0] > 0] = torch.tensor(color, dtype=torch.uint8)
+    return picture.numpy()
+
+
+def panel(
+    image: ImageLike,
+    rows: Sequence[tuple[str, torch.Tensor | np.ndarray, np.ndarray]],
+    path: str | os.PathLike,
+    title: str = "",
+    colormap: str = "jet",
+) -> None:
+    """Save a PNG figure: one row per method, columns original | heatmap | overlay.
+
+    ``rows`` holds ``(method title, heatmap (h, w) in [0, 1], overlay uint8 (H, W, 3))``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    picture = to_rgb(image)
+    height, width = picture.shape[:2]
+    cell = 3.0
+    aspect = height / width
+    figure = Figure(figsize=(3 * cell, max(1, len(rows)) * cell * aspect + (0.5 if title else 0.2)))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(max(1, len(rows)), 3, squeeze=False)
+    for row, (name, heat, blended) in zip(axes, rows):
+        values = _maps(heat).numpy()
+        row[0].imshow(picture)
+        row[0].set_title("original", fontsize=9)
+        row[1].imshow(values, cmap=colormap, vmin=0, vmax=1, extent=(0, width, height, 0))
+        row[1].set_title(f"{name}: heatmap", fontsize=9)
+        row[2].imshow(blended)
+        row[2].set_title(f"{name}: overlay", fontsize=9)
+    for axis in axes.flat:
+        axis.set_axis_off()
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(os.fspath(path), dpi=100)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import NoReturn
+
 import typer
 
 app = typer.Typer(
@@ -10,15 +13,21 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
-@app.callback()
-def _group() -> None:
-    """Keeps ``camlens COMMAND`` a group even while one command is registered."""
+def usage_error(message: str, code: int = 2) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code`` (2: nothing was done)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
 
 
-from camlens.cli import explain as _explain  # noqa: E402,F401  (registers the command)
+#: Command modules, each registering its command on ``app`` when imported.
+COMMANDS = ("explain", "layers", "methods")
+
+for _name in COMMANDS:
+    importlib.import_module(f"camlens.cli.{_name}")
 
 
 def main() -> None:

@@ -1,0 +1,178 @@
+"""``camlens explain`` through the CLI runner: outputs, failures, exit codes, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import urllib.error
+
+import pytest
+import torchvision
+from PIL import Image
+from typer.testing import CliRunner
+
+import camlens.runner
+from camlens.cli import app
+from camlens.report import html_problems
+
+runner = CliRunner()
+
+
+def results(out):
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_folder_with_bad_files(images, model_args, tmp_path):
+    out = tmp_path / "out"
+    args = [
+        "explain",
+        str(images),
+        *model_args,
+        "--method",
+        "gradcam,cam",
+        "--boxes",
+        "--out",
+        str(out),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    lines = results(out)
+    paths = {line["path"] for line in lines}
+    assert {p.rsplit("/", 1)[-1] for p in paths} == {"chelsea.jpg", "ramp.png", "gray.jpg"}
+    assert len(lines) == 3 * 2 and {line["method"] for line in lines} == {"gradcam", "cam"}
+    # both failures named with their reasons, in the log and in the closing summary
+    assert f"{images / 'corrupt.jpg'}: corrupt or truncated image" in result.output
+    assert (
+        f"{images / 'notes.txt'}: not an image (Pillow cannot identify its format)" in result.output
+    )
+    assert "2 input(s) failed:" in result.output
+    page = (out / "report.html").read_text()
+    assert html_problems(page) == []
+    assert "corrupt.jpg" in page and "notes.txt" in page
+    with open(out / "results.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 6
+    for line in lines:
+        assert line["layer"] == "layer4"
+        assert line["predicted_name"] in camlens.labels.imagenet_classes()
+        assert 0 < line["probability"] <= 1 and set(line["seconds"]) == {
+            "load",
+            "explain",
+            "render",
+        }
+        with Image.open(out / line["overlay"]) as overlay, Image.open(line["path"]) as original:
+            assert overlay.size == original.size == (line["width"], line["height"])
+        (box,) = line["boxes"]
+        assert 0 <= box[0] <= box[2] < line["width"] and 0 <= box[1] <= box[3] < line["height"]
+        assert (out / line["panel"]).is_file() and (out / line["image"]).is_file()
+
+
+def test_all_good_exit_0_and_target_by_name(images, model_args, tmp_path):
+    out = tmp_path / "out"
+    args = ["explain", str(images / "chelsea.jpg"), *model_args, "--target", "tabby", "--no-panel"]
+    result = runner.invoke(app, [*args, "--out", str(out), "--colormap", "viridis"])
+    assert result.exit_code == 0, result.output
+    (line,) = results(out)
+    assert (line["target"], line["target_name"]) == (281, "tabby")
+    assert line["panel"] is None and not any((out / "panels").iterdir())
+
+
+def test_resume_after_an_interrupted_run(images, model_args, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    args = [
+        "explain",
+        str(images),
+        *model_args,
+        "--batch-size",
+        "1",
+        "--no-panel",
+        "--out",
+        str(out),
+    ]
+    real = camlens.runner._explain_batch
+    calls = []
+
+    def interrupted(*a, **k):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(a[4].paths)
+        return real(*a, **k)
+
+    monkeypatch.setattr(camlens.runner, "_explain_batch", interrupted)
+    first = runner.invoke(app, args)
+    assert first.exit_code != 0
+    (done,) = calls
+    assert [line["path"] for line in results(out)] == [str(p) for p in done]
+    assert (out / "report.html").is_file() and (out / "results.csv").is_file()
+
+    seen = []
+
+    def counting(*a, **k):
+        seen.extend(a[4].paths)
+        return real(*a, **k)
+
+    monkeypatch.setattr(camlens.runner, "_explain_batch", counting)
+    second = runner.invoke(app, [*args, "--resume"])
+    assert second.exit_code == 1, second.output  # the two bad files fail again
+    assert "resume: 1 image(s) already in results.jsonl, 4 to do" in second.output
+    assert done[0] not in seen and len(seen) == 2
+    paths = [line["path"] for line in results(out)]
+    assert len(paths) == len(set(paths)) == 3
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "gradcam,nope"], "unknown method 'nope'; valid methods: cam, gradcam"),
+        (["--layer", "layer9"], "layer9"),
+        (["--colormap", "jte"], "unknown colormap 'jte'; did you mean 'jet'"),
+        (["--target", "zebra-cat"], "--target 'zebra-cat' is not 'pred', a class index"),
+        (["--target", "1000"], "--target 1000 is out of range: the model has 1000 classes"),
+        (["--alpha", "2"], "--alpha must be in [0, 1], got 2.0"),
+    ],
+)
+def test_usage_errors_exit_2_before_any_work(images, model_args, tmp_path, extra, message):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["explain", str(images), *model_args, *extra, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not out.exists()
+
+
+def test_bad_model_spec_exit_2(images, model_args, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["explain", str(images), "--model", "resnet", "--out", str(out)])
+    assert result.exit_code == 2
+    assert "error: unknown model spec 'resnet'; expected torchvision:NAME" in result.output
+    assert not out.exists()
+
+
+def test_default_weights_offline_fails_at_once(images, model_args, tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    out = tmp_path / "out"
+    args = ["explain", str(images), "--model", "torchvision:resnet18", "--out", str(out)]
+    result = runner.invoke(app, args)  # no --weights: DEFAULT for torchvision models
+    assert result.exit_code == 2
+    assert "could not download the DEFAULT weights of resnet18" in result.output
+    assert "--weights path/to/weights.pth" in result.output
+    assert not out.exists()
+
+
+def test_help_has_examples():
+    result = runner.invoke(app, ["explain", "--help"])
+    assert result.exit_code == 0
+    assert "Examples" in result.output and "--resume" in result.output
+
+
+def test_torchscript_model_with_layer_methods_is_a_usage_error(images, tmp_path):
+    import torch
+
+    torch.jit.script(torchvision.models.resnet18().eval()).save(str(tmp_path / "net.pt"))
+    out = tmp_path / "out"
+    args = ["explain", str(images), "--model", str(tmp_path / "net.pt"), "--size", "64"]
+    result = runner.invoke(app, [*args, "--method", "gradcam", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "is a TorchScript model, which takes no hooks" in result.output
+    assert not out.exists()

@@ -1,0 +1,150 @@
+"""Model specs: torchvision, timm, TorchScript, pickles, factories, and their errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import textwrap
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+
+from camlens.errors import CamlensValueError
+from camlens.models import class_names, kind_of, load_spec
+
+
+@pytest.fixture
+def tiny_module(tmp_path, monkeypatch):
+    """An importable module ``tinynet`` with a small model class and a factory."""
+    (tmp_path / "tinynet.py").write_text(
+        textwrap.dedent(
+            """
+            import torch.nn as nn
+
+            class Tiny(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+                    self.pool = nn.AdaptiveAvgPool2d(1)
+                    self.fc = nn.Linear(4, 2)
+
+                def forward(self, x):
+                    return self.fc(self.pool(self.features(x)).flatten(1))
+
+            def build():
+                return Tiny()
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    sys.modules.pop("tinynet", None)
+
+
+def test_kinds(tmp_path):
+    assert kind_of("torchvision:resnet18") == "torchvision"
+    assert kind_of("timm:resnet18") == "timm"
+    assert kind_of("demo") == "checkpoint"
+    assert kind_of("model.keras") == "keras"
+    assert kind_of("keras:ResNet50") == "keras"
+    assert kind_of("my_pkg.models:build") == "factory"
+    (tmp_path / "ckpt").mkdir()
+    with pytest.raises(CamlensValueError, match="folder without camlens.json"):
+        kind_of(str(tmp_path / "ckpt"))
+    (tmp_path / "ckpt" / "camlens.json").write_text("{}")
+    assert kind_of(str(tmp_path / "ckpt")) == "checkpoint"
+    with pytest.raises(
+        CamlensValueError, match="unknown model spec 'nonsense'; expected torchvision:NAME"
+    ):
+        kind_of("nonsense")
+
+
+def test_torchvision_random_and_typo():
+    model = load_spec("torchvision:resnet18", "none")
+    assert isinstance(model, torchvision.models.ResNet) and not model.training
+    with pytest.raises(CamlensValueError, match="close names: resnet18"):
+        load_spec("torchvision:resnet81")
+
+
+def test_default_weights_offline_says_how_to_pass_a_file(monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    with pytest.raises(CamlensValueError) as error:
+        load_spec("torchvision:resnet18", "DEFAULT")
+    assert "could not download the DEFAULT weights of resnet18" in str(error.value)
+    assert "--weights path/to/weights.pth" in str(error.value)
+
+
+def test_local_state_dict(tmp_path):
+    torch.manual_seed(0)
+    source = torchvision.models.get_model("squeezenet1_1", weights=None)
+    torch.save(source.state_dict(), tmp_path / "w.pth")
+    model = load_spec("torchvision:squeezenet1_1", str(tmp_path / "w.pth"))
+    for a, b in zip(source.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(CamlensValueError, match="does not fit the model"):
+        load_spec("torchvision:resnet18", str(tmp_path / "w.pth"))
+    with pytest.raises(CamlensValueError, match="neither 'DEFAULT', 'none' nor an existing file"):
+        load_spec("torchvision:resnet18", str(tmp_path / "missing.pth"))
+
+
+def test_torchscript_file(tmp_path, tiny_module):
+    import tinynet
+
+    model = tinynet.build().eval()
+    torch.jit.script(model).save(str(tmp_path / "tiny.pt"))
+    loaded = load_spec(str(tmp_path / "tiny.pt"))
+    x = torch.randn(1, 3, 8, 8)
+    assert torch.allclose(loaded(x), model(x))
+
+
+def test_full_pickle_needs_trust(tmp_path, tiny_module):
+    import tinynet
+
+    torch.save(tinynet.build(), tmp_path / "whole.pt")
+    with pytest.raises(CamlensValueError, match="is a full pickle.*pass --trust-pickle"):
+        load_spec(str(tmp_path / "whole.pt"))
+    assert isinstance(load_spec(str(tmp_path / "whole.pt"), trust_pickle=True), tinynet.Tiny)
+    torch.save(tinynet.build().state_dict(), tmp_path / "state.pt")
+    with pytest.raises(CamlensValueError, match="weights without an architecture"):
+        load_spec(str(tmp_path / "state.pt"))
+
+
+def test_factory(tiny_module, tmp_path):
+    import tinynet
+
+    assert isinstance(load_spec("tinynet:build"), tinynet.Tiny)
+    torch.save(tinynet.build().state_dict(), tmp_path / "w.pth")
+    assert isinstance(load_spec("tinynet:build", str(tmp_path / "w.pth")), tinynet.Tiny)
+    with pytest.raises(CamlensValueError, match="tinynet has no callable 'missing'"):
+        load_spec("tinynet:missing")
+    with pytest.raises(CamlensValueError, match="cannot import 'no_such_module_xyz'"):
+        load_spec("no_such_module_xyz:build")
+
+
+def test_timm_random():
+    timm = pytest.importorskip("timm")
+    model = load_spec("timm:resnet18", "none")
+    assert isinstance(model, timm.models.ResNet)
+    names = class_names("timm:resnet18", model, 1000)
+    assert len(names) == 1000 and (names[0], names[281]) == ("tench", "tabby")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("camlens.checkpoint") is not None, reason="camlens.checkpoint exists"
+)
+def test_checkpoint_without_the_module():
+    with pytest.raises(CamlensValueError, match="no camlens.checkpoint module"):
+        load_spec("demo")
+
+
+def test_class_names():
+    model = load_spec("torchvision:resnet18", "none")
+    assert class_names("torchvision:resnet18", model, 1000)[281] == "tabby"
+    assert class_names("torchvision:resnet18", model, 10) is None
+    model.class_names = ["a", "b"]
+    assert class_names("tinynet:build", model) == ["a", "b"]
