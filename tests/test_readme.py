@@ -37,4 +37,5 @@ def test_main_job_runs(tmp_path, monkeypatch):
     args = [str(out) if a == args[args.index("--out") + 1] else a for a in args[1:]]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.glob("*.png"))
+    assert sorted(p.name for p in out.rglob("*.png"))
+    assert (out / "report.html").is_file()

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
-from conftest import SmallCNN
+from toy_models import SmallCNN
 
 import camlens
 from camlens.backends import adapter_for

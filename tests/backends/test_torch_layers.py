@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torchvision
-from conftest import SmallCNN
+from toy_models import SmallCNN
 
 import camlens
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
-from conftest import TINY_X, SmallCNN
+from toy_models import TINY_X, SmallCNN
 
 import camlens
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from conftest import TINY_X
+from toy_models import TINY_X
 
 import camlens
 from camlens.methods.eigen import eigencam

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from conftest import TINY_X
+from toy_models import TINY_X
 
 import camlens
 from camlens.methods.gradient import gradcam_plus_plus

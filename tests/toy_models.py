@@ -1,0 +1,70 @@
+"""Test models: tiny networks with hand-set weights and seeded random CNNs (import them from
+here, not from conftest: several conftest modules exist)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Activations of the tiny models' explained layer (an identity 1x1 conv): 2 channels, 2x2.
+TINY_X = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[0.0, 1.0], [1.0, 0.0]]]])
+
+
+class TinyGAP(nn.Module):
+    """identity 1x1 conv -> global average pooling -> Linear(2, 2) with hand-set weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Conv2d(2, 2, 1, bias=False)
+        self.fc = nn.Linear(2, 2)
+        with torch.no_grad():
+            self.layer.weight.copy_(torch.eye(2)[:, :, None, None])
+            self.fc.weight.copy_(torch.tensor([[1.0, -1.0], [2.0, 0.5]]))
+            self.fc.bias.copy_(torch.tensor([0.1, -0.2]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.layer(x).mean(dim=(2, 3)))
+
+
+class TinyDense(nn.Module):
+    """identity 1x1 conv -> flatten -> Linear(8, 2): per-location gradients set by hand.
+
+    For class 1, d y / d A is channel 0: [[1, -1], [0, 2]], channel 1: [[0.5, 0.5], [-1, 1]].
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Conv2d(2, 2, 1, bias=False)
+        self.fc = nn.Linear(8, 2)
+        with torch.no_grad():
+            self.layer.weight.copy_(torch.eye(2)[:, :, None, None])
+            self.fc.weight.copy_(
+                torch.tensor([[0.0] * 8, [1.0, -1.0, 0.0, 2.0, 0.5, 0.5, -1.0, 1.0]])
+            )
+            self.fc.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.layer(x).flatten(1))
+
+
+class SmallCNN(nn.Module):
+    """conv-relu-conv-relu -> post-layer op -> GAP -> linear, seeded; ``inplace`` selects how the
+    ReLU after the explained layer (``features``) is applied, as torchvision's DenseNet does."""
+
+    def __init__(self, classes: int = 5, inplace: bool = True, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.BatchNorm2d(16),
+        )
+        self.fc = nn.Linear(16, classes)
+        self.inplace = inplace
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.features(x)
+        out = F.relu(features, inplace=self.inplace)
+        return self.fc(out.mean(dim=(2, 3)))
