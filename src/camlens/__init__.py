@@ -8,12 +8,19 @@ from camlens.layers import layers
 from camlens.maps import minmax
 from camlens.methods import (
     CAM,
+    AblationCAM,
     EigenCAM,
     Explainer,
     GradCAM,
     GradCAMPlusPlus,
+    GuidedBackprop,
+    GuidedGradCAM,
     HiResCAM,
+    IntegratedGradients,
     LayerCAM,
+    Saliency,
+    ScoreCAM,
+    SmoothGrad,
     XGradCAM,
 )
 from camlens.registry import explain, methods
@@ -22,6 +29,7 @@ from camlens.render import overlay
 __version__ = "0.1.0"
 
 __all__ = [
+    "AblationCAM",
     "CAM",
     "CamlensError",
     "CamlensTypeError",
@@ -32,8 +40,14 @@ __all__ = [
     "Explanation",
     "GradCAM",
     "GradCAMPlusPlus",
+    "GuidedBackprop",
+    "GuidedGradCAM",
     "HiResCAM",
+    "IntegratedGradients",
     "LayerCAM",
+    "Saliency",
+    "ScoreCAM",
+    "SmoothGrad",
     "XGradCAM",
     "explain",
     "layers",
