@@ -212,7 +212,7 @@ class Explainer:
             step = self._step(self.adapter.native(xt), tgt)
             raw = step.raw.float()
             if raws:
-                raw = upsample(raw, tuple(raws[0].shape[1:]), "bilinear")
+                raw = upsample(raw, (raws[0].shape[1], raws[0].shape[2]), "bilinear")
             raws.append(raw.flip(-1) if flip else raw)
             layer = step.layer
         extra = {"augmentations": [f"{'flip ' if f else ''}x{s}" for f, s in AUGMENTATIONS]}

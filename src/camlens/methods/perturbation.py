@@ -90,8 +90,9 @@ class ScoreCAM(_PerturbationCAM):
 
     A constant channel gives an all-zero mask (no epsilon). ``top_k_channels=N`` (Faster
     Score-CAM) keeps the N channels of largest mean activation per image, the softmax running over
-    those. ``precision``: "fp32", "bf16" (bfloat16 autocast for the masked forwards, maps within
-    ~1e-3) or "auto" (bf16 where the device runs it fast: CUDA, CPUs with AVX512-BF16/AMX).
+    those. The masked forwards run in inference mode, channels-last, ``batch_size`` at a time.
+    ``precision``: "fp32", "bf16" (bfloat16 autocast for the masked forwards, maps within ~1e-2)
+    or "auto" (bf16 where the device runs it fast: CUDA, CPUs with AMX; fp32 elsewhere).
     """
 
     paper = "Wang et al. 2020, Score-CAM (arXiv:1910.01279)"

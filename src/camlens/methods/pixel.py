@@ -30,6 +30,7 @@ class PixelMethod(Explainer):
 
     def attribute(self, capture: Capture) -> torch.Tensor:
         """(B, C, H, W) signed attribution from the input and its gradient."""
+        assert capture.gradients is not None
         return capture.gradients[0]
 
     def reduce(self, attribution: torch.Tensor) -> torch.Tensor:
