@@ -183,3 +183,18 @@ def test_augment_on_a_perturbation_cam_keeps_the_layer_grid():
 def test_scorecam_option_errors(options, message):
     with pytest.raises(camlens.CamlensValueError, match=message):
         camlens.ScoreCAM(Tiny(), **options)
+
+
+def test_progress_bar_appears_only_after_the_delay():
+    from camlens.methods.perturbation import _Progress
+
+    quick = _Progress(4, "Score-CAM", delay=60.0)
+    quick.advance(2)
+    assert quick.bar is None
+    slow = _Progress(4, "Score-CAM", delay=0.0)
+    slow.advance(2)
+    assert slow.bar is not None and slow.done == 2
+    slow.close()
+    off = _Progress(4, "Score-CAM", enabled=False, delay=0.0)
+    off.advance(2)
+    assert off.bar is None
