@@ -198,3 +198,21 @@ def test_progress_bar_appears_only_after_the_delay():
     off = _Progress(4, "Score-CAM", enabled=False, delay=0.0)
     off.advance(2)
     assert off.bar is None
+
+
+class FixedSize(Tiny):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[-1] == 20, "input must be 20 pixels wide"
+        return super().forward(x)
+
+
+def test_augment_falls_back_to_flips_for_a_fixed_size_model():
+    torch.manual_seed(7)
+    model = FixedSize().eval()
+    x = torch.randn(1, 3, 20, 20)
+    with pytest.warns(camlens.CamlensWarning, match=r"rejects \(18, 18\) inputs"):
+        exp = camlens.explain(model, x, method="gradcam", layer="conv2", augment=True, target=0)
+    plain = camlens.GradCAM(model, layer="conv2")
+    expected = (plain(x, target=0).raw + plain(x.flip(-1), target=0).raw.flip(-1)) / 2
+    assert exp.extra["augmentations"] == ["x1.0", "flip x1.0"]
+    assert torch.allclose(exp.raw, expected, atol=1e-6)

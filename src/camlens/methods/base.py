@@ -17,6 +17,7 @@ unaugmented layer grid. The target is resolved once, on the clean input.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 
 from camlens import targets as targets_
 from camlens.backends import adapter_for
-from camlens.backends.torch import Capture
+from camlens.backends.torch import CamlensWarning, Capture
 from camlens.errors import CamlensTypeError, CamlensValueError
 from camlens.explanation import Explanation
 from camlens.maps import UPSAMPLE_MODES, finalize, minmax, upsample
@@ -197,25 +198,45 @@ class Explainer:
         return self._finish(raw, x, ref, layer, **extra)
 
     def _augmented(self, x: Any, target: Target) -> Explanation:
-        """Average raw map over flips and rescalings, each mapped back to the layer's grid."""
+        """Average raw map over flips and rescalings, each mapped back to the layer's grid.
+
+        A model that accepts only its own input size (a ViT) gets flips only, with a warning.
+        """
         xc = self.adapter.as_tensor(x)
         ref = self._reference(xc, target)
         tgt = self._copies_target(ref, 1)
         height, width = xc.shape[-2:]
         raws: list[torch.Tensor] = []
+        used: list[tuple[bool, float]] = []
         layer = ""
+        scales_ok = True
         for flip, scale in AUGMENTATIONS:
+            if scale != 1.0 and not scales_ok:
+                continue
             xt = xc.flip(-1) if flip else xc
             if scale != 1.0:
                 size = (round(height * scale), round(width * scale))
                 xt = F.interpolate(xt, size=size, mode="bilinear", align_corners=False)
-            step = self._step(self.adapter.native(xt), tgt)
+            try:
+                step = self._step(self.adapter.native(xt), tgt)
+            except (RuntimeError, AssertionError, ValueError) as error:
+                if scale == 1.0 or any(s != 1.0 for _, s in used):
+                    raise
+                warnings.warn(
+                    f"augment=True: the model rejects {tuple(xt.shape[-2:])} inputs "
+                    f"({type(error).__name__}); averaging over flips only",
+                    CamlensWarning,
+                    stacklevel=3,
+                )
+                scales_ok = False
+                continue
             raw = step.raw.float()
             if raws:
                 raw = upsample(raw, (raws[0].shape[1], raws[0].shape[2]), "bilinear")
             raws.append(raw.flip(-1) if flip else raw)
+            used.append((flip, scale))
             layer = step.layer
-        extra = {"augmentations": [f"{'flip ' if f else ''}x{s}" for f, s in AUGMENTATIONS]}
+        extra = {"augmentations": [f"{'flip ' if f else ''}x{s}" for f, s in used]}
         return self._finish(torch.stack(raws).mean(dim=0), x, ref, layer, **extra)
 
     def __repr__(self) -> str:
