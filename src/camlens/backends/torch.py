@@ -392,8 +392,9 @@ class TorchAdapter:
     def infer(self, x: torch.Tensor, *, precision: str = "fp32") -> torch.Tensor:
         """Float32 logits (N, K) of a canonical batch for many-forward methods (Score-CAM).
 
-        Runs under ``torch.inference_mode`` without camlens hooks, the input in channels-last
-        memory format; ``precision="bf16"`` runs under bfloat16 autocast on the model's device.
+        Runs under ``torch.inference_mode`` with no hooks (but on a final Softmax module, whose
+        input is taken as the logits), the input in channels-last memory format;
+        ``precision="bf16"`` runs under bfloat16 autocast on the model's device.
         """
         x = self.prepare(x).contiguous(memory_format=torch.channels_last)
         device = x.device.type
