@@ -9,12 +9,19 @@ from camlens.layers import layers
 from camlens.maps import minmax
 from camlens.methods import (
     CAM,
+    AblationCAM,
     EigenCAM,
     Explainer,
     GradCAM,
     GradCAMPlusPlus,
+    GuidedBackprop,
+    GuidedGradCAM,
     HiResCAM,
+    IntegratedGradients,
     LayerCAM,
+    Saliency,
+    ScoreCAM,
+    SmoothGrad,
     XGradCAM,
 )
 from camlens.registry import explain, methods
@@ -23,6 +30,7 @@ from camlens.render import overlay
 __version__ = "0.1.0"
 
 __all__ = [
+    "AblationCAM",
     "CAM",
     "CamlensError",
     "CamlensTypeError",
@@ -33,8 +41,14 @@ __all__ = [
     "Explanation",
     "GradCAM",
     "GradCAMPlusPlus",
+    "GuidedBackprop",
+    "GuidedGradCAM",
     "HiResCAM",
+    "IntegratedGradients",
     "LayerCAM",
+    "Saliency",
+    "ScoreCAM",
+    "SmoothGrad",
     "XGradCAM",
     "boxes",
     "explain",

@@ -46,3 +46,32 @@ class Adapter(Protocol):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Float32 logits (N, K) of a canonical batch, without hooks or graph."""
+
+    # Calls used by the perturbation and pixel-space methods (Score-CAM, Ablation-CAM, saliency,
+    # guided backprop, SmoothGrad, Integrated Gradients). N is any number of rows, K classes.
+
+    def native(self, x: torch.Tensor) -> Any:
+        """A canonical float32 (N, C, H, W) torch tensor as a native input batch that ``capture``,
+        ``input_gradients`` and ``logits_above`` accept (noisy or augmented copies of ``x``)."""
+
+    def input_gradients(self, x: Any, target: Target = None, *, guided: bool = False) -> Any:
+        """A Capture for the input itself: ``activations == [x]`` and ``gradients == [d score /
+        d x]``, both canonical float32 (N, C, H, W) on the model's device, with logits (N, K),
+        target, scores (N,) and probs (N,) as for ``capture``. ``guided=True``: every ReLU
+        backpropagates only positive gradients at positive inputs (guided backpropagation), and the
+        model is left exactly as it was, also after an exception."""
+
+    def infer(self, x: torch.Tensor, *, precision: str = "fp32") -> torch.Tensor:
+        """Float32 logits (N, K) of a canonical (N, C, H, W) batch without hooks or graph, for
+        methods running many forwards; ``precision="bf16"`` may run under bfloat16 autocast."""
+
+    def bf16_ok(self) -> bool:
+        """Whether ``infer(..., precision="bf16")`` is supported and fast on the model's device."""
+
+    def logits_above(
+        self, x: Any, layer: str, activations: torch.Tensor, image: int = 0
+    ) -> torch.Tensor:
+        """Float32 logits (N, K): the network from ``layer`` up, run with that layer's output for
+        image ``image`` of the native batch ``x`` replaced by each row of ``activations``, a
+        canonical (N, C, h, w) tensor shaped like ``capture``'s activations for that layer. The
+        layers below ``layer`` should run once, not N times."""

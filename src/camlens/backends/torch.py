@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +98,7 @@ class TorchAdapter:
         self.model = model
         self._surveys: dict[tuple[int, ...], tuple[list[LayerInfo], str | None]] = {}
         self._warned_softmax = False
+        self._broadcast: dict[tuple[str, tuple[int, ...]], bool] = {}
 
     # ---------------------------------------------------------------- introspection
     @property
@@ -353,3 +354,146 @@ class TorchAdapter:
                 "layer (camlens layers lists them)"
             )
         return layout
+
+    # ---------------------------------------------------------------- perturbation and pixel calls
+    def native(self, x: torch.Tensor) -> torch.Tensor:
+        """A canonical (B, C, H, W) batch as this adapter's native input (the same tensor)."""
+        return x
+
+    def input_gradients(
+        self, x: torch.Tensor, target: targets_.Target = None, *, guided: bool = False
+    ) -> Capture:
+        """Gradients of the target scores with respect to the input, in one backward pass.
+
+        The Capture's ``activations`` and ``gradients`` hold one (B, C, H, W) float32 tensor each:
+        the input and d score / d input. ``guided`` backpropagates through every ReLU with
+        :func:`camlens.backends.guided.guided_relu`.
+        """
+        from camlens.backends.guided import guided_relu
+
+        x = self.prepare(x).requires_grad_()
+        relu = guided_relu() if guided else nullcontext()
+        with self._explaining(), torch.enable_grad(), relu:
+            logits, _ = self._forward(x)
+            resolved = targets_.resolve(target, logits.detach())
+            score = targets_.scores(logits, resolved)
+            if not score.requires_grad:
+                raise CamlensValueError("the explained score does not depend on the input")
+            (grad,) = torch.autograd.grad(score.sum(), x)
+        return Capture(
+            activations=[x.detach().float()],
+            gradients=[grad.detach().float()],
+            logits=logits.detach().float(),
+            target=resolved,
+            scores=score.detach().float().cpu(),
+            probs=targets_.probabilities(logits, resolved),
+        )
+
+    def infer(self, x: torch.Tensor, *, precision: str = "fp32") -> torch.Tensor:
+        """Float32 logits (N, K) of a canonical batch for many-forward methods (Score-CAM).
+
+        Runs under ``torch.inference_mode`` with no hooks (but on a final Softmax module, whose
+        input is taken as the logits), the input in channels-last memory format;
+        ``precision="bf16"`` runs under bfloat16 autocast on the model's device.
+        """
+        x = self.prepare(x).contiguous(memory_format=torch.channels_last)
+        device = x.device.type
+        autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+        with self._explaining(), torch.inference_mode(), autocast:
+            logits, _ = self._forward(x)
+        return logits.float()
+
+    def bf16_ok(self) -> bool:
+        """Whether bfloat16 autocast is fast on the model's device: CUDA with bf16, or a CPU with
+        AMX tiles (on AVX512-BF16 alone it measured no faster than channels-last float32)."""
+        device = self.device
+        if device.type == "cuda":
+            return torch.cuda.is_bf16_supported()
+        if device.type == "cpu":
+            amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+            return bool(amx is not None and amx() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return False
+
+    def logits_above(
+        self, x: torch.Tensor, layer: str, activations: torch.Tensor, image: int = 0
+    ) -> torch.Tensor:
+        """Logits (N, K) when ``layer``'s output for image ``image`` of ``x`` is replaced by each of
+        the N canonical (N, C, h, w) ``activations`` in turn (Ablation-CAM).
+
+        Only the network above the layer runs N times: the image goes through the layers below
+        once and the layer's forward hook hands the rest of the network the N-row batch, which
+        the layers above broadcast against anything of batch 1 coming from below (a skip around
+        the layer). The first call per layer checks the trick against a plain forward; where it
+        fails (a model mixing batch rows) the image is repeated N times instead.
+        """
+        x = self.prepare(x)[image : image + 1]
+        module = self.module(layer)
+        size = self.input_size(x)
+        key = (layer, tuple(x.shape[1:]))
+        if key not in self._broadcast:
+            self._broadcast[key] = self._check_broadcast(x, module, layer, size, activations[:1])
+        rows = x if self._broadcast[key] else x.expand(activations.shape[0], *x.shape[1:])
+        logits, _ = self._replaced(rows, module, layer, size, activations)
+        return logits
+
+    def _replaced(
+        self,
+        x: torch.Tensor,
+        module: nn.Module,
+        layer: str,
+        size: tuple[int, int],
+        activations: torch.Tensor,
+        keep_original: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits with the layer's output replaced by ``activations`` (after the original one
+        when ``keep_original``); also returns the original canonical output."""
+        seen: list[torch.Tensor] = []
+
+        def hook(mod: nn.Module, args: object, output: object) -> object:
+            tensor = main_tensor(output)
+            if tensor is None:
+                raise CamlensValueError(f"layer {layer!r} returns {type(output).__name__}")
+            layout = self._layout(layer, tensor, size)
+            seen.append(layout.to_nchw(tensor).float())
+            rows = activations.to(tensor.dtype)
+            if keep_original:
+                rows = torch.cat([layout.to_nchw(tensor).to(rows.dtype), rows])
+            return replace_main(output, _from_nchw(layout, rows, tensor))
+
+        with self._explaining(), torch.inference_mode():
+            handle = module.register_forward_hook(hook)
+            try:
+                logits, _ = self._forward(x)
+            finally:
+                handle.remove()
+        return logits.float(), (seen[0] if seen else None)
+
+    def _check_broadcast(
+        self,
+        x: torch.Tensor,
+        module: nn.Module,
+        layer: str,
+        size: tuple[int, int],
+        probe: torch.Tensor,
+    ) -> bool:
+        """Whether running the layers below on one row and above on N rows gives plain logits."""
+        try:
+            logits, _ = self._replaced(x, module, layer, size, probe, keep_original=True)
+        except (RuntimeError, ValueError, IndexError):
+            return False
+        if logits.shape[0] != 2:
+            return False
+        plain = self.logits(x)
+        scale = float(plain.abs().max()) or 1.0
+        return bool((logits[:1] - plain).abs().max() <= 1e-4 * scale)
+
+
+def _from_nchw(layout: Layout, rows: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """Canonical (N, C, h, w) rows in the native layout of ``original`` (batch 1 or N)."""
+    if layout.kind == "nchw":
+        return rows.contiguous()
+    if layout.kind == "nhwc":
+        return rows.permute(0, 2, 3, 1).contiguous()
+    tokens = rows.flatten(2).transpose(1, 2)
+    prefix = original[:1, : layout.prefix, :].expand(rows.shape[0], -1, -1)
+    return torch.cat([prefix.to(tokens.dtype), tokens], dim=1)

@@ -1,24 +1,64 @@
-"""The base classes every method builds on.
+r"""The base classes every method builds on.
 
 :class:`Explainer` owns the adapter, layer resolution, target handling and the shared ending
 ``maps = minmax(upsample(relu(raw)))``. :class:`LayerMethod` is the CAM family: one capture of
 activations A (and gradients G = dy/dA), then ``raw = combine(A, G)`` per layer; several layers are
 fused by averaging their rectified, min-max scaled maps at the finest layer's resolution (as
 pytorch-grad-cam does). A method overrides one small function.
+
+Two options wrap any method's single pass (:meth:`Explainer._step`): ``smooth=N`` averages the raw
+maps (and pixel attributions) over N noisy copies :math:`x + \mathcal N(0, \sigma^2)`,
+:math:`\sigma = \text{noise}\,(\max x - \min x)` (SmoothGrad, Smilkov et al. 2017,
+arXiv:1706.03825), for gradient methods; ``augment=True`` averages a CAM method's raw maps over
+test-time augmentations (horizontal flip x scales 0.9, 1.0, 1.1), each mapped back to the
+unaugmented layer grid. The target is resolved once, on the clean input.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
+from camlens import targets as targets_
 from camlens.backends import adapter_for
-from camlens.backends.torch import Capture
-from camlens.errors import CamlensTypeError
+from camlens.backends.torch import CamlensWarning, Capture
+from camlens.errors import CamlensTypeError, CamlensValueError
 from camlens.explanation import Explanation
 from camlens.maps import UPSAMPLE_MODES, finalize, minmax, upsample
 from camlens.targets import Target
+
+#: Test-time augmentations of ``augment=True``: (horizontal flip, scale), the identity first.
+AUGMENTATIONS = ((False, 1.0), (False, 0.9), (False, 1.1), (True, 1.0), (True, 0.9), (True, 1.1))
+
+
+@dataclass
+class Step:
+    """One pass of a method: the raw map (B, h, w), the capture it came from, the layer name,
+    extras and, for pixel-space methods, the signed attribution (B, C, H, W)."""
+
+    raw: torch.Tensor
+    capture: Capture
+    layer: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    attribution: torch.Tensor | None = None
+
+
+def auto_batch(x: torch.Tensor, per_item: int, cap: int) -> int:
+    """Rows per batch so that ``per_item`` bytes each fit in a quarter of the free memory of
+    ``x``'s device (at least 1, at most ``cap``)."""
+    try:
+        if x.device.type == "cuda":
+            free = torch.cuda.mem_get_info(x.device)[0]
+        else:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        free = 2**31
+    return max(1, min(cap, int(free // 4 // max(per_item, 1))))
 
 
 class Explainer:
@@ -26,11 +66,15 @@ class Explainer:
 
     Options shared by every method: ``relu`` (rectify before upsampling, default True),
     ``upsample`` ("bilinear", "bicubic" or "nearest") and ``normalize`` (min-max to [0, 1]).
+    Gradient methods take ``smooth=N`` (average over N noisy copies, ``noise`` the standard
+    deviation as a fraction of each image's value range, ``seed`` for the noise, ``batch_size``
+    copies per pass); CAM methods take ``augment=True`` (test-time augmentation).
     """
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     uses_layer: ClassVar[bool] = True
+    smoothable: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -40,14 +84,17 @@ class Explainer:
         relu: bool = True,
         upsample: str = "bilinear",
         normalize: bool = True,
+        smooth: int = 0,
+        noise: float = 0.15,
+        augment: bool = False,
+        seed: int | None = None,
+        batch_size: int | None = None,
     ) -> None:
         self.adapter = adapter_for(model)
         self.model = model
         self.layer = layer
         self.relu = relu
         if upsample not in UPSAMPLE_MODES:
-            from camlens.errors import CamlensValueError
-
             raise CamlensValueError(
                 f"upsample must be one of {', '.join(UPSAMPLE_MODES)}, got {upsample!r}"
             )
@@ -56,9 +103,141 @@ class Explainer:
         for flag, value in (("relu", relu), ("normalize", normalize)):
             if not isinstance(value, bool):
                 raise CamlensTypeError(f"{flag} must be True or False, got {value!r}")
+        for flag, number in (("smooth", smooth), ("batch_size", batch_size)):
+            if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
+                raise CamlensTypeError(f"{flag} must be an int, got {number!r}")
+        if smooth < 0 or (batch_size is not None and batch_size < 1):
+            raise CamlensValueError(
+                f"smooth must be >= 0 and batch_size >= 1, got smooth={smooth}, "
+                f"batch_size={batch_size}"
+            )
+        if smooth and not self.smoothable:
+            raise CamlensValueError(
+                f"smooth={smooth} averages gradients over noisy copies, but method "
+                f"{self.name!r} uses no gradients; drop smooth or pick a gradient method"
+            )
+        if augment and not (self.uses_layer and isinstance(augment, bool)):
+            raise CamlensValueError(
+                f"augment=True is for CAM methods (maps at a layer), got augment={augment!r} for "
+                f"method {self.name!r}; use smooth=N for pixel-space methods"
+            )
+        if smooth and augment:
+            raise CamlensValueError("pass smooth=N or augment=True, not both")
+        if not isinstance(noise, (int, float)) or noise < 0:
+            raise CamlensValueError(f"noise must be a number >= 0, got {noise!r}")
+        self.smooth = smooth
+        self.noise = float(noise)
+        self.augment = augment
+        self.seed = seed
+        self.batch_size = batch_size
 
     def __call__(self, x: Any, target: Target = None) -> Explanation:
+        if self.smooth:
+            return self._smoothed(x, target, self.smooth)
+        if self.augment:
+            return self._augmented(x, target)
+        step = self._step(x, target)
+        extra = dict(step.extra)
+        if step.attribution is not None:
+            extra["attribution"] = step.attribution.detach().float().cpu()
+        return self._finish(step.raw, x, step.capture, step.layer, **extra)
+
+    def _step(self, x: Any, target: Target) -> Step:
+        """One pass of the method on the native batch ``x``."""
         raise NotImplementedError
+
+    def _reference(self, xc: torch.Tensor, target: Target) -> Capture:
+        """Target, scores and probabilities of the clean canonical batch (no gradients)."""
+        logits = self.adapter.logits(xc)
+        resolved = targets_.resolve(target, logits)
+        return Capture(
+            activations=[],
+            gradients=None,
+            logits=logits,
+            target=resolved,
+            scores=targets_.scores(logits, resolved).detach().float().cpu(),
+            probs=targets_.probabilities(logits, resolved),
+        )
+
+    def _copies_target(self, capture: Capture, copies: int) -> Target:
+        """The resolved target for a batch holding ``copies`` consecutive copies of each image."""
+        if capture.target.function is not None:
+            return capture.target.function
+        return capture.target.indices.repeat_interleave(copies)
+
+    def _smoothed(self, x: Any, target: Target, samples: int) -> Explanation:
+        """Average raw map and attribution over ``samples`` noisy copies of every image."""
+        xc = self.adapter.as_tensor(x)
+        ref = self._reference(xc, target)
+        batch = xc.shape[0]
+        span = xc.amax(dim=(1, 2, 3)) - xc.amin(dim=(1, 2, 3))
+        sigma = (self.noise * span).repeat_interleave(samples)
+        generator = None
+        if self.seed is not None:
+            generator = torch.Generator(device=xc.device).manual_seed(self.seed)
+        std = sigma[:, None, None, None].expand(batch * samples, *xc.shape[1:])
+        noisy = xc.repeat_interleave(samples, dim=0) + torch.normal(0.0, std, generator=generator)
+        tgt = self._copies_target(ref, samples)
+        rows = self.batch_size or auto_batch(xc, 64 * xc[0].numel() * 4, 64)
+        raws: list[torch.Tensor] = []
+        attributions: list[torch.Tensor] = []
+        layer = ""
+        for start in range(0, noisy.shape[0], rows):
+            part = tgt if callable(tgt) else tgt[start : start + rows]  # type: ignore[index]
+            step = self._step(self.adapter.native(noisy[start : start + rows]), part)
+            raws.append(step.raw.float())
+            if step.attribution is not None:
+                attributions.append(step.attribution.float())
+            layer = step.layer
+        raw = torch.cat(raws).reshape(batch, samples, *raws[0].shape[1:]).mean(dim=1)
+        extra: dict[str, Any] = {"samples": samples}
+        if attributions:
+            joined = torch.cat(attributions)
+            extra["attribution"] = joined.reshape(batch, samples, *joined.shape[1:]).mean(dim=1)
+            extra["attribution"] = extra["attribution"].cpu()
+        return self._finish(raw, x, ref, layer, **extra)
+
+    def _augmented(self, x: Any, target: Target) -> Explanation:
+        """Average raw map over flips and rescalings, each mapped back to the layer's grid.
+
+        A model that accepts only its own input size (a ViT) gets flips only, with a warning.
+        """
+        xc = self.adapter.as_tensor(x)
+        ref = self._reference(xc, target)
+        tgt = self._copies_target(ref, 1)
+        height, width = xc.shape[-2:]
+        raws: list[torch.Tensor] = []
+        used: list[tuple[bool, float]] = []
+        layer = ""
+        scales_ok = True
+        for flip, scale in AUGMENTATIONS:
+            if scale != 1.0 and not scales_ok:
+                continue
+            xt = xc.flip(-1) if flip else xc
+            if scale != 1.0:
+                size = (round(height * scale), round(width * scale))
+                xt = F.interpolate(xt, size=size, mode="bilinear", align_corners=False)
+            try:
+                step = self._step(self.adapter.native(xt), tgt)
+            except (RuntimeError, AssertionError, ValueError) as error:
+                if scale == 1.0 or any(s != 1.0 for _, s in used):
+                    raise
+                warnings.warn(
+                    f"augment=True: the model rejects {tuple(xt.shape[-2:])} inputs "
+                    f"({type(error).__name__}); averaging over flips only",
+                    CamlensWarning,
+                    stacklevel=3,
+                )
+                scales_ok = False
+                continue
+            raw = step.raw.float()
+            if raws:
+                raw = upsample(raw, (raws[0].shape[1], raws[0].shape[2]), "bilinear")
+            raws.append(raw.flip(-1) if flip else raw)
+            used.append((flip, scale))
+            layer = step.layer
+        extra = {"augmentations": [f"{'flip ' if f else ''}x{s}" for f, s in used]}
+        return self._finish(torch.stack(raws).mean(dim=0), x, ref, layer, **extra)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(layer={self.layer!r})"
@@ -87,22 +266,41 @@ class LayerMethod(Explainer):
     needs_gradients: ClassVar[bool] = True
     needs_head: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "smoothable" not in cls.__dict__:
+            cls.smoothable = cls.needs_gradients
+
     def combine(
         self, activations: torch.Tensor, gradients: torch.Tensor | None, capture: Capture
     ) -> torch.Tensor:
         """(B, C, h, w) activations and gradients -> raw map (B, h, w)."""
         raise NotImplementedError
 
-    def __call__(self, x: Any, target: Target = None) -> Explanation:
+    def layer_raw(
+        self,
+        x: Any,
+        name: str,
+        activations: torch.Tensor,
+        gradients: torch.Tensor | None,
+        capture: Capture,
+    ) -> torch.Tensor:
+        """The raw map (B, h, w) at layer ``name``; perturbation methods also use ``x``."""
+        return self.combine(activations, gradients, capture)
+
+    def _step(self, x: Any, target: Target) -> Step:
         names = self.adapter.resolve_layers(self.layer, x)
         capture = self.adapter.capture(
             x, names, target, gradients=self.needs_gradients, head=self.needs_head
         )
         grads = capture.gradients or [None] * len(names)
-        raws = [self.combine(a, g, capture) for a, g in zip(capture.activations, grads)]
+        raws = [
+            self.layer_raw(x, name, a, g, capture)
+            for name, a, g in zip(names, capture.activations, grads)
+        ]
         raw = raws[0] if len(raws) == 1 else fuse(raws, relu=self.relu)
         extra = {"layers": dict(zip(names, raws))} if len(raws) > 1 else {}
-        return self._finish(raw, x, capture, "+".join(names), **extra)
+        return Step(raw, capture, "+".join(names), extra)
 
 
 def fuse(raws: list[torch.Tensor], relu: bool = True) -> torch.Tensor:

@@ -1,0 +1,223 @@
+"""Perturbation CAMs: channel weights measured by changing the input or the layer and re-scoring.
+
+Both methods run many forwards, batched on the model's device; a progress bar appears on stderr
+once a call has taken more than two seconds (``progress=False`` turns it off).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from camlens import targets as targets_
+from camlens.backends.torch import Capture
+from camlens.errors import CamlensTypeError, CamlensValueError
+from camlens.maps import minmax
+from camlens.methods.base import LayerMethod, auto_batch
+from camlens.registry import register
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class _Progress:
+    """A transient rich progress bar that only appears after ``delay`` seconds."""
+
+    def __init__(self, total: int, label: str, enabled: bool = True, delay: float = 2.0) -> None:
+        self.total, self.label, self.enabled, self.delay = total, label, enabled, delay
+        self.start = time.perf_counter()
+        self.done = 0
+        self.bar: Any = None
+        self.task: Any = None
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done)
+        elif (
+            self.enabled
+            and self.done < self.total
+            and time.perf_counter() - self.start > self.delay
+        ):
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=self.total, completed=self.done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _row_target(target: targets_.ResolvedTarget, images: torch.Tensor) -> targets_.ResolvedTarget:
+    """The target of each row, for rows taken from the given images."""
+    if target.function is not None:
+        return target
+    return targets_.ResolvedTarget(target.indices[images.cpu()])
+
+
+class _PerturbationCAM(LayerMethod):
+    needs_gradients = False
+
+    def __init__(
+        self,
+        model: Any,
+        layer: Any = "auto",
+        *,
+        batch_size: int | None = None,
+        progress: bool = True,
+        **options: Any,
+    ) -> None:
+        super().__init__(model, layer, batch_size=batch_size, **options)
+        if not isinstance(progress, bool):
+            raise CamlensTypeError(f"progress must be True or False, got {progress!r}")
+        self.progress = progress
+
+
+@register("scorecam", "score-cam")
+class ScoreCAM(_PerturbationCAM):
+    r"""Score-CAM (Wang et al. 2020, arXiv:1910.01279), as pytorch-grad-cam computes it.
+
+    Each channel :math:`A^k`, upsampled to the input (bilinear, ``align_corners=True``) and
+    min-max scaled to :math:`M^k \in [0, 1]`, masks the input; the target's logits on the masked
+    inputs, softmaxed over channels, weight the channels:
+
+    .. math:: w_k = \operatorname{softmax}_k\big(y^c(x \odot M^k)\big), \qquad
+       L = \sum_k w_k A^k
+
+    A constant channel gives an all-zero mask (no epsilon). ``top_k_channels=N`` (Faster
+    Score-CAM) keeps the N channels of largest mean activation per image, the softmax running over
+    those. The masked forwards run in inference mode, channels-last, ``batch_size`` at a time.
+    ``precision``: "fp32", "bf16" (bfloat16 autocast for the masked forwards, maps within ~1e-2)
+    or "auto" (bf16 where the device runs it fast: CUDA, CPUs with AMX; fp32 elsewhere).
+    """
+
+    paper = "Wang et al. 2020, Score-CAM (arXiv:1910.01279)"
+
+    def __init__(
+        self,
+        model: Any,
+        layer: Any = "auto",
+        *,
+        top_k_channels: int | None = None,
+        precision: str = "auto",
+        **options: Any,
+    ) -> None:
+        super().__init__(model, layer, **options)
+        if top_k_channels is not None and (
+            isinstance(top_k_channels, bool)
+            or not isinstance(top_k_channels, int)
+            or top_k_channels < 1
+        ):
+            raise CamlensValueError(
+                f"top_k_channels must be a positive int or None, got {top_k_channels!r}"
+            )
+        if precision not in PRECISIONS:
+            raise CamlensValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+            )
+        self.top_k_channels = top_k_channels
+        self.precision = precision
+
+    def channels(self, activations: torch.Tensor) -> torch.Tensor:
+        """Indices (B, K) of the channels used: all, or the ``top_k_channels`` largest means."""
+        batch, count = activations.shape[:2]
+        if self.top_k_channels is None or self.top_k_channels >= count:
+            return torch.arange(count, device=activations.device).expand(batch, count)
+        return activations.mean(dim=(2, 3)).topk(self.top_k_channels, dim=1).indices
+
+    def layer_raw(
+        self,
+        x: Any,
+        name: str,
+        activations: torch.Tensor,
+        gradients: torch.Tensor | None,
+        capture: Capture,
+    ) -> torch.Tensor:
+        xc = self.adapter.as_tensor(x)
+        index = self.channels(activations)
+        batch, count = index.shape
+        h, w = activations.shape[-2:]
+        chosen = activations.gather(1, index[..., None, None].expand(-1, -1, h, w))
+        weights = torch.softmax(self.masked_scores(xc, chosen, capture.target), dim=1)
+        return (weights[..., None, None] * chosen).sum(dim=1)
+
+    def masked_scores(
+        self, xc: torch.Tensor, chosen: torch.Tensor, target: targets_.ResolvedTarget
+    ) -> torch.Tensor:
+        """Target scores (B, K) of the input masked by each upsampled, min-max scaled channel."""
+        batch, count = chosen.shape[:2]
+        precision = self.precision
+        if precision == "auto":
+            precision = "bf16" if self.adapter.bf16_ok() else "fp32"
+        cap = 128 if xc.device.type == "cuda" else 32
+        rows = self.batch_size or auto_batch(xc, 64 * xc[0].numel() * 4, cap)
+        flat = chosen.reshape(batch * count, 1, *chosen.shape[2:])
+        images = torch.arange(batch, device=xc.device).repeat_interleave(count)
+        scores = torch.empty(batch * count, device=xc.device)
+        progress = _Progress(batch * count, "Score-CAM", self.progress)
+        try:
+            for start in range(0, batch * count, rows):
+                stop = min(start + rows, batch * count)
+                masks = F.interpolate(
+                    flat[start:stop], size=xc.shape[-2:], mode="bilinear", align_corners=True
+                )
+                masks = minmax(masks[:, 0])[:, None]
+                logits = self.adapter.infer(xc[images[start:stop]] * masks, precision=precision)
+                row_target = _row_target(target, images[start:stop])
+                scores[start:stop] = targets_.scores(logits, row_target).float()
+                progress.advance(stop - start)
+        finally:
+            progress.close()
+        return scores.reshape(batch, count)
+
+
+@register("ablationcam", "ablation-cam")
+class AblationCAM(_PerturbationCAM):
+    r"""Ablation-CAM (Desai & Ramaswamy 2020, WACV): the relative drop of the target's score when
+    one channel of the layer is set to zero.
+
+    .. math:: w_k = \frac{y^c - y^c_k}{y^c}, \qquad L = \sum_k w_k A^k
+
+    :math:`y^c_k` is the score with channel k of the layer's output zeroed; only the network
+    above the layer runs for the ablated copies (batched, ``batch_size`` copies per forward). A
+    zero score :math:`y^c` gives zero weights. pytorch-grad-cam ablates with
+    :math:`\min A - 10^7` instead of 0 when the layer's output is nowhere 0; camlens always uses 0,
+    as the paper does.
+    """
+
+    paper = "Desai & Ramaswamy 2020, Ablation-CAM (WACV 2020)"
+
+    def layer_raw(
+        self,
+        x: Any,
+        name: str,
+        activations: torch.Tensor,
+        gradients: torch.Tensor | None,
+        capture: Capture,
+    ) -> torch.Tensor:
+        batch, count = activations.shape[:2]
+        score = targets_.scores(capture.logits, capture.target).float().to(activations.device)
+        rows = self.batch_size or auto_batch(activations, 16 * activations[0].numel() * 4, count)
+        ablated = torch.empty(batch, count, device=activations.device)
+        progress = _Progress(batch * count, "Ablation-CAM", self.progress)
+        try:
+            for image in range(batch):
+                images = torch.full((1,), image, device=activations.device)
+                for start in range(0, count, rows):
+                    stop = min(start + rows, count)
+                    copies = activations[image].expand(stop - start, -1, -1, -1).clone()
+                    copies[torch.arange(stop - start), torch.arange(start, stop)] = 0
+                    logits = self.adapter.logits_above(x, name, copies, image)
+                    row_target = _row_target(capture.target, images.expand(stop - start))
+                    ablated[image, start:stop] = targets_.scores(logits, row_target).float()
+                    progress.advance(stop - start)
+        finally:
+            progress.close()
+        nonzero = score != 0
+        safe = torch.where(nonzero, score, torch.ones_like(score))[:, None]
+        weights = torch.where(nonzero[:, None], (score[:, None] - ablated) / safe, 0.0)
+        return (weights[..., None, None] * activations).sum(dim=1)
