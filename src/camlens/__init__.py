@@ -21,12 +21,31 @@ from camlens.render import overlay
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    """Lazy exports: the training and checkpoint code load on first use."""
+    if name in ("Classifier", "load_model"):
+        from camlens import checkpoint
+
+        return getattr(checkpoint, name)
+    if name == "train":
+        from camlens.training import train
+
+        return train
+    if name == "datasets":
+        import importlib
+
+        return importlib.import_module("camlens.datasets")
+    raise AttributeError(f"module 'camlens' has no attribute {name!r}")
+
+
 __all__ = [
     "CAM",
     "CamlensError",
     "CamlensTypeError",
     "CamlensValueError",
     "CamlensWarning",
+    "Classifier",
     "EigenCAM",
     "Explainer",
     "Explanation",
@@ -37,8 +56,10 @@ __all__ = [
     "XGradCAM",
     "explain",
     "layers",
+    "load_model",
     "load_images",
     "methods",
     "minmax",
     "overlay",
+    "train",
 ]

@@ -13,6 +13,7 @@ app = typer.Typer(
 )
 
 from camlens.cli import explain as _explain  # noqa: E402,F401  (registers the command)
+from camlens.cli import train as _train  # noqa: E402,F401
 
 
 def main() -> None:
