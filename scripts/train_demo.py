@@ -6,8 +6,9 @@
    folder: ``train/`` from the "train" part of scikit-learn's digits (seed 0), ``val/`` from the
    held-out "test" part (seed 1), so validation never sees a training digit.
 2. Runs ``camlens.train`` on it: camlens:smallcnn, random init, fixed seed, deterministic.
-3. Copies the checkpoint into the package with 16 sample images (held-out digits, seed 2) and
-   their ground-truth boxes (boxes.csv).
+3. Copies the checkpoint into the package with 16 sample images (held-out digits, seed 2: the
+   first of each class, then the next six) and their ground-truth boxes (samples/boxes.csv).
+   ``--samples-only`` rewrites just the samples.
 
 The same training from the command line (after step 1):
     camlens train DATA --out CKPT --backbone camlens:smallcnn --weights none --image-size 64 \
@@ -31,9 +32,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "src" / "camlens" / "data" / "demo"
 
 
+def write_samples(folder: Path, seed: int, n: int = 16) -> None:
+    """``n`` held-out cluttered digits, every class present, with ``boxes.csv``."""
+    x, y, b = cluttered_digits(4 * n, seed=seed, digits="test")
+    first = [int((y == digit).nonzero()[0]) for digit in range(10)]
+    rest = [i for i in range(len(y)) if i not in first][: n - len(first)]
+    chosen = torch.tensor(sorted(first + rest))
+    if folder.exists():
+        shutil.rmtree(folder)
+    write_image_folder(folder, x[chosen], y[chosen], b[chosen])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=int, default=6000, help="training images")
+    parser.add_argument("--train", type=int, default=5000, help="training images")
     parser.add_argument("--val", type=int, default=1000, help="validation images")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--lr", type=float, default=0.004)
@@ -43,8 +55,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", type=Path, default=None, help="keep the image folder here")
     parser.add_argument("--out", type=Path, default=DEMO, help="checkpoint folder")
+    parser.add_argument("--samples-only", action="store_true", help="only rewrite the samples")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.samples_only:
+        write_samples(args.out / "samples", args.seed + 2)
+        return
 
     started = time.perf_counter()
     data = args.data or Path(tempfile.mkdtemp(prefix="camlens-digits-"))
@@ -79,9 +95,7 @@ def main() -> None:
         shutil.rmtree(args.out)
     shutil.copytree(work, args.out)
     shutil.rmtree(work.parent)
-    samples = args.out / "samples"
-    x, y, b = cluttered_digits(16, seed=args.seed + 2, digits="test")
-    write_image_folder(samples, x, y, b)
+    write_samples(args.out / "samples", args.seed + 2)
     if args.data is None:
         shutil.rmtree(data)
     size = (args.out / "model.safetensors").stat().st_size

@@ -423,7 +423,9 @@ class _Echo:
         if enabled:
             from rich.console import Console
 
-            self.console = Console(stderr=False, highlight=False)
+            self.console = Console(highlight=False)
+            if not self.console.is_terminal:
+                self.console.width = 160  # a log file: room for a 10-class confusion matrix
 
     def __call__(self, message: str) -> None:
         if self.enabled:
