@@ -47,6 +47,9 @@ class Classifier(nn.Module):
         config: what ``camlens.json`` holds.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self,
         body: nn.Sequential,
@@ -151,10 +154,10 @@ def to_uint8(image: Any, size: int | tuple[int, int]) -> torch.Tensor:
 
     array = image if isinstance(image, np.ndarray) and image.ndim == 3 else to_rgb(image)
     tensor = torch.tensor(array).permute(2, 0, 1)
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    if tuple(tensor.shape[1:]) == size:
+    hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if tuple(tensor.shape[1:]) == hw:
         return tensor
-    resized = F.interpolate(tensor[None].float(), size=size, mode="bilinear", antialias=True)
+    resized = F.interpolate(tensor[None].float(), size=hw, mode="bilinear", antialias=True)
     return resized[0].round().clamp(0, 255).to(torch.uint8)
 
 

@@ -177,9 +177,9 @@ def augment(
     log_ratio = torch.empty(batch).uniform_(
         math.log(ratio[0]), math.log(ratio[1]), generator=generator
     )
-    ratio = log_ratio.exp()
-    width = (area * ratio).sqrt().clamp(max=1)
-    height = (area / ratio).sqrt().clamp(max=1)
+    aspect = log_ratio.exp()
+    width = (area * aspect).sqrt().clamp(max=1)
+    height = (area / aspect).sqrt().clamp(max=1)
     cx = (torch.rand(batch, generator=generator) * 2 - 1) * (1 - width)
     cy = (torch.rand(batch, generator=generator) * 2 - 1) * (1 - height)
     sign = torch.ones(batch)
@@ -232,9 +232,11 @@ def _evaluate(
 
 
 @contextmanager
-def _deterministic():
+def _deterministic(device: torch.device):
+    """Deterministic algorithms on the CPU (on CUDA they would need CUBLAS_WORKSPACE_CONFIG)."""
     previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=False)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
     try:
         yield
     finally:
@@ -352,7 +354,7 @@ def train(
     best: tuple[float, float] | None = None  # (accuracy, -loss)
     best_state: dict[str, torch.Tensor] = {}
     started = time.perf_counter()
-    with _deterministic(), echo.bar() as bar:
+    with _deterministic(run_device), echo.bar() as bar:
         for epoch in range(1, epochs + 1):
             model.train()
             if freeze:
