@@ -151,7 +151,9 @@ def _torchvision_body(name: str, weights: str | None) -> Body:
 
     from camlens.models import load_spec
 
-    model = load_spec(f"torchvision:{name}", weights)
+    model = load_spec(f"torchvision:{name}", weights if weights in (None, "DEFAULT") else None)
+    if weights not in (None, "DEFAULT"):
+        _load_weights(model, weights)
     children: list[tuple[str, nn.Module]] = []
     for child_name, child in model.named_children():
         if child_name in ("AuxLogits", "aux1", "aux2"):
