@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--model", default="demo")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--methods", default=None, help="comma-separated (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = camlens.load_model(args.model)
@@ -48,7 +49,8 @@ def main() -> None:
     print()
     print("| method | pointing game (ground-truth class) | seconds |")
     print("|---|---|---|")
-    for name in camlens.methods():
+    names = args.methods.split(",") if args.methods else camlens.methods()
+    for name in names:
         started = time.perf_counter()
         hits = []
         for x, y, b in zip(
