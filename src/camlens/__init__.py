@@ -29,6 +29,24 @@ from camlens.render import overlay
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    """Lazy exports: the training and checkpoint code load on first use."""
+    if name in ("Classifier", "load_model"):
+        from camlens import checkpoint
+
+        return getattr(checkpoint, name)
+    if name == "train":
+        from camlens.training import train
+
+        return train
+    if name == "datasets":
+        import importlib
+
+        return importlib.import_module("camlens.datasets")
+    raise AttributeError(f"module 'camlens' has no attribute {name!r}")
+
+
 __all__ = [
     "AblationCAM",
     "CAM",
@@ -36,6 +54,7 @@ __all__ = [
     "CamlensTypeError",
     "CamlensValueError",
     "CamlensWarning",
+    "Classifier",
     "EigenCAM",
     "Explainer",
     "Explanation",
@@ -53,8 +72,10 @@ __all__ = [
     "boxes",
     "explain",
     "layers",
+    "load_model",
     "load_images",
     "methods",
     "minmax",
     "overlay",
+    "train",
 ]

@@ -129,7 +129,7 @@ def load_images(
         top, left, crop_h, crop_w = _crop_box(height, width, chosen, min(out_hw))
         crop = array[top : top + crop_h, left : left + crop_w]
         originals.append(np.ascontiguousarray(crop))
-        tensor = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255.0
+        tensor = torch.tensor(crop).permute(2, 0, 1)[None].float() / 255.0
         if tuple(tensor.shape[-2:]) != out_hw:
             tensor = F.interpolate(
                 tensor, size=out_hw, mode="bilinear", align_corners=False, antialias=True
