@@ -19,13 +19,13 @@ def adapter_for(model: Any) -> Any:
 
     if isinstance(model, TorchAdapter):
         return model
-    if isinstance(model, nn.Module):
-        return TorchAdapter(model)
     module = type(model).__module__
-    if module.startswith(("keras", "tf_keras", "tensorflow")):
+    if module.startswith(("keras", "tf_keras", "tensorflow")):  # before nn.Module: Keras on torch
         from camlens.backends import keras as keras_backend  # type: ignore[attr-defined]
 
         return keras_backend.KerasAdapter(model)
+    if isinstance(model, nn.Module):
+        return TorchAdapter(model)
     raise CamlensTypeError(
         "model must be a torch.nn.Module or a keras.Model, got " + describe(model)
     )
