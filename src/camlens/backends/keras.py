@@ -146,6 +146,7 @@ class _Pass:
 
     def _model(self, model: Any, prefix: str, x: Any, tainted: bool, final: bool) -> Any:
         graph = self.adapter.graph(model)
+        assert graph is not None  # only models with a graph are entered
         values: dict[int, Any] = {graph.input: x}
         dirty: set[int] = {graph.input} if tainted else set()
         for step in graph.steps:
