@@ -7,7 +7,9 @@ addressed by its path, ``"resnet50/conv5_block3_out"``. To explain a layer the m
 in two parts: one pass below and through the layer keeps every intermediate value, then the part
 above the layer is a function of the layer's output alone (values that do not depend on the layer,
 such as skip connections, come from the first pass), differentiated with ``tf.GradientTape``,
-``jax.vjp`` or torch autograd. Every layer is called with ``training=False``.
+``jax.vjp`` or torch autograd: the target's score is computed in torch from the logits (any
+``target``, callables included), and its gradient with respect to the logits is pulled back through
+the framework (a vector-Jacobian product). Every layer is called with ``training=False``.
 
 A final ``Dense(..., activation="softmax")`` (or ``"sigmoid"``, ``"log_softmax"``) is evaluated
 without its activation, and a final ``Softmax``/``Activation("softmax")`` layer is skipped, so
@@ -40,7 +42,7 @@ log = logging.getLogger("camlens")
 #: Output activations turned into logits: the final layer is evaluated without them.
 PROBABILITIES = ("softmax", "sigmoid", "log_softmax")
 #: Backends on which ``guided=True`` (guided backpropagation) is implemented.
-GUIDED_BACKENDS = ("tensorflow", "torch")
+GUIDED_BACKENDS = ("tensorflow", "torch", "jax")
 
 _STATE: weakref.WeakKeyDictionary[Any, tuple[int, dict, dict]] = weakref.WeakKeyDictionary()
 
@@ -444,10 +446,22 @@ class KerasAdapter:
             return guided_tf
         if self.backend == "torch":
             return lambda x: _GuidedTorch.apply(x, function)
+        if self.backend == "jax":
+            import jax
+
+            @jax.custom_vjp
+            def guided_jax(x: Any) -> Any:
+                return function(x)
+
+            def backward(pull: Any, dy: Any) -> Any:
+                return pull(jax.numpy.maximum(dy, 0))
+
+            guided_jax.defvjp(lambda x: jax.vjp(function, x), backward)
+            return guided_jax
         raise CamlensValueError(
             f"guided backpropagation of Keras models is supported on the "
-            f"{' and '.join(GUIDED_BACKENDS)} backends, not on {self.backend!r}; set "
-            "KERAS_BACKEND=tensorflow (or torch), or use method='saliency'"
+            f"{', '.join(GUIDED_BACKENDS)} backends, not on {self.backend!r}; set "
+            "KERAS_BACKEND=tensorflow, or use method='saliency'"
         )
 
     def _score_cotangent(
@@ -646,8 +660,6 @@ class KerasAdapter:
         ``guided``: guided backpropagation through the model's ReLUs."""
         native = self.native(x)
         run = _Pass(self, guided=guided)
-        if guided:
-            self.guided(lambda t: t)  # the backend check, before any work
         output, pull = self.vjp(run.run, native)
         logits = self._finish_logits(run, output)
         resolved, scores, cot = self._score_cotangent(logits, target)
