@@ -73,10 +73,10 @@ def mnist_cnn():
     return keras.Sequential(
         [
             keras.Input((28, 28, 1)),
-            L.Conv2D(32, 3, activation="relu"),
+            L.Conv2D(32, 3, activation="relu", name="conv2d"),
             L.MaxPooling2D(),
             L.Dropout(0.25),
-            L.Conv2D(64, 3, activation="relu"),
+            L.Conv2D(64, 3, activation="relu", name="conv2d_1"),
             L.MaxPooling2D(),
             L.Dropout(0.25),
             L.Flatten(),
@@ -408,3 +408,30 @@ def test_load_spec(tmp_path, pair):
         load_spec(str(tmp_path / "missing.keras"))
     with pytest.raises(camlens.CamlensValueError, match="neither 'DEFAULT'"):
         load_spec("keras:ResNet50", "nope.h5")
+
+
+def test_unbuilt_sequential_and_subclassed_models():
+    keras.utils.set_random_seed(7)
+    L = keras.layers
+    model = keras.Sequential(
+        [
+            L.Conv2D(4, 3, activation="relu", name="c"),
+            L.GlobalAveragePooling2D(),
+            L.Dense(3, "softmax"),
+        ]
+    )
+    x = RNG.random((2, 10, 10, 3), dtype=np.float32)
+    exp = camlens.explain(model, x, method="cam", target=2)  # builds it, as a first call would
+    assert exp.layer == "c" and exp.raw.shape == (2, 8, 8)
+    assert close(exp.probs, numpy(model(x))[:, 2], 1e-5)
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = L.Conv2D(2, 3)
+
+        def call(self, inputs):
+            return self.conv(inputs)
+
+    with pytest.raises(camlens.CamlensTypeError, match="overrides call\\(\\); camlens explains"):
+        camlens.explain(Subclassed(), x)

@@ -209,6 +209,8 @@ class _Pass:
         activation = _activation_name(getattr(op, "activation", None))
         if final and self.strip:
             if isinstance(op, keras.layers.Dense) and activation in PROBABILITIES:
+                if not op.built:  # an unbuilt model: the first call builds the layer
+                    op(*args, **kwargs)
                 y = keras.ops.matmul(args[0], op.kernel)
                 if op.bias is not None:
                     y = keras.ops.add(y, op.bias)
