@@ -7,6 +7,7 @@ logits, and the linear head's weights for CAM.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from camlens.backends.torch import Capture, Head, TorchAdapter
@@ -19,13 +20,16 @@ def adapter_for(model: Any) -> Any:
 
     if isinstance(model, TorchAdapter):
         return model
-    if isinstance(model, nn.Module):
-        return TorchAdapter(model)
     module = type(model).__module__
-    if module.startswith(("keras", "tf_keras", "tensorflow")):
+    keras = sys.modules.get("keras")  # subclassed Keras models live in the user's modules
+    if module.startswith(("keras", "tf_keras", "tensorflow")) or (
+        keras is not None and isinstance(model, keras.Model)
+    ):  # before nn.Module: on the torch backend a Keras model is an nn.Module too
         from camlens.backends import keras as keras_backend  # type: ignore[attr-defined]
 
         return keras_backend.KerasAdapter(model)
+    if isinstance(model, nn.Module):
+        return TorchAdapter(model)
     raise CamlensTypeError(
         "model must be a torch.nn.Module or a keras.Model, got " + describe(model)
     )
