@@ -230,9 +230,9 @@ def _factory(spec: str, weights: str | None) -> Any:
 
 
 def class_names(spec: str, model: Any, classes: int | None = None) -> list[str] | None:
-    """Class names for a model: its own (``classes`` / ``class_names`` attribute), ImageNet's
+    """Class names for a model: its own (``labels``, ``class_names`` or ``classes``), ImageNet's
     for a torchvision or timm ImageNet model, or None when unknown."""
-    for attribute in ("class_names", "classes"):
+    for attribute in ("labels", "class_names", "classes"):
         names = getattr(model, attribute, None)
         if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
             return list(names)

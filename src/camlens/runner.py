@@ -55,6 +55,7 @@ class Options:
     contours: tuple[float, ...] = ()
     batch_size: int = 8
     size: int = 224
+    normalize: bool = True
     device: str = "cpu"
     panel: bool = True
     resume: bool = False
@@ -153,8 +154,10 @@ def read_image(path: Path) -> np.ndarray:
         raise ValueError(f"corrupt or truncated image ({error})") from error
 
 
-def to_batch(images: list[np.ndarray], size: int) -> torch.Tensor:
-    """Whole images resized to (size, size), ImageNet-normalised: float32 (B, 3, size, size)."""
+def to_batch(images: list[np.ndarray], size: int, normalize: bool = True) -> torch.Tensor:
+    """Whole images resized to (size, size), float32 (B, 3, size, size) in [0, 1], then
+    ImageNet-normalised unless ``normalize`` is False (models that normalise their own input,
+    like a camlens ``Classifier``)."""
     batch = []
     for image in images:
         tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
@@ -163,6 +166,8 @@ def to_batch(images: list[np.ndarray], size: int) -> torch.Tensor:
         )
         batch.append(tensor[0].clamp(0, 1))
     x = torch.stack(batch)
+    if not normalize:
+        return x
     mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
     std = torch.tensor(IMAGENET_STD)[:, None, None]
     return (x - mean) / std
@@ -177,7 +182,9 @@ class Batch:
     load_s: float
 
 
-def batches(files: list[Path], batch_size: int, size: int) -> Iterator[Batch]:
+def batches(
+    files: list[Path], batch_size: int, size: int, normalize: bool = True
+) -> Iterator[Batch]:
     """Read ``files`` in a background thread, ``batch_size`` at a time (two batches ahead)."""
     ahead: queue.Queue[Batch | BaseException | None] = queue.Queue(maxsize=2)
     stop = threading.Event()
@@ -193,7 +200,7 @@ def batches(files: list[Path], batch_size: int, size: int) -> Iterator[Batch]:
                         paths.append(path)
                     except ValueError as error:
                         failures.append(Failure(str(path), str(error)))
-                x = to_batch(images, size) if images else None
+                x = to_batch(images, size, normalize) if images else None
                 item = Batch(paths, images, x, failures, time.perf_counter() - begin)
                 while not stop.is_set():
                     try:
@@ -312,7 +319,7 @@ def run(
     try:
         if bar is not None:
             bar.start()
-        for batch in batches(todo, options.batch_size, options.size):
+        for batch in batches(todo, options.batch_size, options.size, options.normalize):
             for failure in batch.failures:
                 summary.failures.append(failure)
                 echo(f"failed: {failure.path}: {failure.reason}")

@@ -176,3 +176,21 @@ def test_torchscript_model_with_layer_methods_is_a_usage_error(images, tmp_path)
     assert result.exit_code == 2, result.output
     assert "is a TorchScript model, which takes no hooks" in result.output
     assert not out.exists()
+
+
+def test_camlens_checkpoint_gets_its_own_size_scale_and_labels(tmp_path):
+    # The bundled demo model is a camlens Classifier: [0, 1] inputs at 64x64, its own labels.
+    from pathlib import Path
+
+    samples = Path(camlens.runner.__file__).parent / "data" / "demo" / "samples"
+    files = sorted(str(p) for p in samples.glob("*/*.png"))
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["explain", *files, "--model", "demo", "--method", "cam", "-q", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 16
+    right = sum(r["predicted_name"] == Path(r["path"]).parent.name for r in records)
+    assert right == 15  # the bundled model reads one 6 as a 4
+    assert {r["layer"] for r in records} == {"backbone.block5"}

@@ -676,6 +676,26 @@ class KerasAdapter:
             probs=targets_.probabilities(logits, resolved),
         )
 
+    def infer(self, x: torch.Tensor, *, precision: str = "fp32") -> torch.Tensor:
+        """Float32 logits (N, K) of a canonical batch for many-forward methods (Score-CAM).
+
+        Keras models always run in their own compute dtype here (``bf16_ok`` is False).
+        """
+        return self.logits(x)
+
+    def bf16_ok(self) -> bool:
+        """Whether bfloat16 autocast is offered: never for Keras models."""
+        return False
+
+    def logits_above(
+        self, x: Any, layer: str, activations: torch.Tensor, image: int = 0
+    ) -> torch.Tensor:
+        """Logits (N, K) with ``layer``'s output for image ``image`` of ``x`` replaced by each row
+        of the canonical (N, C, h, w) ``activations`` (Ablation-CAM): :meth:`logits_from` on that
+        one image, whose layers below run once."""
+        native = self.native(x)
+        return self.logits_from(native[image : image + 1], layer, activations)
+
     def logits_from(self, x: Any, layer: Any, activations: torch.Tensor) -> torch.Tensor:
         """Logits (N, K) when ``layer``'s output is replaced by ``activations`` (N, C, h, w).
 

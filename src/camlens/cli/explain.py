@@ -100,7 +100,13 @@ def explain(
     ),
     contours: str = typer.Option("", "--contours", help="Iso-lines at these levels, e.g. 0.5,0.8."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
-    size: int = typer.Option(224, "--size", min=8, help="The model's input side, in pixels."),
+    size: int | None = typer.Option(
+        None,
+        "--size",
+        min=8,
+        help="The model's input side in pixels (default: a camlens "
+        "checkpoint's own input size, else 224).",
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps..."),
     panel: bool = typer.Option(True, "--panel/--no-panel", help="Save a panel figure per image."),
     resume: bool = typer.Option(False, "--resume", help="Skip images already in results.jsonl."),
@@ -140,6 +146,11 @@ def explain(
         if weights is None and kind_of(model) in ("torchvision", "timm"):
             weights = "DEFAULT"
         network = load_spec(model, weights, trust_pickle=trust_pickle)
+        # a camlens Classifier takes [0, 1] images at its own size and normalises them itself
+        own_size = getattr(network, "input_size", None)
+        normalize = not (isinstance(own_size, tuple) and hasattr(network, "labels"))
+        if size is None:
+            size = int(own_size[0]) if not normalize else 224
         where = _device(device)
         if isinstance(network, torch.nn.Module):
             network = network.to(where)
@@ -183,6 +194,7 @@ def explain(
         contours=levels,
         batch_size=batch_size,
         size=size,
+        normalize=normalize,
         device=str(where),
         panel=panel,
         resume=resume,
