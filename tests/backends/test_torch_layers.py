@@ -113,3 +113,26 @@ def test_layers_listing(small_cnn, images):
     assert auto == "features"
     assert [i.kind for i in infos] == ["ReLU", "Conv2d", "Sequential"]
     assert infos[2].shape == (1, 16, 16, 16)
+
+
+TIMM_AUTO = [
+    # timm's BatchNormAct2d hands its output on through an Identity first
+    ("efficientnet_b0", {}, "bn2", "nchw", (2, 2)),
+    # the qkv projection (3x width) also receives gradient: the block's norm1 is the map
+    ("vit_tiny_patch16_224", {"img_size": 64}, "blocks.11.norm1", "tokens", (4, 4)),
+    # class and distillation tokens: two prefix tokens dropped
+    ("deit_tiny_distilled_patch16_224", {"img_size": 64}, "blocks.11.norm1", "tokens", (4, 4)),
+]
+
+
+@pytest.mark.parametrize(("arch", "kwargs", "name", "kind", "grid"), TIMM_AUTO)
+def test_auto_layer_on_timm(arch, kwargs, name, kind, grid):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False, num_classes=3, **kwargs).eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    infos, auto = camlens.layers(model, x)
+    assert auto == name
+    info = next(i for i in infos if i.name == auto)
+    assert (info.layout.kind, info.layout.grid) == (kind, grid)
+    assert info.layout.prefix == (2 if "distilled" in arch else 1 if kind == "tokens" else 0)

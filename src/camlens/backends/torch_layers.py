@@ -22,6 +22,8 @@ from camlens.errors import CamlensValueError
 
 #: Module classes never chosen by "auto": they pool, drop, flatten or only re-lay out a map.
 EXCLUDED = re.compile(r"Pool|Dropout|Flatten|Unflatten|Identity|Permute|Softmax|Upsample")
+#: Module classes that hand their input on unchanged (in eval mode): they never produce a map.
+PASS_THROUGH = re.compile(r"Dropout|Identity")
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,10 @@ def survey(model: nn.Module, x: torch.Tensor, logits_of) -> tuple[list[LayerInfo
     infos: list[LayerInfo] = []
     tensors: list[torch.Tensor] = []
     for members in groups.values():
-        producer = members[0]
+        # the module that made the tensor: the first one to return it that is not a pass-through
+        # (timm's BatchNormAct2d returns a tensor made inside it first through its Identity)
+        makers = [m for m in members if not PASS_THROUGH.search(type(m.module).__name__)]
+        producer = makers[0] if makers else members[0]
         if EXCLUDED.search(type(producer.module).__name__):
             continue
         layout = layout_of(tuple(producer.tensor.shape), size)
@@ -201,7 +206,14 @@ def survey(model: nn.Module, x: torch.Tensor, logits_of) -> tuple[list[LayerInfo
             features.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float32
         ).to(features.device)
         probes.append((features.float() * weights).sum())  # a plain sum is constant after a norm
-    reachable = [(info, t) for info, t in zip(infos, tensors) if t.requires_grad]
+    # token layers must have the width of the last token sequence: a ViT's qkv projection (3x)
+    # or MLP hidden layer (4x) are not maps of the embedding
+    widths = [info.shape[-1] for info in infos if info.layout.kind == "tokens"]
+    reachable = [
+        (info, t)
+        for info, t in zip(infos, tensors)
+        if t.requires_grad and (info.layout.kind != "tokens" or info.shape[-1] == widths[-1])
+    ]
     for score in probes:
         if not score.requires_grad or not reachable:
             continue
