@@ -292,6 +292,7 @@ def run(
     """
     import camlens
     from camlens.backends import adapter_for
+    from camlens.registry import get as get_method
     from camlens.report import write_report
 
     started = time.perf_counter()
@@ -315,6 +316,8 @@ def run(
         echo(f"resume: {summary.resumed} image(s) already in {RESULTS}, {len(todo)} to do")
     stems = output_names(files)
     adapter = adapter_for(model)
+    # one explainer per method for the whole run, sharing the adapter's cached layer survey
+    explainers = {m: get_method(m)(adapter, layer=options.layer) for m in options.methods}
     bar, task = _progress(len(todo)) if progress else (None, None)
     try:
         if bar is not None:
@@ -327,7 +330,7 @@ def run(
                 try:
                     x = batch.x if layout is None else layout(batch.x)
                     summary.done += _explain_batch(
-                        camlens, adapter, model, x, batch, out, options, names, stems
+                        explainers, adapter, x, batch, out, options, names, stems
                     )
                 except (camlens.CamlensError, RuntimeError) as error:
                     for path in batch.paths:
@@ -377,7 +380,7 @@ def _progress(total: int):
     return bar, bar.add_task("explaining", total=total)
 
 
-def _explain_batch(camlens, adapter, model, x, batch, out, options, names, stems) -> int:
+def _explain_batch(explainers, adapter, x, batch, out, options, names, stems) -> int:
     """Explain, render and record one batch; returns the number of images finished."""
     from PIL import Image
 
@@ -396,7 +399,7 @@ def _explain_batch(camlens, adapter, model, x, batch, out, options, names, stems
     explained = []
     for method in options.methods:
         begin = time.perf_counter()
-        exp = camlens.explain(model, x, method=method, target=options.target, layer=options.layer)
+        exp = explainers[method](x, target=options.target)
         explained.append((exp, (time.perf_counter() - begin) / count))
     if options.target is None:
         predicted, probability = explained[0][0].targets, explained[0][0].probs

@@ -94,7 +94,7 @@ def test_resume_after_an_interrupted_run(images, model_args, tmp_path, monkeypat
     def interrupted(*a, **k):
         if calls:
             raise KeyboardInterrupt
-        calls.append(a[4].paths)
+        calls.append(a[3].paths)
         return real(*a, **k)
 
     monkeypatch.setattr(camlens.runner, "_explain_batch", interrupted)
@@ -107,7 +107,7 @@ def test_resume_after_an_interrupted_run(images, model_args, tmp_path, monkeypat
     seen = []
 
     def counting(*a, **k):
-        seen.extend(a[4].paths)
+        seen.extend(a[3].paths)
         return real(*a, **k)
 
     monkeypatch.setattr(camlens.runner, "_explain_batch", counting)

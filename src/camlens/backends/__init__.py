@@ -15,11 +15,12 @@ from camlens.errors import CamlensTypeError, describe
 
 
 def adapter_for(model: Any) -> Any:
-    """The adapter for ``model``: a ``torch.nn.Module`` or (Keras installed) a Keras model."""
+    """The adapter for ``model``: a ``torch.nn.Module``, (Keras installed) a Keras model, or an
+    adapter, returned as it is so that explainers can share one."""
     import torch.nn as nn
 
-    if isinstance(model, TorchAdapter):
-        return model
+    if hasattr(model, "capture") and hasattr(model, "resolve_layers"):
+        return model  # already an adapter: share it (and its cached layer survey)
     module = type(model).__module__
     keras = sys.modules.get("keras")  # subclassed Keras models live in the user's modules
     if module.startswith(("keras", "tf_keras", "tensorflow")) or (

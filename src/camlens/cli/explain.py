@@ -147,10 +147,11 @@ def explain(
             weights = "DEFAULT"
         network = load_spec(model, weights, trust_pickle=trust_pickle)
         # a camlens Classifier takes [0, 1] images at its own size and normalises them itself
-        own_size = getattr(network, "input_size", None)
-        normalize = not (isinstance(own_size, tuple) and hasattr(network, "labels"))
+        from camlens.checkpoint import Classifier
+
+        normalize = not isinstance(network, Classifier)
         if size is None:
-            size = int(own_size[0]) if not normalize else 224
+            size = 224 if normalize else int(network.input_size[0])
         where = _device(device)
         if isinstance(network, torch.nn.Module):
             network = network.to(where)
