@@ -66,8 +66,9 @@ def noisy_linear_impute(
        = \sum_{j \in \mathcal{N}(i)\ \mathrm{kept}} w_{ij} x_j
 
     then :math:`v_i \leftarrow v_i + \epsilon_i`, :math:`\epsilon \sim \mathcal{N}(0,
-    \mathrm{noise}^2)` drawn as one (C, n) tensor from ``generator`` (n removed pixels in
-    row-major order). Returns a new float32 tensor on the image's device.
+    \mathrm{noise}^2)` drawn from ``generator`` as one (C, n) tensor (n removed pixels in
+    row-major order; the draw pytorch-grad-cam makes). Returns a new float32 tensor on the
+    image's device.
     """
     sparse, linalg = _scipy_sparse()
     channels, height, width = image.shape
@@ -108,7 +109,7 @@ def noisy_linear_impute(
     solution = np.asarray(linalg.spsolve(matrix, right)).reshape(count, channels)
     filled = torch.from_numpy(solution.T.astype(np.float32))
     if noise:
-        filled = filled + noise * torch.randn(filled.shape, generator=generator)
+        filled = filled + noise * torch.randn((channels, count), generator=generator)
     flat = out.reshape(channels, -1)
     flat[:, torch.from_numpy(unknown).to(out.device)] = filled.to(out.device)
     return out
