@@ -12,6 +12,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+from camlens.cli import evaluate as _evaluate  # noqa: E402,F401  (registers the command)
 from camlens.cli import explain as _explain  # noqa: E402,F401  (registers the command)
 
 
