@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import quantus
 import torch
 
 from camlens import metrics
 from camlens.errors import CamlensValueError
 from camlens.metrics.localisation import box_masks
-
-quantus = pytest.importorskip("quantus", reason="Quantus is the reference for the pointing games")
 
 
 def quantus_scores(metric, maps: torch.Tensor, boxes) -> np.ndarray:

@@ -142,13 +142,14 @@ def folder_batches(
         if records is None:
             yield x, None, None
             continue
-        boxes, labels = [], []
+        boxes: list[list[tuple[int, int, int, int]]] = []
+        labels: list[int] = []
         for path in chunk:
             record = records.get(path.relative_to(root).as_posix()) or records.get(path.name)
             height, width = arrays[len(boxes)].shape[:2]
             group = []
             for box in (record or {}).get("boxes", []):
-                mapped = to_input_box(box, (height, width), preset, tuple(x.shape[-2:]))
+                mapped = to_input_box(box, (height, width), preset, (x.shape[-2], x.shape[-1]))
                 if mapped is not None:
                     group.append(mapped)
             boxes.append(group)
@@ -196,6 +197,8 @@ def _unpack(samples: Any) -> tuple[torch.Tensor, list, torch.Tensor]:
         x = x[:, None]
     if labels is None:
         labels = torch.full((x.shape[0],), -1)
+    if boxes is None:
+        raise CamlensValueError("the demo samples carry no boxes")
     boxes = [list(b) if b and isinstance(b[0], (list, tuple)) else [b] for b in boxes]
     boxes = [[tuple(int(v) for v in box) for box in group] for group in boxes]
     return x, boxes, torch.as_tensor(labels).reshape(-1)

@@ -111,7 +111,7 @@ def energy_pointing_game(maps: Any, boxes: Any) -> torch.Tensor:
     Maps should be non-negative (``Explanation.maps`` are); a map of zero mass gives NaN.
     """
     values = _maps(maps).cpu()
-    inside = box_masks(boxes, tuple(values.shape))
+    inside = box_masks(boxes, (values.shape[0], values.shape[1], values.shape[2]))
     return (values * inside).sum(dim=(1, 2)) / values.sum(dim=(1, 2))
 
 

@@ -138,8 +138,10 @@ def _score_batch(
     result: MethodScores,
 ) -> None:
     exp = explain(model, x, method=method, target=settings.target, layer=settings.layer)
-    common = {"target": exp.targets if bool((exp.targets >= 0).all()) else settings.target}
-    common["batch_size"] = settings.batch_size
+    common: dict[str, Any] = {
+        "target": exp.targets if bool((exp.targets >= 0).all()) else settings.target,
+        "batch_size": settings.batch_size,
+    }
     for name, function, fill in (
         ("deletion", faithfulness.deletion, settings.baseline),
         ("insertion", faithfulness.insertion, "blur"),

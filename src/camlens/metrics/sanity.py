@@ -146,8 +146,9 @@ def randomise(module: nn.Module) -> None:
     """Re-initialise a module's own parameters: ``reset_parameters()`` where it exists
     (PyTorch's default initialisation; also resets a norm layer's running statistics), else a
     normal draw with each parameter's standard deviation."""
-    if hasattr(module, "reset_parameters"):
-        module.reset_parameters()
+    reset = getattr(module, "reset_parameters", None)
+    if callable(reset):
+        reset()
         return
     with torch.no_grad():
         for parameter in module.parameters(recurse=False):
