@@ -1,0 +1,186 @@
+"""``camlens evaluate`` through typer's runner, on a tiny random CNN and a temporary folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+from typer.testing import CliRunner
+
+import camlens
+from camlens import metrics
+from camlens.cli import app
+from camlens.cli.evaluate import read_boxes, to_input_box
+
+
+class TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU()
+        )
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+@pytest.fixture()
+def tiny(monkeypatch) -> nn.Module:
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    monkeypatch.setattr("camlens.models.load_spec", lambda spec, weights=None: model)
+    return model
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    data = tmp_path / "images"
+    (data / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = ["path,x0,y0,x1,y1,label"]
+    for index, name in enumerate(["a.png", "b.png", "sub/c.png"]):
+        pixels = (rng.random((24, 24, 3)) * 80).astype(np.uint8)
+        pixels[4:14, 6:18] = 220
+        Image.fromarray(pixels).save(data / name)
+        rows.append(f"{name},6,4,17,13,{index}")
+    rows.append("a.png,0,20,3,23,0")  # a second object in a.png
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("\n".join(rows) + "\n")
+    return data, boxes
+
+
+def run(*args: str):
+    result = CliRunner().invoke(app, ["evaluate", *args])
+    return result
+
+
+def test_evaluate_writes_the_table_csv_json_plots_and_report(tiny, folder, tmp_path):
+    data, boxes = folder
+    out = tmp_path / "out"
+    result = run(
+        "--model", "tiny", "--data", str(data), "--boxes", str(boxes), "--out", str(out),
+        "--method", "gradcam,cam", "--preset", "unit", "--steps", "4", "--weights", "none",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "methods ranked by insertion - deletion" in result.output
+    for name in ("metrics.csv", "metrics.json", "deletion.png", "insertion.png", "report.html"):
+        assert (out / name).is_file(), name
+    assert (out / "deletion.png").read_bytes()[:4] == b"\x89PNG"
+    with open(out / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["method"] for row in rows} == {"gradcam", "cam"}
+    assert sorted(row["rank"] for row in rows) == ["1", "2"]
+    assert rows[0]["images"] == "3"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["config"]["images"] == 3
+    assert len(saved["methods"]["gradcam"]["curves"]["deletion"]) == 5
+    assert "<table>" in (out / "report.html").read_text()
+
+    # the numbers are the metrics' own, on the same batch (files sorted: a, b, sub/c)
+    paths = [data / "a.png", data / "b.png", data / "sub" / "c.png"]
+    x, _ = camlens.load_images([np.array(Image.open(p)) for p in paths], preset="unit")
+    exp = camlens.explain(tiny, x, method="gradcam")
+    per_image = saved["methods"]["gradcam"]["per_image"]
+    np.testing.assert_allclose(
+        per_image["deletion"], metrics.deletion(tiny, x, exp, steps=4).numpy(), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        per_image["insertion"], metrics.insertion(tiny, x, exp, steps=4).numpy(), atol=1e-6
+    )
+    groups = [[(6, 4, 17, 13), (0, 20, 3, 23)], [(6, 4, 17, 13)], [(6, 4, 17, 13)]]
+    np.testing.assert_allclose(
+        per_image["energy"], metrics.energy_pointing_game(exp, groups).numpy(), atol=1e-6
+    )
+    np.testing.assert_allclose(per_image["pointing"], metrics.pointing_game(exp, groups).numpy())
+    wrong = (exp.targets != torch.tensor([0, 1, 2])) | (metrics.box_iou(exp, groups) < 0.5)
+    np.testing.assert_allclose(per_image["loc_error"], wrong.float().numpy())
+
+
+def test_without_boxes_only_faithfulness_runs(tiny, folder, tmp_path):
+    data, _ = folder
+    out = tmp_path / "out"
+    result = run(
+        "--model", "tiny", "--data", str(data), "--out", str(out), "--method", "eigencam",
+        "--preset", "unit", "--steps", "2", "--limit", "2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    header = (out / "metrics.csv").read_text().splitlines()[0]
+    assert header == "rank,method,deletion,insertion,average_drop,increase,images,error"
+
+
+def test_usage_errors_exit_2_with_the_fix(tiny, folder, tmp_path):
+    data, _ = folder
+    result = run("--model", "tiny", "--out", str(tmp_path))
+    assert result.exit_code == 2
+    assert "--data DIR is required unless --model demo" in result.output
+    result = run("--model", "tiny", "--data", str(data), "--out", str(tmp_path), "--metrics", "x")
+    assert result.exit_code == 2
+    assert "unknown metric 'x' in --metrics; valid: default, all, deletion" in result.output
+    result = run("--model", "tiny", "--data", str(tmp_path / "none"), "--out", str(tmp_path))
+    assert "is not a folder of images" in result.output
+
+
+def test_pascal_voc_boxes_become_zero_based(tmp_path):
+    (tmp_path / "one.xml").write_text(
+        "<annotation><filename>cat.jpg</filename><object><name>cat</name><bndbox>"
+        "<xmin>11</xmin><ymin>21</ymin><xmax>50</xmax><ymax>60</ymax></bndbox></object>"
+        "<object><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox>"
+        "</object></annotation>"
+    )
+    expected = {"cat.jpg": {"boxes": [(10, 20, 49, 59), (0, 0, 4, 4)], "label": None}}
+    assert read_boxes(tmp_path / "one.xml") == expected
+    assert read_boxes(tmp_path) == expected
+
+
+def test_boxes_follow_the_resize_and_centre_crop():
+    # 256 x 512 (h x w): "imagenet" crops the central 224 x 224 (top 16, left 144)
+    assert to_input_box((144, 16, 367, 239), (256, 512), "imagenet", (224, 224)) == (
+        0, 0, 223, 223,
+    )  # fmt: skip
+    assert to_input_box((0, 0, 100, 100), (256, 512), "imagenet", (224, 224)) is None
+    # a 100 x 100 image shown at 50 x 50: pixels 10..19 become 5..9
+    assert to_input_box((10, 10, 19, 19), (100, 100), "unit", (50, 50)) == (5, 5, 9, 9)
+
+
+def test_demo_runs_with_no_other_flag(tmp_path):
+    if not hasattr(camlens, "load_model"):
+        pytest.skip("the demo model (camlens.load_model, issue 5) is not in this build yet")
+    result = run("--model", "demo", "--out", str(tmp_path / "demo"), "--steps", "4")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert set(saved["methods"]) == set(camlens.methods())
+    assert "pointing" in saved["methods"]["gradcam"]["mean"]
+
+
+def test_demo_path_reads_the_bundled_samples(tiny, monkeypatch, tmp_path):
+    """The --model demo plumbing, with stand-ins for the demo model and samples."""
+    import sys
+    import types
+
+    samples = {
+        "images": torch.rand(3, 3, 24, 24),
+        "boxes": [(6, 4, 17, 13), [(0, 0, 5, 5), (10, 10, 20, 20)], (1, 1, 8, 8)],
+        "labels": torch.tensor([0, 1, 2]),
+    }
+    module = types.ModuleType("camlens.datasets")
+    module.cluttered_digits = lambda: samples
+    monkeypatch.setitem(sys.modules, "camlens.datasets", module)
+    monkeypatch.setattr(camlens, "load_model", lambda name: tiny, raising=False)
+    out = tmp_path / "demo"
+    result = run("--model", "demo", "--out", str(out), "--method", "gradcam", "--steps", "2")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["config"]["images"] == 3
+    exp = camlens.explain(tiny, samples["images"], method="gradcam")
+    groups = [[(6, 4, 17, 13)], [(0, 0, 5, 5), (10, 10, 20, 20)], [(1, 1, 8, 8)]]
+    np.testing.assert_allclose(
+        saved["methods"]["gradcam"]["per_image"]["energy"],
+        metrics.energy_pointing_game(exp, groups).numpy(),
+        atol=1e-6,
+    )
