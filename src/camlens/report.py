@@ -92,10 +92,11 @@ def render_html(
         ]
         for row in rows:
             explained = f"{row.get('target_name', '')} {_percent(row.get('target_probability'))}"
+            where = f" at {_e(row.get('layer'))}" if row.get("layer") else " (input pixels)"
             figures.append(
                 f'<figure><img src="{_src(str(row.get("overlay", "")))}" '
                 f'alt="{_e(row.get("method"))} overlay"><figcaption>'
-                f"<b>{_e(row.get('method'))}</b> at {_e(row.get('layer'))}<br>"
+                f"<b>{_e(row.get('method'))}</b>{where}<br>"
                 f"explains {_e(explained.strip())}</figcaption></figure>"
             )
         panel = first.get("panel")

@@ -285,10 +285,13 @@ def run(
     progress: bool = True,
     layout: Callable[[torch.Tensor], Any] | None = None,
     title: str = "camlens report",
+    on_explained: Callable[[list[Path], Any], None] | None = None,
 ) -> Summary:
     """Explain every image under ``paths`` with ``model``; write everything into ``out``.
 
     ``layout`` turns each (B, 3, H, W) batch into what the model takes (channels-last for Keras).
+    ``on_explained(paths, explanation)`` is called for every batch and method (``camlens demo``
+    scores the maps with it).
     """
     import camlens
     from camlens.backends import adapter_for
@@ -330,7 +333,7 @@ def run(
                 try:
                     x = batch.x if layout is None else layout(batch.x)
                     summary.done += _explain_batch(
-                        explainers, adapter, x, batch, out, options, names, stems
+                        explainers, adapter, x, batch, out, options, names, stems, on_explained
                     )
                 except (camlens.CamlensError, RuntimeError) as error:
                     for path in batch.paths:
@@ -380,7 +383,9 @@ def _progress(total: int):
     return bar, bar.add_task("explaining", total=total)
 
 
-def _explain_batch(explainers, adapter, x, batch, out, options, names, stems) -> int:
+def _explain_batch(
+    explainers, adapter, x, batch, out, options, names, stems, on_explained=None
+) -> int:
     """Explain, render and record one batch; returns the number of images finished."""
     from PIL import Image
 
@@ -401,6 +406,8 @@ def _explain_batch(explainers, adapter, x, batch, out, options, names, stems) ->
         begin = time.perf_counter()
         exp = explainers[method](x, target=options.target)
         explained.append((exp, (time.perf_counter() - begin) / count))
+        if on_explained is not None:
+            on_explained(batch.paths, exp)
     if options.target is None:
         predicted, probability = explained[0][0].targets, explained[0][0].probs
     else:
