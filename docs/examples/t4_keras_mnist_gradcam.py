@@ -6,8 +6,8 @@ pre-softmax score, and calls ``visualize_cam(model, layer_idx, filter_indices=cl
 seed_input=image)`` (its default map is the last pooling layer's); panels: input (gray) | Grad-CAM
 (jet) | overlay. camlens explains the pre-softmax logit without touching the model, and guided
 Grad-CAM (broken in keras-vis) and saliency are one call each.
-CLI on a saved model: ``camlens explain digit.png --model t4.keras --method
-gradcam,guided-gradcam,saliency --size 28 --out out/``.
+No CLI equivalent yet: ``camlens explain`` feeds every model 3-channel RGB images, and this
+model takes one gray channel.
 """
 
 from __future__ import annotations

@@ -14,7 +14,19 @@ from PIL import Image
 
 keras = pytest.importorskip("keras")
 ROOT = Path(__file__).resolve().parents[2]
+# eager training (below) leaves tf.data's shuffle traced, and TensorFlow says so
+pytestmark = pytest.mark.filterwarnings("ignore:Even though the `tf.config:UserWarning")
 CAT = ROOT / "src" / "camlens" / "data" / "chelsea.jpg"
+
+
+@pytest.fixture(autouse=True)
+def eager():
+    """One training step on a handful of images: tracing it as a graph costs ten times its run."""
+    import tensorflow as tf
+
+    tf.config.run_functions_eagerly(True)
+    yield
+    tf.config.run_functions_eagerly(False)
 
 
 def load(name: str):
@@ -105,3 +117,19 @@ def test_t4_keras_mnist_gradcam(tmp_path):
     assert exps["guided-gradcam"].maps.shape == exps["saliency"].maps.shape == (1, 28, 28)
     assert exps["saliency"].layer == "" and float(exps["saliency"].maps.max()) == 1.0
     assert opened(tmp_path / "panel.png") == ("PNG", (900, 920))
+
+
+def test_t3_cli_on_the_saved_model(tmp_path):
+    """T3's CLI line: ``camlens explain xray.png --model t3.keras --method cam --threshold 0.2``."""
+    from typer.testing import CliRunner
+
+    from camlens.cli import app
+
+    keras.utils.set_random_seed(0)
+    load("t3_keras_mobilenetv2_xray").build(64).save(tmp_path / "t3.keras")
+    Image.fromarray(np.full((64, 64), 128, np.uint8)).save(tmp_path / "xray.png")
+    arguments = ["explain", str(tmp_path / "xray.png"), "--model", str(tmp_path / "t3.keras")]
+    arguments += ["--method", "cam", "--threshold", "0.2", "--size", "64", "-q"]
+    result = CliRunner().invoke(app, [*arguments, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "report.html").exists()
