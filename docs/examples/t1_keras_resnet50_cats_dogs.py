@@ -47,7 +47,8 @@ def main(
     model = build(weights, images.shape[1])
     x = keras.applications.resnet50.preprocess_input(images.astype("float32"))
     model.fit(x, np.eye(2)[labels], epochs=1, batch_size=32, verbose=0)
-    exp = camlens.explain(model, x[:1], method="cam", upsample="bicubic")  # predicted class
+    # the predicted class; relu=False: the tutorial min-max scales the signed map
+    exp = camlens.explain(model, x[:1], method="cam", upsample="bicubic", relu=False)
     blended = camlens.overlay(images[0], exp.maps[0], colormap="jet", alpha=0.5)
     panel(images[0], [("CAM", exp.maps[0], blended)], out)  # image | CAM | overlay
     return model, x, exp

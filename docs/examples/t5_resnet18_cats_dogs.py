@@ -47,7 +47,8 @@ def main(train_dir: str, test_dir: str, out: str = "results", size: int = 224, e
             optimizer.step()
     model.eval()
     tests = sorted(Path(test_dir).glob("*.*"))
-    exp = camlens.explain(model, load(tests, size), method="cam")  # predicted class, layer4
+    # predicted class, layer4; relu=False: the tutorial min-max scales the signed map
+    exp = camlens.explain(model, load(tests, size), method="cam", relu=False)
     Path(out).mkdir(parents=True, exist_ok=True)
     saved = []
     for path, cam, idx, prob in zip(tests, exp.maps, exp.targets, exp.probs):

@@ -67,7 +67,14 @@ def test_t1_keras_resnet50_cam(tmp_path):
     assert exp.targets.tolist() == [column]
     np.testing.assert_allclose(exp.raw[0].numpy(), cam, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(exp.probs[0].item(), probs[column], rtol=1e-5)
-    assert exp.maps.shape == (1, 64, 64)
+    # shown: the signed map resized bicubically to the input, then min-max scaled (cv2.normalize)
+    import torch
+
+    up = torch.nn.functional.interpolate(
+        torch.from_numpy(cam)[None, None], size=(64, 64), mode="bicubic", align_corners=False
+    )[0, 0].numpy()
+    shown = (up - up.min()) / (up.max() - up.min())
+    np.testing.assert_allclose(exp.maps[0].numpy(), shown, atol=1e-4)
     assert opened(tmp_path / "panel.png") == ("PNG", (900, 320))
 
 

@@ -76,6 +76,9 @@ def test_t5_resnet18_cats_dogs(tmp_path):
     assert exp.targets.tolist() == [idx]
     assert abs(exp.raw.mean().item() - (logits[idx] - model.fc.bias[idx]).item()) < 1e-4
     assert abs(exp.probs[0].item() - logits.softmax(0)[idx].item()) < 1e-6
+    # relu=False: the signed map, upsampled, min-max scaled (the tutorial's cam - min, / max)
+    up = torch.nn.functional.interpolate(exp.raw[None], size=(64, 64), mode="bilinear")[0, 0]
+    assert torch.allclose(exp.maps[0], (up - up.min()) / (up.max() - up.min()), atol=1e-5)
     name = ("cat", "dog")[idx]
     assert [p.name for p in saved] == [f"cat.7_{name}.png"]
     with Image.open(saved[0]) as picture:
