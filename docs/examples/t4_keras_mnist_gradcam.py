@@ -47,7 +47,7 @@ def main(digits: np.ndarray, labels: np.ndarray, epochs: int = 1, out: str = "t4
     gray = (digits[0] * 255).astype("uint8")
     rows, explanations = [], {}
     for method in ("gradcam", "guided-gradcam", "saliency"):
-        layer = "last_pool" if method == "gradcam" else "auto"  # keras-vis's penultimate layer
+        layer = "last_pool" if method == "gradcam" else "auto"  # keras-vis: the last pooling
         exp = camlens.explain(model, x[:1], method=method, target=int(labels[0]), layer=layer)
         rows.append((method, exp.maps[0], camlens.overlay(gray, exp.maps[0], alpha=0.5)))
         explanations[method] = exp

@@ -6,8 +6,8 @@ takes the softmax's predicted class and probability, ``fc.weight[idx] @ features
 resizes the map to the original image, blends ``heatmap * 0.5 + img * 0.5``, writes "dog 97.31%"
 on it and saves it under ``results/`` with the class in the file name. In camlens the CAM, the
 blend at the original size and the label are three calls.
-CLI (folder-per-class data): ``camlens train data/ --out model/`` then ``camlens explain test/
---model model/ --method cam --out results/``.
+CLI (folder-per-class data): ``camlens train data/ --weights none --lr 0.01 --batch-size 64
+--epochs 1 --out model/`` then ``camlens explain test/ --model model/ --method cam --out results/``.
 Run: ``python docs/examples/t5_resnet18_cats_dogs.py train_folder/ test_folder/``.
 """
 
