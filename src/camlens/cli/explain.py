@@ -157,7 +157,7 @@ def explain(
             network = network.to(where)
         adapter = adapter_for(network)
         probe = _layout(adapter, torch.zeros(1, 3, size, size))
-        classes = int(adapter.logits(probe).shape[1])
+        classes = int(adapter.logits(torch.zeros(1, 3, size, size)).shape[1])  # canonical
         if names is None:
             names = class_names(model, network, classes)
         elif len(names) != classes:
