@@ -39,3 +39,7 @@ def test_main_job_runs(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.rglob("*.png"))
     assert (out / "report.html").is_file()
+    import camlens
+
+    for method in camlens.methods():  # every method is run and scored
+        assert f"│ {method} " in result.output

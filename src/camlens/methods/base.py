@@ -67,7 +67,8 @@ class Explainer:
     Options shared by every method: ``relu`` (rectify before upsampling, default True),
     ``upsample`` ("bilinear", "bicubic" or "nearest") and ``normalize`` (min-max to [0, 1]).
     Gradient methods take ``smooth=N`` (average over N noisy copies, ``noise`` the standard
-    deviation as a fraction of each image's value range, ``seed`` for the noise, ``batch_size``
+    deviation as a fraction of each image's value range, ``seed`` for the noise: 0 by default, so
+    the same call gives the same map; None draws from torch's global generator, ``batch_size``
     copies per pass); CAM methods take ``augment=True`` (test-time augmentation).
     """
 
@@ -87,7 +88,7 @@ class Explainer:
         smooth: int = 0,
         noise: float = 0.15,
         augment: bool = False,
-        seed: int | None = None,
+        seed: int | None = 0,
         batch_size: int | None = None,
     ) -> None:
         self.adapter = adapter_for(model)
