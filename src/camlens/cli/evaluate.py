@@ -159,57 +159,28 @@ def folder_batches(
 
 
 def demo_samples(per_batch: int) -> list[tuple[torch.Tensor, Any, Any]]:
-    """Batches of the bundled cluttered-digit samples with their boxes and labels."""
-    try:
-        from camlens import datasets  # type: ignore[attr-defined]
+    """Batches of the 16 bundled cluttered-digit samples: [0, 1] images (the demo model
+    normalises its own input), their ground-truth boxes and labels."""
+    import camlens
+    from camlens.checkpoint import demo_path
+    from camlens.datasets import read_boxes
 
-        samples = datasets.cluttered_digits()
-    except (ImportError, AttributeError) as error:
-        raise CamlensValueError(
-            "the bundled demo samples (camlens.datasets.cluttered_digits) are not in this "
-            "install; pass --data DIR with your own images"
-        ) from error
-    x, boxes, labels = _unpack(samples)
-    out = []
-    for start in range(0, x.shape[0], per_batch):
-        stop = start + per_batch
-        out.append((x[start:stop], boxes[start:stop], labels[start:stop]))
-    return out
-
-
-def _unpack(samples: Any) -> tuple[torch.Tensor, list, torch.Tensor]:
-    """(images, boxes, labels) from a tuple, a dict or an object with those fields."""
-    if isinstance(samples, dict):
-        fields = [samples.get(k) for k in ("images", "boxes", "labels")]
-        if fields[0] is None:
-            fields[0] = samples.get("x")
-    elif isinstance(samples, (tuple, list)):
-        fields = [*samples[:3], None, None, None][:3]
-    else:
-        fields = [
-            getattr(samples, "images", getattr(samples, "x", None)),
-            getattr(samples, "boxes", None),
-            getattr(samples, "labels", getattr(samples, "targets", None)),
-        ]
-    images, boxes, labels = fields
-    x = torch.as_tensor(images).float() if not isinstance(images, torch.Tensor) else images
-    if x.ndim == 3:
-        x = x[:, None]
-    if labels is None:
-        labels = torch.full((x.shape[0],), -1)
-    if boxes is None:
-        raise CamlensValueError("the demo samples carry no boxes")
-    boxes = [list(b) if b and isinstance(b[0], (list, tuple)) else [b] for b in boxes]
-    boxes = [[tuple(int(v) for v in box) for box in group] for group in boxes]
-    return x, boxes, torch.as_tensor(labels).reshape(-1)
+    paths, labels, boxes = read_boxes(demo_path() / "samples" / "boxes.csv")
+    x, _ = camlens.load_images(paths, preset="unit")
+    groups = [[tuple(box)] for box in boxes.tolist()]
+    return [
+        (
+            x[start : start + per_batch],
+            groups[start : start + per_batch],
+            labels[start : start + per_batch],
+        )
+        for start in range(0, x.shape[0], per_batch)
+    ]
 
 
 def load_model(spec: str, weights: str) -> Any:
-    import camlens
     from camlens.models import load_spec
 
-    if spec == "demo" and hasattr(camlens, "load_model"):
-        return camlens.load_model("demo")
     return load_spec(spec, None if weights == "none" else weights)
 
 

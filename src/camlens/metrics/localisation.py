@@ -8,7 +8,7 @@ a sequence of B sequences of boxes: a hit on any of them counts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -115,28 +115,6 @@ def energy_pointing_game(maps: Any, boxes: Any) -> torch.Tensor:
     return (values * inside).sum(dim=(1, 2)) / values.sum(dim=(1, 2))
 
 
-def _components(mask: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Labels (H, W) of the 8-connected components of a bool mask, and their count."""
-    from scipy import ndimage
-
-    labels, count = ndimage.label(mask.numpy(), structure=[[1, 1, 1], [1, 1, 1], [1, 1, 1]])
-    return torch.from_numpy(labels), int(count)
-
-
-def _cam_box(heatmap: torch.Tensor, threshold: float = 0.2) -> Box | None:
-    """The CAM paper's box (Zhou et al. 2016): the bounding box of the largest 8-connected
-    component of the pixels at or above ``threshold`` times the map's maximum (None for an
-    all-zero map). Private: to be replaced by ``camlens.boxes`` when that lands."""
-    top = float(heatmap.max())
-    if top <= 0:
-        return None
-    labels, count = _components(heatmap >= threshold * top)
-    sizes = torch.bincount(labels.reshape(-1), minlength=count + 1)[1:]
-    largest = int(sizes.argmax()) + 1
-    rows, cols = torch.nonzero(labels == largest, as_tuple=True)
-    return int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())
-
-
 def iou(a: Box, b: Box) -> float:
     """Intersection over union of two boxes with inclusive pixel corners."""
     width = min(a[2], b[2]) - max(a[0], b[0]) + 1
@@ -156,11 +134,14 @@ def box_iou(maps: Any, boxes: Any, threshold: float = 0.2) -> torch.Tensor:
         raise CamlensValueError(
             f"threshold must be in [0, 1] (a share of the max), got {threshold}"
         )
+    from camlens.boxes import boxes as cam_boxes
+
+    # the largest 8-connected region of each map: one list (empty for an all-zero map) per map
+    found = cast(list[list[Box]], cam_boxes(values, threshold))
     out = torch.zeros(values.shape[0])
     for index, group in enumerate(box_lists(boxes, values.shape[0])):
-        found = _cam_box(values[index], threshold)
-        if found is not None:
-            out[index] = max(iou(found, box) for box in group)
+        if found[index]:
+            out[index] = max(iou(found[index][0], box) for box in group)
     return out
 
 
