@@ -69,9 +69,6 @@ def test_cam_family_maps_lose_their_structure_under_randomisation(digit_model, m
 def test_guided_backprop_survives_randomisation_where_gradcam_and_saliency_do_not(digit_model):
     """The paper's Figure 2 in numbers: Guided Backprop's maps stay close to the original ones
     after every layer is re-initialised; Grad-CAM's and the gradient's do not."""
-    missing = [name for name in ("saliency", "guided-backprop") if name not in camlens.methods()]
-    if missing:
-        pytest.skip(f"method(s) {', '.join(missing)} not registered yet (issue 3 adds them)")
     model, images, _ = digit_model
     x = images[:8]
     final = {
@@ -80,6 +77,26 @@ def test_guided_backprop_survives_randomisation_where_gradcam_and_saliency_do_no
     }
     assert final["guided-backprop"] > final["gradcam"] + 0.2, final
     assert final["guided-backprop"] > final["saliency"] + 0.2, final
+
+
+def test_on_the_bundled_demo_model():
+    """On the demo model Grad-CAM's maps lose all structure once every layer is random, while
+    Guided Backprop keeps a rank correlation of ~0.3 with the original (it still traces the
+    input's edges). Measured: saliency keeps ~0.33 there too, so on this small model the gradient
+    does not fall below Guided Backprop as it does in the paper (Inception v3) and on DigitNet."""
+    from camlens.checkpoint import demo_path
+    from camlens.datasets import read_boxes
+
+    paths, _, _ = read_boxes(demo_path() / "samples" / "boxes.csv")
+    x, _ = camlens.load_images(paths, preset="unit")
+    model = camlens.load_model("demo")
+    final = {
+        name: metrics.sanity_check(model, x, name).curves()["spearman"][-1]
+        for name in ("gradcam", "saliency", "guided-backprop")
+    }
+    assert abs(final["gradcam"]) < 0.1, final
+    assert final["guided-backprop"] > final["gradcam"] + 0.2, final
+    assert 0.2 < final["saliency"] < 0.45, final
 
 
 def test_layers_and_plot(digit_model, tmp_path):
