@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import textwrap
 import urllib.error
@@ -132,14 +131,6 @@ def test_timm_random():
     assert isinstance(model, timm.models.ResNet)
     names = class_names("timm:resnet18", model, 1000)
     assert len(names) == 1000 and (names[0], names[281]) == ("tench", "tabby")
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("camlens.checkpoint") is not None, reason="camlens.checkpoint exists"
-)
-def test_checkpoint_without_the_module():
-    with pytest.raises(CamlensValueError, match="no camlens.checkpoint module"):
-        load_spec("demo")
 
 
 def test_class_names():
