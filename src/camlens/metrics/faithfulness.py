@@ -57,7 +57,7 @@ def confidence(
 ) -> torch.Tensor:
     """Softmax probability (sigmoid for a one-logit head, the callable's score for a callable
     target) of each image's explained class, float32 on the CPU."""
-    return probabilities(adapter.logits(images), target, owners)
+    return probabilities(adapter.infer(images), target, owners)  # channels-last, no graph
 
 
 def probabilities(
