@@ -59,9 +59,8 @@ def main() -> None:
 
     model = torchvision.models.resnet18().eval()
     x = torch.rand(args.batch, 3, args.size, args.size)
-    with FlopCounterMode(display=False) as counter:
-        with torch.no_grad():
-            model(x[:1])
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x[:1])
     gflop = counter.get_total_flops() / 1e9
     print(f"threads {args.threads}; resnet18 forward at {args.size}px: {gflop:.2f} GFLOP")
 
