@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -80,23 +82,30 @@ def test_guided_backprop_survives_randomisation_where_gradcam_and_saliency_do_no
 
 
 def test_on_the_bundled_demo_model():
-    """On the demo model Grad-CAM's maps lose all structure once every layer is random, while
-    Guided Backprop keeps a rank correlation of ~0.3 with the original (it still traces the
-    input's edges). Measured: saliency keeps ~0.33 there too, so on this small model the gradient
-    does not fall below Guided Backprop as it does in the paper (Inception v3) and on DigitNet."""
+    """The paper's result on the demo model, with its signed rank correlation (a gradient's sign
+    counts): Grad-CAM's and the gradient's maps are unrelated to the originals as soon as the
+    top layer is random, while Guided Backprop's stay close through the upper blocks and keep
+    more of the original than either once every layer is random.
+
+    Measured (mean over the 16 samples): Grad-CAM -0.06, saliency 0.01, Guided Backprop 0.13
+    at the last step, Guided Backprop 0.77 to 0.43 over the first seven steps. The absolute-value
+    correlation of saliency (|gradient|) stays at ~0.3, as Guided Backprop's does, on this
+    five-layer model."""
     from camlens.checkpoint import demo_path
     from camlens.datasets import read_boxes
 
     paths, _, _ = read_boxes(demo_path() / "samples" / "boxes.csv")
     x, _ = camlens.load_images(paths, preset="unit")
     model = camlens.load_model("demo")
-    final = {
-        name: metrics.sanity_check(model, x, name).curves()["spearman"][-1]
+    curves = {
+        name: metrics.sanity_check(model, x, name).curves()["spearman"]
         for name in ("gradcam", "saliency", "guided-backprop")
     }
-    assert abs(final["gradcam"]) < 0.1, final
-    assert final["guided-backprop"] > final["gradcam"] + 0.2, final
-    assert 0.2 < final["saliency"] < 0.45, final
+    random_steps = slice(1, None)
+    for name in ("gradcam", "saliency"):
+        assert max(abs(v) for v in curves[name][random_steps]) < 0.1, curves[name]
+        assert curves["guided-backprop"][-1] > curves[name][-1] + 0.1, curves
+    assert min(curves["guided-backprop"][1:8]) > 0.4, curves["guided-backprop"]
 
 
 def test_layers_and_plot(digit_model, tmp_path):
@@ -111,3 +120,27 @@ def test_layers_and_plot(digit_model, tmp_path):
         metrics.sanity_check(np.zeros(3), images[:2], "gradcam")
     with pytest.raises(CamlensValueError, match="unknown method 'gradcan'"):
         metrics.sanity_check(model, images[:2], "gradcan")
+
+
+def test_signed_correlation_uses_the_signed_attribution(digit_model):
+    """Saliency's map is |gradient|, so its signed correlation compares the gradients summed over
+    channels; a CAM's signed map is its own map."""
+    from camlens.metrics.sanity import randomise, signed_map
+    from camlens.registry import get
+
+    model, images, _ = digit_model
+    x = images[:2]
+    saliency = get("saliency")(model, relu=False, normalize=False)(x)
+    torch.testing.assert_close(signed_map(saliency), saliency.extra["attribution"].sum(dim=1))
+    assert bool((saliency.maps >= 0).all()) and bool((signed_map(saliency) < 0).any())
+    gradcam = get("gradcam")(model, relu=False, normalize=False)(x)
+    assert signed_map(gradcam) is gradcam.maps
+    result = metrics.sanity_check(model, x, "saliency", layers=["fc"])
+    randomised = copy.deepcopy(model)
+    torch.manual_seed(0)
+    randomise(randomised.fc)
+    after = get("saliency")(randomised, relu=False, normalize=False)(x, target=saliency.targets)
+    torch.testing.assert_close(result.maps[1], after.maps)
+    want = metrics.spearman(signed_map(saliency), signed_map(after))
+    torch.testing.assert_close(result.spearman[1], want)
+    assert not torch.allclose(result.spearman[1], result.spearman_abs[1])

@@ -33,8 +33,9 @@ class SanityResult:
 
     ``steps[0]`` is "original"; ``steps[k]`` names the k-th layer re-initialised (layers
     0..k are random at step k). ``spearman``, ``spearman_abs`` and ``ssim`` are (S + 1, B):
-    per step and image, the Spearman rank correlation of the signed maps, of their absolute
-    values, and the SSIM of the absolute maps scaled to [0, 1].
+    per step and image, the Spearman rank correlation of the signed explanations (see
+    :func:`signed_map`), of the maps' absolute values, and the SSIM of the absolute maps scaled to
+    [0, 1].
     """
 
     method: str
@@ -156,6 +157,14 @@ def randomise(module: nn.Module) -> None:
             parameter.normal_(0.0, spread or 1.0)
 
 
+def signed_map(exp: Any) -> torch.Tensor:
+    """The signed (B, H, W) explanation that the paper's "no absolute value" correlation compares:
+    the per-pixel attribution summed over channels for pixel-space methods (whose maps are
+    magnitudes, e.g. saliency's max |gradient|), the signed map otherwise."""
+    attribution = exp.extra.get("attribution")
+    return exp.maps if attribution is None else attribution.sum(dim=1)
+
+
 def sanity_check(
     model: Any,
     x: Any,
@@ -168,8 +177,9 @@ def sanity_check(
 ) -> SanityResult:
     r"""Cascading model-parameter randomisation test (Adebayo et al. 2018, arXiv:1810.03292).
 
-    ``method`` is any registered name. The maps are the method's signed maps at the input's
-    resolution (``relu=False, normalize=False``) for the classes the original model explains
+    ``method`` is any registered name. The maps are the method's maps at the input's resolution
+    (``relu=False, normalize=False``; the signed correlation uses :func:`signed_map`, so a
+    gradient's sign counts there as in the paper) for the classes the original model explains
     (``target``, default: its prediction). Step k re-initialises ``layers[k]`` (default:
     :func:`cascade_layers`, every parameterised module from the output down) on a copy of the
     model, cumulatively, with the RNG seeded by ``seed``; the model itself is untouched.
@@ -183,6 +193,7 @@ def sanity_check(
     original = explainer(model, layer=layer, **options)(x, target=target)
     targets = original.targets if bool((original.targets >= 0).all()) else target
     reference = original.maps
+    signed = [signed_map(original)]
     copied = copy.deepcopy(model)
     names = cascade_layers(copied, x) if layers is None else list(layers)
     modules = dict(copied.named_modules())
@@ -198,12 +209,14 @@ def sanity_check(
         for name in names:
             randomise(modules[name])
             steps.append(name)
-            maps.append(explainer(copied, layer=layer, **options)(x, target=targets).maps)
+            exp = explainer(copied, layer=layer, **options)(x, target=targets)
+            maps.append(exp.maps)
+            signed.append(signed_map(exp))
     scaled = [minmax(m.abs()) for m in maps]
     return SanityResult(
         method=original.method,
         steps=steps,
-        spearman=torch.stack([spearman(reference, m) for m in maps]),
+        spearman=torch.stack([spearman(signed[0], m) for m in signed]),
         spearman_abs=torch.stack([spearman(reference.abs(), m.abs()) for m in maps]),
         ssim=torch.stack([ssim(scaled[0], s) for s in scaled]),
         maps=maps,
