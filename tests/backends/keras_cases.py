@@ -418,3 +418,49 @@ def test_unbuilt_sequential_and_subclassed_models():
 
     with pytest.raises(camlens.CamlensTypeError, match="overrides call\\(\\); camlens explains"):
         camlens.explain(Subclassed(), x)
+
+
+@pytest.mark.parametrize(
+    "name, module, mode",
+    [("ResNet50", "resnet50", "caffe"), ("MobileNetV2", "mobilenet_v2", "tf")],
+)
+def test_preprocess_auto_is_the_applications_own(name, module, mode):
+    """``--preprocess auto`` on keras:NAME is that application's preprocess_input, which for
+    these two is the caffe and the tf formula."""
+    from camlens.preprocessing import resolve
+
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    chosen = resolve("auto", f"keras:{name}", None)
+    assert chosen.name == f"keras:{name}'s preprocess_input"
+    function = getattr(keras.applications, module).preprocess_input
+    want = np.asarray(function(x.permute(0, 2, 3, 1).numpy() * 255.0), dtype=np.float32)
+    got = chosen(x)
+    assert np.allclose(got.permute(0, 2, 3, 1).numpy(), want, atol=1e-4)
+    assert torch.allclose(got, resolve(mode, f"keras:{name}", None)(x), atol=1e-4)
+
+
+def test_cli_explains_a_keras_mnist_file(tmp_path):
+    """A saved one-channel 28x28 Keras model: the command line takes its size and channels from
+    the model, feeds [0, 1] images (and says so), and explains them."""
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from camlens.cli import app
+
+    model = mnist_cnn()
+    path = tmp_path / "digits.keras"
+    model.save(path)
+    digit = np.zeros((40, 40), np.uint8)
+    digit[8:32, 18:22] = 255
+    Image.fromarray(digit).save(tmp_path / "one.png")
+    out = tmp_path / "out"
+    args = ["explain", str(tmp_path / "one.png"), "--model", str(path), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--method", "gradcam", "--no-panel", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "note: feeding the Keras model images scaled to [0, 1]" in result.output
+    row = json.loads((out / "results.jsonl").read_text().splitlines()[0])
+    x = np.asarray(Image.fromarray(digit).resize((28, 28), Image.BILINEAR), np.float32) / 255.0
+    probs = numpy(model(x[None, :, :, None], training=False))[0]
+    assert row["target"] == int(probs.argmax())

@@ -128,6 +128,10 @@ def test_resume_after_an_interrupted_run(images, model_args, tmp_path, monkeypat
         (["--target", "zebra-cat"], "--target 'zebra-cat' is not 'pred', a class index"),
         (["--target", "1000"], "--target 1000 is out of range: the model has 1000 classes"),
         (["--alpha", "2"], "--alpha must be in [0, 1], got 2.0"),
+        (
+            ["--preprocess", "bgr"],
+            "--preprocess must be one of auto, imagenet, unit, raw, tf, caffe, got 'bgr'",
+        ),
     ],
 )
 def test_usage_errors_exit_2_before_any_work(images, model_args, tmp_path, extra, message):

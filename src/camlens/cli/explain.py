@@ -105,7 +105,14 @@ def explain(
         "--size",
         min=8,
         help="The model's input side in pixels (default: a camlens "
-        "checkpoint's own input size, else 224).",
+        "checkpoint's or Keras model's own input size, else 224).",
+    ),
+    preprocess: str = typer.Option(
+        "auto",
+        "--preprocess",
+        help="What the model takes: auto (its own: a checkpoint's, a timm model's mean/std, a "
+        "keras:NAME application's preprocess_input), imagenet (mean/std), unit ([0, 1]), raw "
+        "([0, 255]), tf ([-1, 1]) or caffe (BGR, mean-subtracted).",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps..."),
     panel: bool = typer.Option(True, "--panel/--no-panel", help="Save a panel figure per image."),
@@ -126,6 +133,7 @@ def explain(
     from camlens.backends import adapter_for
     from camlens.labels import load_labels
     from camlens.models import class_names, kind_of, load_spec
+    from camlens.preprocessing import MODES
     from camlens.registry import get
     from camlens.render import colormap_table
     from camlens.runner import Options, run
@@ -143,21 +151,27 @@ def explain(
             usage_error(f"--threshold must be in [0, 1], got {threshold}")
         levels = _floats(contours, "--contours")
         names = load_labels(labels) if labels is not None else None
+        if preprocess not in MODES:
+            usage_error(f"--preprocess must be one of {', '.join(MODES)}, got {preprocess!r}")
         if weights is None and kind_of(model) in ("torchvision", "timm"):
             weights = "DEFAULT"
         network = load_spec(model, weights, trust_pickle=trust_pickle)
-        # a camlens Classifier takes [0, 1] images at its own size and normalises them itself
         from camlens.checkpoint import Classifier
+        from camlens.preprocessing import input_size, resolve
 
-        normalize = not isinstance(network, Classifier)
+        prepare = resolve(preprocess, model, network)
         if size is None:
-            size = 224 if normalize else int(network.input_size[0])
+            own = network.input_size[0] if isinstance(network, Classifier) else None
+            size = int(own or input_size(network) or 224)
+        if prepare.note:
+            typer.echo(f"note: {prepare.note}", err=True)
         where = _device(device)
         if isinstance(network, torch.nn.Module):
             network = network.to(where)
         adapter = adapter_for(network)
-        probe = _layout(adapter, torch.zeros(1, 3, size, size))
-        classes = int(adapter.logits(torch.zeros(1, 3, size, size)).shape[1])  # canonical
+        blank = prepare(torch.zeros(1, 3, size, size))
+        probe = _layout(adapter, blank)
+        classes = int(adapter.logits(blank).shape[1])  # canonical
         if names is None:
             names = class_names(model, network, classes)
         elif len(names) != classes:
@@ -180,7 +194,10 @@ def explain(
     except camlens.CamlensError as error:
         usage_error(str(error))
     except RuntimeError as error:
-        usage_error(f"the model failed on a (1, 3, {size}, {size}) input: {error}")
+        usage_error(
+            f"the model failed on a (1, 3, {size}, {size}) input: {error}; check --size and "
+            "--preprocess"
+        )
     if panel and importlib.util.find_spec("matplotlib") is None:
         typer.echo("note: no panels without matplotlib (pip install matplotlib)", err=True)
         panel = False
@@ -195,7 +212,7 @@ def explain(
         contours=levels,
         batch_size=batch_size,
         size=size,
-        normalize=normalize,
+        normalize=False,
         device=str(where),
         panel=panel,
         resume=resume,
@@ -208,7 +225,7 @@ def explain(
         names,
         echo=lambda text: typer.echo(text, err=True),
         progress=not quiet,
-        layout=lambda x: _layout(adapter, x),
+        layout=lambda x: _layout(adapter, prepare(x)),
         title=f"camlens: {model} ({', '.join(chosen)})",
     )
     typer.echo(
