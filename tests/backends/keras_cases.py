@@ -19,7 +19,7 @@ keras = pytest.importorskip("keras")
 import camlens  # noqa: E402
 from camlens.backends import adapter_for  # noqa: E402
 from camlens.backends.keras import KerasAdapter, load_spec  # noqa: E402
-from camlens.registry import get  # noqa: E402
+from camlens.registry import get, options_for  # noqa: E402
 
 BACKEND = keras.backend.backend()
 CAM_FAMILY = ["cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam"]
@@ -285,9 +285,10 @@ def test_parity_with_pytorch(pair, method):
     layer = {"layer": "conv2"}, {"layer": "3"}
     if not get(method).uses_layer:
         layer = {}, {}
+    exact = options_for(method, precision="fp32")  # "auto" may pick bf16 for the torch twin
     try:
         torch.manual_seed(0)
-        reference = camlens.explain(tmodel, xt, method=method, target=[1, 3], **layer[1])
+        reference = camlens.explain(tmodel, xt, method=method, target=[1, 3], **layer[1], **exact)
     except camlens.CamlensError as error:  # CAM on the dense head: both must refuse
         with pytest.raises(type(error), match=re.escape(str(error))):
             camlens.explain(kmodel, x, method=method, target=[1, 3], **layer[0])
@@ -373,6 +374,12 @@ def test_inputs_and_errors(pair):
         camlens.explain(kmodel, x, layer="conv3")
     with pytest.raises(camlens.CamlensValueError, match="out of range for a model with 4 classes"):
         camlens.explain(kmodel, x, target=4)
+    with pytest.raises(
+        camlens.CamlensValueError,
+        match=r"precision='int8' needs a PyTorch model \(it uses PyTorch's int8 kernels\); run "
+        r"this Keras model with precision='fp32'",
+    ):
+        camlens.explain(kmodel, x, method="scorecam", layer="conv2", precision="int8")
 
 
 def test_load_spec(tmp_path, pair):

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 import camlens
+from camlens.backends.quantize import int8_supported
 from camlens.methods.base import fuse
 
 torchvision = pytest.importorskip("torchvision")
@@ -62,6 +63,15 @@ def test_scorecam_matches_pytorch_grad_cam(resnet, x):
     expected = reference(pgc.ScoreCAM, resnet, "layer3", x, exp.targets)
     assert exp.maps.shape == (2, 32, 32) and exp.raw.shape == (2, 2, 2)
     assert float((exp.maps - expected).abs().max()) < 1e-3
+
+
+@pytest.mark.skipif(not int8_supported(), reason="no x86 int8 engine in this build")
+def test_scorecam_int8_within_1e_2_of_pytorch_grad_cam(resnet):
+    # 112 px, layer4 (4x4): int8 rounding moves the scores of tiny inputs more (1.5e-2 at 32 px)
+    x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(1))
+    exp = camlens.explain(resnet, x, method="scorecam", layer="layer4", precision="int8")
+    expected = reference(pgc.ScoreCAM, resnet, "layer4", x, exp.targets)
+    assert 1e-4 < float((exp.maps - expected).abs().max()) < 1e-2
 
 
 def test_ablationcam_matches_pytorch_grad_cam(resnet, x):
@@ -140,6 +150,50 @@ def test_scorecam_masked_passes_run_in_inference_mode_without_hooks():
     assert seen[1:] == [(True, False)] * 2  # 6 channels in batches of 4
 
 
+@pytest.mark.skipif(not int8_supported(), reason="no x86 int8 engine in this build")
+def test_scorecam_int8_masked_passes_run_a_calibrated_copy():
+    torch.manual_seed(4)
+    calls = []
+
+    class Spy(Tiny):
+        def forward(self, x):
+            calls.append("traced" if isinstance(x, torch.fx.Proxy) else tuple(x.shape))
+            return super().forward(x)
+
+    model = Spy().eval()
+    x = torch.randn(2, 3, 8, 8)
+    int8 = camlens.explain(model, x, method="scorecam", layer="conv2", precision="int8")
+    # the capture, the tracing of the int8 copy and the float32 check of the copy on its 12
+    # calibration rows (2 images x 6 channels); the masked passes all run the copy
+    assert calls == [(2, 3, 8, 8), "traced", (12, 3, 8, 8)]
+    fp32 = camlens.explain(model, x, method="scorecam", layer="conv2", precision="fp32")
+    assert 0 < float((int8.raw - fp32.raw).abs().max()) < 1e-2 * float(fp32.raw.abs().max())
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_precision_is_bf16_where_the_cpu_measures_it_fast(monkeypatch, fast):
+    from camlens.backends import torch as backend
+
+    monkeypatch.setattr(backend, "cpu_bf16_is_fast", lambda: fast)
+    used = []
+    infer = backend.TorchAdapter.infer
+
+    def spy(self, x, *, precision="fp32"):
+        used.append(precision)
+        return infer(self, x, precision=precision)
+
+    monkeypatch.setattr(backend.TorchAdapter, "infer", spy)
+    camlens.explain(Tiny().eval(), torch.randn(1, 3, 8, 8), method="scorecam", layer="conv2")
+    assert set(used) == {"bf16" if fast else "fp32"}
+
+
+def test_the_bf16_speed_is_measured_once():
+    from camlens.backends.torch import cpu_bf16_is_fast
+
+    assert isinstance(cpu_bf16_is_fast(), bool)
+    assert cpu_bf16_is_fast.cache_info().currsize == 1
+
+
 def test_scorecam_bf16_close_to_fp32(resnet, x):
     fp32 = camlens.explain(
         resnet, x, method="scorecam", layer="layer3", top_k_channels=32, precision="fp32"
@@ -176,7 +230,7 @@ def test_augment_on_a_perturbation_cam_keeps_the_layer_grid():
     ("options", "message"),
     [
         ({"top_k_channels": 0}, "top_k_channels must be a positive int or None, got 0"),
-        ({"precision": "fp16"}, "precision must be one of auto, fp32, bf16, got 'fp16'"),
+        ({"precision": "fp16"}, "precision must be one of auto, fp32, bf16, int8, got 'fp16'"),
         ({"batch_size": 0}, "batch_size >= 1"),
     ],
 )

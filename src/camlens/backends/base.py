@@ -7,6 +7,7 @@ layout the framework uses (a Keras adapter transposes its (B, H, W, C) batches).
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import torch
@@ -63,7 +64,12 @@ class Adapter(Protocol):
 
     def infer(self, x: torch.Tensor, *, precision: str = "fp32") -> torch.Tensor:
         """Float32 logits (N, K) of a canonical (N, C, H, W) batch without hooks or graph, for
-        methods running many forwards; ``precision="bf16"`` may run under bfloat16 autocast."""
+        methods running many forwards; ``precision="bf16"`` may run under bfloat16 autocast,
+        ``precision="int8"`` runs the copy made by :meth:`int8`."""
+
+    def int8(self, calibration: torch.Tensor) -> AbstractContextManager[None]:
+        """A block within which ``infer(..., precision="int8")`` runs an int8 copy of the model
+        calibrated on the canonical batch ``calibration``; a clear error where there is none."""
 
     def bf16_ok(self) -> bool:
         """Whether ``infer(..., precision="bf16")`` is supported and fast on the model's device."""

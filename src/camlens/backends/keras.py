@@ -24,7 +24,7 @@ import difflib
 import logging
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -682,6 +682,13 @@ class KerasAdapter:
         Keras models always run in their own compute dtype here (``bf16_ok`` is False).
         """
         return self.logits(x)
+
+    def int8(self, calibration: torch.Tensor) -> AbstractContextManager[None]:
+        """Refused: camlens quantizes PyTorch models only."""
+        raise CamlensValueError(
+            "precision='int8' needs a PyTorch model (it uses PyTorch's int8 kernels); run this "
+            "Keras model with precision='fp32'"
+        )
 
     def bf16_ok(self) -> bool:
         """Whether bfloat16 autocast is offered: never for Keras models."""

@@ -11,7 +11,9 @@ cannot rewrite what is explained.
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -22,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from camlens import targets as targets_
+from camlens.backends.quantize import GAP_WARNING, probability_gap, quantize_int8, run_int8
 from camlens.backends.torch_layers import (
     LayerInfo,
     Layout,
@@ -87,6 +90,29 @@ def logits_of(output: Any) -> torch.Tensor:
     return value[:, None] if value.ndim == 1 else value
 
 
+@functools.cache
+def cpu_bf16_is_fast() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices at least 1.5x faster than float32, measured
+    once per process (about 30 ms). Flags do not tell: AMX tiles and AMD's AVX512-BF16 units run
+    bf16 3-5x faster, an Intel AVX512-BF16 CPU without AMX measured half the float32 rate."""
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return False
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 512, 512, generator=generator)
+
+    def seconds(dtype: torch.dtype) -> float:
+        x, y = a.to(dtype), b.to(dtype)
+        x @ y
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            x @ y
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    return seconds(torch.float32) >= 1.5 * seconds(torch.bfloat16)
+
+
 class TorchAdapter:
     """Adapter for a ``torch.nn.Module`` taking (B, C, H, W) inputs."""
 
@@ -99,6 +125,8 @@ class TorchAdapter:
         self._surveys: dict[tuple[int, ...], tuple[list[LayerInfo], str | None]] = {}
         self._warned_softmax = False
         self._broadcast: dict[tuple[str, tuple[int, ...]], bool] = {}
+        self._int8: nn.Module | None = None
+        self.int8_gap = 0.0
 
     # ---------------------------------------------------------------- introspection
     @property
@@ -394,8 +422,13 @@ class TorchAdapter:
 
         Runs under ``torch.inference_mode`` with no hooks (but on a final Softmax module, whose
         input is taken as the logits), the input in channels-last memory format;
-        ``precision="bf16"`` runs under bfloat16 autocast on the model's device.
+        ``precision="bf16"`` runs under bfloat16 autocast on the model's device,
+        ``precision="int8"`` the int8 copy made by :meth:`int8`.
         """
+        if precision == "int8":
+            if self._int8 is None:
+                raise CamlensValueError("precision='int8' is only valid inside adapter.int8(...)")
+            return logits_of(run_int8(self._int8, self.prepare(x))).float()
         x = self.prepare(x).contiguous(memory_format=torch.channels_last)
         device = x.device.type
         autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -403,15 +436,40 @@ class TorchAdapter:
             logits, _ = self._forward(x)
         return logits.float()
 
+    @contextmanager
+    def int8(self, calibration: torch.Tensor) -> Iterator[None]:
+        """Within the block, ``infer(..., precision="int8")`` runs an int8 copy of the model
+        calibrated on the canonical batch ``calibration`` (see :mod:`camlens.backends.quantize`).
+        The copy is checked on that batch: ``int8_gap`` is the largest change of a class
+        probability, and a CamlensWarning says when it exceeds ``GAP_WARNING``.
+        """
+        calibration = self.prepare(calibration)
+        self._int8 = quantize_int8(self.model, calibration)
+        try:
+            exact = self.infer(calibration)
+            self.int8_gap = probability_gap(exact, self.infer(calibration, precision="int8"))
+            log.info("precision='int8': probabilities within %.4f on calibration", self.int8_gap)
+            if self.int8_gap > GAP_WARNING:
+                warnings.warn(
+                    f"precision='int8' moves {type(self.model).__name__}'s class probabilities "
+                    f"by up to {self.int8_gap:.3f} on the calibration images (more than "
+                    f"{GAP_WARNING}); the results are approximate: use precision='fp32' for "
+                    "exact ones",
+                    CamlensWarning,
+                    stacklevel=4,
+                )
+            yield
+        finally:
+            self._int8 = None
+
     def bf16_ok(self) -> bool:
-        """Whether bfloat16 autocast is fast on the model's device: CUDA with bf16, or a CPU with
-        AMX tiles (on AVX512-BF16 alone it measured no faster than channels-last float32)."""
+        """Whether bfloat16 autocast is fast on the model's device: CUDA with bf16, or a CPU whose
+        bf16 matrix products run at least 1.5x its float32 rate (:func:`cpu_bf16_is_fast`)."""
         device = self.device
         if device.type == "cuda":
             return torch.cuda.is_bf16_supported()
         if device.type == "cpu":
-            amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-            return bool(amx is not None and amx() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+            return cpu_bf16_is_fast()
         return False
 
     def logits_above(

@@ -7,19 +7,21 @@ once a call has taken more than two seconds (``progress=False`` turns it off).
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from camlens import targets as targets_
+from camlens.backends.quantize import calibration_rows
 from camlens.backends.torch import Capture
 from camlens.errors import CamlensTypeError, CamlensValueError
 from camlens.maps import minmax
 from camlens.methods.base import LayerMethod, auto_batch
 from camlens.registry import register
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
 class _Progress:
@@ -91,8 +93,12 @@ class ScoreCAM(_PerturbationCAM):
     A constant channel gives an all-zero mask (no epsilon). ``top_k_channels=N`` (Faster
     Score-CAM) keeps the N channels of largest mean activation per image, the softmax running over
     those. The masked forwards run in inference mode, channels-last, ``batch_size`` at a time.
-    ``precision``: "fp32", "bf16" (bfloat16 autocast for the masked forwards, maps within ~1e-2)
-    or "auto" (bf16 where the device runs it fast: CUDA, CPUs with AMX; fp32 elsewhere).
+    ``precision``: "fp32" (exact), "bf16" (bfloat16 autocast for the masked forwards, maps within
+    ~1e-3), "int8" (an int8 copy of a PyTorch model on the CPU, calibrated on 32 of the masked
+    inputs and checked against float32 on them: about 3x faster than fp32 on CPUs with VNNI, maps
+    within ~3e-3 on ResNet-18 at 224 px, ~1.5e-2 on tiny inputs) or "auto" (bf16 where the device
+    runs it fast: CUDA, CPUs whose bf16 matrix products measure 1.5x float32's rate; fp32
+    elsewhere).
     """
 
     paper = "Wang et al. 2020, Score-CAM (arXiv:1910.01279)"
@@ -157,19 +163,29 @@ class ScoreCAM(_PerturbationCAM):
         rows = self.batch_size or auto_batch(xc, 64 * xc[0].numel() * 4, cap)
         flat = chosen.reshape(batch * count, 1, *chosen.shape[2:])
         images = torch.arange(batch, device=xc.device).repeat_interleave(count)
+
+        def masked(rows: torch.Tensor) -> torch.Tensor:
+            masks = F.interpolate(
+                flat[rows], size=xc.shape[-2:], mode="bilinear", align_corners=True
+            )
+            return xc[images[rows]] * minmax(masks[:, 0])[:, None]
+
         scores = torch.empty(batch * count, device=xc.device)
         progress = _Progress(batch * count, "Score-CAM", self.progress)
+        quantized = (
+            self.adapter.int8(masked(calibration_rows(batch * count).to(xc.device)))
+            if precision == "int8"
+            else nullcontext()
+        )
         try:
-            for start in range(0, batch * count, rows):
-                stop = min(start + rows, batch * count)
-                masks = F.interpolate(
-                    flat[start:stop], size=xc.shape[-2:], mode="bilinear", align_corners=True
-                )
-                masks = minmax(masks[:, 0])[:, None]
-                logits = self.adapter.infer(xc[images[start:stop]] * masks, precision=precision)
-                row_target = _row_target(target, images[start:stop])
-                scores[start:stop] = targets_.scores(logits, row_target).float()
-                progress.advance(stop - start)
+            with quantized:
+                for start in range(0, batch * count, rows):
+                    stop = min(start + rows, batch * count)
+                    part = torch.arange(start, stop, device=xc.device)
+                    logits = self.adapter.infer(masked(part), precision=precision)
+                    row_target = _row_target(target, images[start:stop])
+                    scores[start:stop] = targets_.scores(logits, row_target).float()
+                    progress.advance(stop - start)
         finally:
             progress.close()
         return scores.reshape(batch, count)
