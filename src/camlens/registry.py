@@ -45,6 +45,15 @@ def get(name: str) -> type[Explainer]:
     return _METHODS[_ALIASES[_key(name)]]
 
 
+def options_for(name: str, **options: Any) -> dict[str, Any]:
+    """The ``options`` that method ``name``'s constructor takes as keywords, the others dropped
+    (``precision`` reaches Score-CAM only)."""
+    import inspect
+
+    taken = inspect.signature(get(name).__init__).parameters
+    return {key: value for key, value in options.items() if key in taken}
+
+
 def explain(
     model: Any,
     x: Any,

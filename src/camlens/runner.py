@@ -59,6 +59,7 @@ class Options:
     device: str = "cpu"
     panel: bool = True
     resume: bool = False
+    precision: str = "auto"  # Score-CAM's masked forwards: auto, fp32, bf16 or int8
 
 
 @dataclass
@@ -296,6 +297,7 @@ def run(
     import camlens
     from camlens.backends import adapter_for
     from camlens.registry import get as get_method
+    from camlens.registry import options_for
     from camlens.report import write_report
 
     started = time.perf_counter()
@@ -320,7 +322,14 @@ def run(
     stems = output_names(files)
     adapter = adapter_for(model)
     # one explainer per method for the whole run, sharing the adapter's cached layer survey
-    explainers = {m: get_method(m)(adapter, layer=options.layer) for m in options.methods}
+    explainers = {
+        m: get_method(m)(
+            adapter,
+            layer=options.layer,
+            **options_for(m, precision=options.precision),
+        )
+        for m in options.methods
+    }
     bar, task = _progress(len(todo)) if progress else (None, None)
     try:
         if bar is not None:

@@ -124,6 +124,28 @@ def test_usage_errors_exit_2_with_the_fix(tiny, folder, tmp_path):
     assert "unknown metric 'x' in --metrics; valid: default, all, deletion" in result.output
     result = run("--model", "tiny", "--data", str(tmp_path / "none"), "--out", str(tmp_path))
     assert "is not a folder of images" in result.output
+    result = run("--model", "tiny", "--data", str(data), "--out", str(tmp_path), "--precision", "x")
+    assert result.exit_code == 2
+    assert "precision must be one of fp32, bf16, int8, got 'x'" in result.output
+
+
+def test_precision_int8_runs_the_curves_and_scorecam_on_int8_copies(tiny, folder, tmp_path):
+    data, _ = folder
+    out = {precision: tmp_path / precision for precision in ("fp32", "int8")}
+    for precision, folder_out in out.items():
+        result = run(
+            "--model", "tiny", "--data", str(data), "--out", str(folder_out), "--preset", "unit",
+            "--method", "scorecam", "--steps", "4", "--precision", precision,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+    exact, fast = (json.loads((o / "metrics.json").read_text()) for o in out.values())
+    assert fast["config"]["precision"] == "int8"
+    for name in ("deletion", "insertion"):
+        gap = np.abs(
+            np.array(fast["methods"]["scorecam"]["per_image"][name])
+            - np.array(exact["methods"]["scorecam"]["per_image"][name])
+        ).max()
+        assert 0 < gap < 0.02, (name, gap)
 
 
 def test_pascal_voc_boxes_become_zero_based(tmp_path):

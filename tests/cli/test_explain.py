@@ -132,6 +132,7 @@ def test_resume_after_an_interrupted_run(images, model_args, tmp_path, monkeypat
             ["--preprocess", "bgr"],
             "--preprocess must be one of auto, imagenet, unit, raw, tf, caffe, got 'bgr'",
         ),
+        (["--precision", "fp16"], "--precision must be one of auto, fp32, bf16, int8, got 'fp16'"),
     ],
 )
 def test_usage_errors_exit_2_before_any_work(images, model_args, tmp_path, extra, message):
@@ -198,3 +199,18 @@ def test_camlens_checkpoint_gets_its_own_size_scale_and_labels(tmp_path):
     right = sum(r["predicted_name"] == Path(r["path"]).parent.name for r in records)
     assert right == 15  # the bundled model reads one 6 as a 4
     assert {r["layer"] for r in records} == {"backbone.block5"}
+
+
+def test_precision_int8_reaches_scorecam(images, model_args, tmp_path, monkeypatch):
+    from camlens.backends import torch as backend
+
+    made = []
+    real = backend.quantize_int8
+    monkeypatch.setattr(backend, "quantize_int8", lambda *a: made.append(a[1].shape) or real(*a))
+    out = tmp_path / "out"
+    args = [*model_args, "--method", "scorecam,gradcam", "--precision", "int8", "--no-panel"]
+    result = runner.invoke(app, ["explain", str(images / "chelsea.jpg"), *args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    # checked on a blank image before any work, then calibrated on 32 of the 512 masked inputs
+    assert made == [(1, 3, 64, 64), (32, 3, 64, 64)]
+    assert [line["method"] for line in results(out)] == ["scorecam", "gradcam"]

@@ -233,6 +233,12 @@ def evaluate(
         0.0, "--tolerance", help="Pointing game tolerance in pixels (Zhang et al.: 15)."
     ),
     sanity: bool = typer.Option(False, "--sanity", help="Also run the sanity check (first batch)."),
+    precision: str = typer.Option(
+        "fp32",
+        "--precision",
+        help="Deletion/insertion's and Score-CAM's perturbed forwards: fp32 (exact), bf16, or "
+        "int8 (PyTorch models on the CPU, several times faster, approximate).",
+    ),
 ) -> None:
     """Score explanation METHODS on a folder of images: faithfulness (deletion, insertion,
     Average Drop, Increase in Confidence, ROAD) and, with --boxes, localisation.
@@ -244,6 +250,7 @@ def evaluate(
 
     import camlens
     from camlens.metrics import report
+    from camlens.metrics.faithfulness import check_precision
     from camlens.metrics.sanity import plot_sanity, sanity_check
     from camlens.registry import get
 
@@ -269,6 +276,7 @@ def evaluate(
         else:
             raise CamlensValueError("--data DIR is required unless --model demo")
         chosen = choose_metrics(metrics_, have_boxes)
+        check_precision(precision)
         settings = report.Settings(
             steps=steps,
             baseline=baseline,
@@ -276,6 +284,7 @@ def evaluate(
             tolerance=tolerance,
             target=None if target == "pred" else int(target),
             layer=layer,
+            precision=precision,
         )
         err = Console(stderr=True)
         with Progress(console=err, transient=True) as progress:
@@ -294,6 +303,7 @@ def evaluate(
             "tolerance": tolerance,
             "target": target,
             "layer": layer,
+            "precision": precision,
         }
         report.write_csv(results, out / "metrics.csv")
         pictures = report.plot_curves(results, out)

@@ -21,7 +21,7 @@ import torch
 from camlens.errors import CamlensError, CamlensValueError
 from camlens.metrics import faithfulness, localisation
 from camlens.metrics.road import road as road_metric
-from camlens.registry import explain, get
+from camlens.registry import explain, get, options_for
 
 # name -> (label, higher is better)
 METRICS: dict[str, tuple[str, bool]] = {
@@ -55,6 +55,7 @@ class Settings:
     road_percentiles: tuple[float, ...] = ROAD_PERCENTILES
     target: Any = None
     layer: Any = "auto"
+    precision: str = "fp32"  # deletion/insertion's and Score-CAM's perturbed forwards
 
 
 @dataclass
@@ -137,7 +138,8 @@ def _score_batch(
     settings: Settings,
     result: MethodScores,
 ) -> None:
-    exp = explain(model, x, method=method, target=settings.target, layer=settings.layer)
+    options = options_for(method, precision=settings.precision)
+    exp = explain(model, x, method=method, target=settings.target, layer=settings.layer, **options)
     common: dict[str, Any] = {
         "target": exp.targets if bool((exp.targets >= 0).all()) else settings.target,
         "batch_size": settings.batch_size,
@@ -154,6 +156,7 @@ def _score_batch(
                 steps=settings.steps,
                 baseline=fill,
                 return_curves=True,
+                precision=settings.precision,
                 **common,
             )
             result.add(name, aucs)
