@@ -76,10 +76,14 @@ def main() -> None:
         },
         repeats=args.repeats,
     )
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
-          f"batch {args.batch}")
-    print(f"max |camlens - pytorch-grad-cam| = {diff_pgc:.2e}; max |camlens - torchcam| = "
-          f"{diff_tc:.2e}")
+    print(
+        f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+        f"batch {args.batch}"
+    )
+    print(
+        f"max |camlens - pytorch-grad-cam| = {diff_pgc:.2e}; max |camlens - torchcam| = "
+        f"{diff_tc:.2e}"
+    )
     print(table(medians, "camlens"))
     floor = medians["floor (forward + autograd.grad)"]
     print(f"camlens / floor = {medians['camlens'] / floor:.3f}")

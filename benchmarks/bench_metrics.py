@@ -8,6 +8,9 @@ Prints the wall times and the largest difference between Quantus' and camlens's 
 curves.
 
     python benchmarks/bench_metrics.py --images 8 --steps 224 --size 224 --threads 2
+
+camlens runs with each of ``--precisions`` (default fp32,int8); int8's AUCs and curves are
+compared with fp32's.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precisions", default="fp32,int8", help="camlens precisions to run")
     parser.add_argument("--skip-quantus", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -49,18 +53,37 @@ def main() -> None:
         f"{args.threads} threads, device {device}"
     )
 
-    begin = time.perf_counter()
-    deleted, del_curves = metrics.deletion(
-        model, x, maps, steps=args.steps, batch_size=args.batch_size, return_curves=True
-    )
-    middle = time.perf_counter()
-    inserted = metrics.insertion(model, x, maps, steps=args.steps, batch_size=args.batch_size)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    end = time.perf_counter()
-    print(f"camlens deletion:             {middle - begin:8.2f} s  (mean AUC {deleted.mean():.5f})")
-    print(f"camlens insertion:            {end - middle:8.2f} s  (mean AUC {inserted.mean():.5f})")
-    print(f"camlens deletion + insertion: {end - begin:8.2f} s")
+    runs = {}
+    for precision in args.precisions.split(","):
+        options = {"steps": args.steps, "batch_size": args.batch_size, "precision": precision}
+        begin = time.perf_counter()
+        deleted, del_curves = metrics.deletion(model, x, maps, return_curves=True, **options)
+        middle = time.perf_counter()
+        inserted, ins_curves = metrics.insertion(model, x, maps, return_curves=True, **options)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        end = time.perf_counter()
+        runs[precision] = (middle - begin, end - begin, del_curves, ins_curves)
+        name = f"camlens {precision}"
+        print(f"{name} deletion:  {middle - begin:8.2f} s  (mean AUC {deleted.mean():.5f})")
+        print(f"{name} insertion: {end - middle:8.2f} s  (mean AUC {inserted.mean():.5f})")
+        print(f"{name} deletion + insertion: {end - begin:8.2f} s")
+    if "fp32" in runs:
+        exact = runs["fp32"]
+        for precision, (_, _, del_curves, ins_curves) in runs.items():
+            if precision != "fp32":
+                gaps = [
+                    float((metrics.auc(a) - metrics.auc(b)).abs().max())
+                    for a, b in ((del_curves, exact[2]), (ins_curves, exact[3]))
+                ]
+                curve = max(
+                    float((del_curves - exact[2]).abs().max()),
+                    float((ins_curves - exact[3]).abs().max()),
+                )
+                print(
+                    f"camlens {precision} against fp32: max |AUC diff| deletion {gaps[0]:.2e}, "
+                    f"insertion {gaps[1]:.2e}; max |curve diff| {curve:.2e}"
+                )
     if args.skip_quantus:
         return
 
@@ -93,10 +116,13 @@ def main() -> None:
     quantus_time = time.perf_counter() - start
     curves = np.asarray(curves)
     print(f"quantus PixelFlipping:        {quantus_time:8.2f} s  ({curves.shape[1]} points)")
-    difference = np.abs(curves - del_curves[:, 1:].numpy()).max()
-    print(f"largest curve difference (steps 1..S): {difference:.2e}")
-    print(f"speed-up, deletion only:        {quantus_time / (middle - begin):6.2f}x")
-    print(f"speed-up, deletion + insertion: {quantus_time / (end - begin):6.2f}x")
+    for precision, (deletion_time, both_time, del_curves, _) in runs.items():
+        difference = np.abs(curves - del_curves[:, 1:].numpy()).max()
+        print(
+            f"camlens {precision}: largest deletion-curve difference from Quantus (steps 1..S) "
+            f"{difference:.2e}; speed-up {quantus_time / deletion_time:6.2f}x deletion only, "
+            f"{quantus_time / both_time:6.2f}x deletion + insertion"
+        )
 
 
 if __name__ == "__main__":

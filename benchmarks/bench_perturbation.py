@@ -7,6 +7,8 @@ own upsampling and min-max normalisation.
 
     python benchmarks/bench_perturbation.py            # 224x224, 1 thread, as in docs/benchmarks.md
     python benchmarks/bench_perturbation.py --size 112 --cases camlens-scorecam,pgc-scorecam
+    python benchmarks/bench_perturbation.py --cases pgc-scorecam,torchcam-scorecam,\
+camlens-scorecam-fp32,camlens-scorecam-int8
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ CASES = (
     "camlens-scorecam",
     "camlens-scorecam-fp32",
     "camlens-scorecam-bf16",
+    "camlens-scorecam-int8",
     "pgc-scorecam",
     "torchcam-scorecam",
     "camlens-ablationcam",
@@ -120,7 +123,7 @@ def main() -> None:
                 speed = results[ref]["seconds"] / results[case]["seconds"]
                 print(f"{case:24s} vs {ref}: {speed:5.2f}x faster, max |map diff| {gap:.2e}")
     if "torchcam-scorecam" in results:
-        for case in ("camlens-scorecam", "camlens-scorecam-fp32"):
+        for case in ("camlens-scorecam", "camlens-scorecam-fp32", "camlens-scorecam-int8"):
             if case in results:
                 speed = results["torchcam-scorecam"]["seconds"] / results[case]["seconds"]
                 print(f"{case:24s} vs torchcam-scorecam: {speed:5.2f}x faster")

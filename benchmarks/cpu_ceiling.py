@@ -5,7 +5,9 @@ that no exact implementation can skip: one per channel and image for Score-CAM, 
 image and curve for deletion and insertion. This script measures the CPU's matrix-multiply
 throughput in each precision and a ResNet-18 forward in each layout, counts the forward's FLOPs,
 and prints the floor: the time those forwards would take at the measured GEMM peak. Dividing a
-reference library's measured time by the floor bounds the speed-up any implementation can reach.
+reference library's measured time by the floor bounds the speed-up any float implementation can
+reach. The int8 GEMM rate and camlens's int8 copy (``precision="int8"``) show what leaving float
+arithmetic buys.
 
     python benchmarks/cpu_ceiling.py --threads 1 --pgc-scorecam 60.0
     python benchmarks/cpu_ceiling.py --threads 2 --quantus-deletion 62.0 --images 8
@@ -20,15 +22,33 @@ import torch
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
+from camlens.backends.quantize import quantize_int8
+
 
 def gemm_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Throughput of a square matmul in GFLOP/s (2 n^3 FLOPs per product)."""
+    """Throughput of a square matmul in GFLOP/s (2 n^3 FLOPs per product); a dtype the CPU only
+    emulates (under 10 GFLOP/s on a 256 probe, e.g. fp16 without AVX512-FP16) is not run big."""
+    if size > 256:
+        probe = gemm_gflops(dtype, 256, 2)
+        if probe < 10:
+            return probe
     a = torch.rand(size, size).to(dtype)
     b = torch.rand(size, size).to(dtype)
     a @ b
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def int8_gops(size: int = 2048, repeats: int = 5) -> float:
+    """Throughput of an int8 x int8 -> int32 square matmul (``torch._int_mm``) in GOP/s."""
+    a = torch.randint(-128, 128, (size, size), dtype=torch.int8)
+    b = torch.randint(-128, 128, (size, size), dtype=torch.int8)
+    torch._int_mm(a, b)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch._int_mm(a, b)
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
@@ -74,6 +94,8 @@ def main() -> None:
     }
     for name, peak in peaks.items():
         print(f"GEMM {name}: {peak:7.1f} GFLOP/s")
+    int8_peak = int8_gops()
+    print(f"GEMM int8: {int8_peak:7.1f} GOP/s (int32 accumulation)")
 
     last = model.to(memory_format=torch.channels_last)
     xl = x.contiguous(memory_format=torch.channels_last)
@@ -81,12 +103,14 @@ def main() -> None:
         "fp32 NCHW": forward_ms(model.to(memory_format=torch.contiguous_format), x),
         "fp32 channels-last": forward_ms(last.to(memory_format=torch.channels_last), xl),
         "bf16 autocast channels-last": forward_ms(last, xl, bf16=True),
+        "int8 copy (precision='int8')": forward_ms(quantize_int8(model, x[:8]), xl),
     }
     best = max(peaks.values())
     floor_ms = gflop / best * 1e3
     for name, ms in timings.items():
         print(f"forward {name:28s} {ms:7.2f} ms/image ({gflop / ms * 1e3:6.1f} GFLOP/s)")
     print(f"floor at the best GEMM peak ({best:.1f} GFLOP/s): {floor_ms:.2f} ms/image")
+    print(f"int8 floor ({int8_peak:.1f} GOP/s): {gflop / int8_peak * 1e3:.2f} ms/image")
 
     tasks = {
         "Score-CAM": (
