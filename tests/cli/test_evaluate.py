@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,7 +66,7 @@ def test_evaluate_writes_the_table_csv_json_plots_and_report(tiny, folder, tmp_p
     out = tmp_path / "out"
     result = run(
         "--model", "tiny", "--data", str(data), "--boxes", str(boxes), "--out", str(out),
-        "--method", "gradcam,cam", "--preset", "unit", "--steps", "4", "--weights", "none",
+        "--method", "gradcam,cam", "--preprocess", "unit", "--size", "24", "--steps", "4",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "methods ranked by insertion - deletion" in result.output
@@ -107,7 +108,7 @@ def test_without_boxes_only_faithfulness_runs(tiny, folder, tmp_path):
     out = tmp_path / "out"
     result = run(
         "--model", "tiny", "--data", str(data), "--out", str(out), "--method", "eigencam",
-        "--preset", "unit", "--steps", "2", "--limit", "2",
+        "--preprocess", "unit", "--size", "24", "--steps", "2", "--limit", "2",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     header = (out / "metrics.csv").read_text().splitlines()[0]
@@ -134,8 +135,9 @@ def test_precision_int8_runs_the_curves_and_scorecam_on_int8_copies(tiny, folder
     out = {precision: tmp_path / precision for precision in ("fp32", "int8")}
     for precision, folder_out in out.items():
         result = run(
-            "--model", "tiny", "--data", str(data), "--out", str(folder_out), "--preset", "unit",
-            "--method", "scorecam", "--steps", "4", "--precision", precision,
+            "--model", "tiny", "--data", str(data), "--out", str(folder_out), "--preprocess",
+            "unit", "--size", "24", "--method", "scorecam", "--steps", "4",
+            "--precision", precision,
         )  # fmt: skip
         assert result.exit_code == 0, result.output
     exact, fast = (json.loads((o / "metrics.json").read_text()) for o in out.values())
@@ -160,14 +162,43 @@ def test_pascal_voc_boxes_become_zero_based(tmp_path):
     assert read_boxes(tmp_path) == expected
 
 
-def test_boxes_follow_the_resize_and_centre_crop():
-    # 256 x 512 (h x w): "imagenet" crops the central 224 x 224 (top 16, left 144)
-    assert to_input_box((144, 16, 367, 239), (256, 512), "imagenet", (224, 224)) == (
-        0, 0, 223, 223,
-    )  # fmt: skip
-    assert to_input_box((0, 0, 100, 100), (256, 512), "imagenet", (224, 224)) is None
+def test_boxes_follow_the_resize():
     # a 100 x 100 image shown at 50 x 50: pixels 10..19 become 5..9
-    assert to_input_box((10, 10, 19, 19), (100, 100), "unit", (50, 50)) == (5, 5, 9, 9)
+    assert to_input_box((10, 10, 19, 19), (100, 100), (50, 50)) == (5, 5, 9, 9)
+    # 256 x 512 (h x w) squeezed to 224 x 224: x scales by 0.4375, y by 0.875
+    assert to_input_box((144, 16, 367, 239), (256, 512), (224, 224)) == (63, 14, 160, 209)
+    assert to_input_box((0, 0, 511, 255), (256, 512), (224, 224)) == (0, 0, 223, 223)
+
+
+def test_preprocess_auto_gives_a_checkpoint_its_own_input(tmp_path):
+    from camlens.checkpoint import demo_path
+    from camlens.datasets import read_boxes as read_demo_boxes
+
+    folder = demo_path() / "samples"
+    paths, labels, boxes = read_demo_boxes(folder / "boxes.csv")
+    names = [Path(p).relative_to(folder).as_posix() for p in paths]
+    table = tmp_path / "boxes.csv"
+    rows = [
+        f"{n},{','.join(map(str, b))},{int(c)}" for n, b, c in zip(names, boxes.tolist(), labels)
+    ]
+    table.write_text("path,x0,y0,x1,y1,label\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    result = run(
+        "--model", "demo", "--data", str(folder), "--boxes", str(table), "--out", str(out),
+        "--method", "gradcam", "--metrics", "energy",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["config"]["preprocess"] == "unit (the checkpoint normalises itself)"
+    assert saved["config"]["size"] == 64
+    order = sorted(range(len(names)), key=lambda i: names[i])  # the folder is read in name order
+    x, _ = camlens.load_images([paths[i] for i in order], preset="unit")
+    exp = camlens.explain(camlens.load_model("demo"), x, method="gradcam")
+    np.testing.assert_allclose(
+        saved["methods"]["gradcam"]["per_image"]["energy"],
+        metrics.energy_pointing_game(exp, boxes[order]).numpy(),
+        atol=1e-6,
+    )
 
 
 def test_demo_runs_with_no_other_flag(tmp_path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,33 +102,28 @@ def find_images(folder: Path) -> list[Path]:
 
 
 def to_input_box(
-    box: tuple[int, int, int, int], original: tuple[int, int], preset: str, out: tuple[int, int]
-) -> tuple[int, int, int, int] | None:
-    """A box in the original image's pixels (height, width = ``original``) mapped through the
-    preset's centre crop and resize to the input's (H, W) = ``out``; None if cropped away."""
-    from camlens.io import PRESETS, _crop_box
-
+    box: tuple[int, int, int, int], original: tuple[int, int], out: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """A box in the original image's pixels (height, width = ``original``) in the pixels of the
+    model's input (H, W) = ``out``, the whole image resized to it: every pixel the box touches."""
     height, width = original
-    top, left, crop_h, crop_w = _crop_box(height, width, PRESETS[preset], min(out))
-    sy, sx = out[0] / crop_h, out[1] / crop_w
-    x0 = math.floor((box[0] - left) * sx)
-    y0 = math.floor((box[1] - top) * sy)
-    x1 = math.ceil((box[2] + 1 - left) * sx) - 1
-    y1 = math.ceil((box[3] + 1 - top) * sy) - 1
-    x0, y0 = max(x0, 0), max(y0, 0)
-    x1, y1 = min(x1, out[1] - 1), min(y1, out[0] - 1)
-    return (x0, y0, x1, y1) if x0 <= x1 and y0 <= y1 else None
+    sy, sx = out[0] / height, out[1] / width
+    x0, y0 = max(math.floor(box[0] * sx), 0), max(math.floor(box[1] * sy), 0)
+    x1 = min(math.ceil((box[2] + 1) * sx) - 1, out[1] - 1)
+    y1 = min(math.ceil((box[3] + 1) * sy) - 1, out[0] - 1)
+    return x0, y0, x1, y1
 
 
 def folder_batches(
     paths: list[Path],
     root: Path,
     records: dict[str, BoxRecord] | None,
-    preset: str,
-    size: int | None,
+    prepare: Callable[[torch.Tensor], torch.Tensor],
+    size: int,
     per_batch: int,
 ) -> Iterator[tuple[torch.Tensor, Any, Any]]:
-    """(x, boxes, labels) batches of ``per_batch`` images from files."""
+    """(x, boxes, labels) batches of ``per_batch`` images from files: each whole image resized to
+    ``size`` x ``size`` in [0, 1], then ``prepare``d into the model's input."""
     import numpy as np
 
     import camlens
@@ -138,21 +133,20 @@ def folder_batches(
         chunk = paths[start : start + per_batch]
         # writable copies: torch warns on read-only arrays (PIL's are)
         arrays = [np.array(to_rgb(path)) for path in chunk]
-        x, _ = camlens.load_images(arrays, preset=preset, size=size)
+        unit, _ = camlens.load_images(arrays, preset="unit", size=size)
+        x = prepare(unit)
         if records is None:
             yield x, None, None
             continue
         boxes: list[list[tuple[int, int, int, int]]] = []
         labels: list[int] = []
-        for path in chunk:
+        for path, array in zip(chunk, arrays, strict=True):
             record = records.get(path.relative_to(root).as_posix()) or records.get(path.name)
-            height, width = arrays[len(boxes)].shape[:2]
-            group = []
-            for box in (record or {}).get("boxes", []):
-                mapped = to_input_box(box, (height, width), preset, (x.shape[-2], x.shape[-1]))
-                if mapped is not None:
-                    group.append(mapped)
-            boxes.append(group)
+            original = array.shape[:2]
+            out = (x.shape[-2], x.shape[-1])
+            boxes.append(
+                [to_input_box(box, original, out) for box in (record or {}).get("boxes", [])]
+            )
             label = (record or {}).get("label")
             labels.append(-1 if label is None else label)
         yield x, boxes, torch.tensor(labels)
@@ -224,8 +218,19 @@ def evaluate(
     baseline: str = typer.Option("zero", "--baseline", help="Deletion baseline: zero|blur|mean."),
     batch_size: int = typer.Option(32, "--batch-size", help="Perturbed images per forward."),
     images_per_batch: int = typer.Option(8, "--images-per-batch", help="Images explained at once."),
-    preset: str = typer.Option("imagenet", "--preset", help="Image preset: imagenet or unit."),
-    size: int | None = typer.Option(None, "--size", help="Input size (overrides the preset)."),
+    preprocess: str = typer.Option(
+        "auto",
+        "--preprocess",
+        help="What the model takes: auto (its own, as camlens explain), imagenet, unit, raw, tf "
+        "or caffe.",
+    ),
+    size: int | None = typer.Option(
+        None,
+        "--size",
+        min=8,
+        help="Input side in pixels; each whole image is resized to it (default: a camlens "
+        "checkpoint's or Keras model's own, else 224).",
+    ),
     limit: int | None = typer.Option(None, "--limit", help="Evaluate the first N images only."),
     target: str = typer.Option("pred", "--target", help="'pred' or a class index."),
     layer: str = typer.Option("auto", "--layer", help="'auto' or a dotted module name."),
@@ -249,9 +254,11 @@ def evaluate(
     from rich.progress import Progress
 
     import camlens
+    from camlens.checkpoint import Classifier
     from camlens.metrics import report
     from camlens.metrics.faithfulness import check_precision
     from camlens.metrics.sanity import plot_sanity, sanity_check
+    from camlens.preprocessing import input_size, resolve
     from camlens.registry import get
 
     try:
@@ -264,8 +271,14 @@ def evaluate(
         if data is not None:
             paths = find_images(data)[:limit]
             records = read_boxes(boxes) if boxes is not None else None
+            prepare = resolve(preprocess, model, network)
+            if prepare.note:
+                typer.echo(f"note: {prepare.note}", err=True)
+            if size is None:
+                own = network.input_size[0] if isinstance(network, Classifier) else None
+                size = int(own or input_size(network) or 224)
             batches: Any = list(
-                folder_batches(paths, data, records, preset, size, images_per_batch)
+                folder_batches(paths, data, records, prepare, size, images_per_batch)
             )
             have_boxes = records is not None
         elif model == "demo":
@@ -304,6 +317,8 @@ def evaluate(
             "target": target,
             "layer": layer,
             "precision": precision,
+            "preprocess": prepare.name if data is not None else "unit (the demo model's own)",
+            "size": size if data is not None else int(batches[0][0].shape[-1]),
         }
         report.write_csv(results, out / "metrics.csv")
         pictures = report.plot_curves(results, out)
