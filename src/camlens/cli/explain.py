@@ -119,8 +119,9 @@ def explain(
     precision: str = typer.Option(
         "auto",
         "--precision",
-        help="Score-CAM's masked forwards: auto (bf16 on CUDA and AMX CPUs, else fp32), fp32 "
-        "(exact), bf16, or int8 (PyTorch models on the CPU, about 3x faster, approximate).",
+        help="Score-CAM's masked forwards: auto (bf16 where it measures fast: CUDA, some CPUs; "
+        "else fp32), fp32 (exact), bf16, or int8 (PyTorch models on the CPU, about 3x faster, "
+        "approximate).",
     ),
     panel: bool = typer.Option(True, "--panel/--no-panel", help="Save a panel figure per image."),
     resume: bool = typer.Option(False, "--resume", help="Skip images already in results.jsonl."),
