@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -81,17 +83,24 @@ def quantize_int8(model: nn.Module, calibration: torch.Tensor) -> nn.Module:
                 "precision='fp32'"
             ) from None
         _drop_final_probability(graph)
-        previous = torch.backends.quantized.engine
-        torch.backends.quantized.engine = ENGINE
-        try:
+        with _engine():
             example = (calibration[:1].float(),)
             prepared = prepare_fx(graph, get_default_qconfig_mapping(ENGINE), example)
             with torch.inference_mode():
                 prepared(calibration.float())
             quantized = convert_fx(prepared)
-        finally:
-            torch.backends.quantized.engine = previous
     return quantized.eval()
+
+
+@contextmanager
+def _engine() -> Iterator[None]:
+    """PyTorch's quantized engine set to :data:`ENGINE` for the block, then restored."""
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = ENGINE
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = previous
 
 
 def _drop_final_probability(graph: torch.fx.GraphModule) -> None:
@@ -110,10 +119,5 @@ def _drop_final_probability(graph: torch.fx.GraphModule) -> None:
 
 def run_int8(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The quantized model's output for a float batch, computed with the x86 engine."""
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = ENGINE
-    try:
-        with torch.inference_mode():
-            return model(x.float().contiguous(memory_format=torch.channels_last))
-    finally:
-        torch.backends.quantized.engine = previous
+    with _engine(), torch.inference_mode():
+        return model(x.float().contiguous(memory_format=torch.channels_last))
