@@ -101,12 +101,17 @@ def input_channels(network: Any) -> int:
     return 3
 
 
-def input_size(network: Any) -> int | None:
-    """The input side of a Keras model with a static, square input shape (None otherwise)."""
+def input_size(network: Any, default: int = 224) -> int:
+    """The model's own input side: a camlens checkpoint's, a Keras model's static square input
+    shape's, else ``default``."""
+    from camlens.checkpoint import Classifier
+
+    if isinstance(network, Classifier):
+        return int(network.input_size[0])
     shape = getattr(network, "input_shape", None)
     if isinstance(shape, tuple) and len(shape) == 4 and shape[1] and shape[1] == shape[2]:
         return int(shape[1])
-    return None
+    return default
 
 
 def resolve(mode: str, spec: str, network: Any) -> Preprocess:

@@ -254,7 +254,6 @@ def evaluate(
     from rich.progress import Progress
 
     import camlens
-    from camlens.checkpoint import Classifier
     from camlens.metrics import report
     from camlens.metrics.faithfulness import check_precision
     from camlens.metrics.sanity import plot_sanity, sanity_check
@@ -275,8 +274,7 @@ def evaluate(
             if prepare.note:
                 typer.echo(f"note: {prepare.note}", err=True)
             if size is None:
-                own = network.input_size[0] if isinstance(network, Classifier) else None
-                size = int(own or input_size(network) or 224)
+                size = input_size(network)
             batches: Any = list(
                 folder_batches(paths, data, records, prepare, size, images_per_batch)
             )

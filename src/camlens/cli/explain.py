@@ -165,13 +165,11 @@ def explain(
         if weights is None and kind_of(model) in ("torchvision", "timm"):
             weights = "DEFAULT"
         network = load_spec(model, weights, trust_pickle=trust_pickle)
-        from camlens.checkpoint import Classifier
         from camlens.preprocessing import input_size, resolve
 
         prepare = resolve(preprocess, model, network)
         if size is None:
-            own = network.input_size[0] if isinstance(network, Classifier) else None
-            size = int(own or input_size(network) or 224)
+            size = input_size(network)
         if prepare.note:
             typer.echo(f"note: {prepare.note}", err=True)
         where = _device(device)
