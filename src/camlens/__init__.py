@@ -1,8 +1,7 @@
 """camlens: where an image classifier looks. Class activation maps and their relatives."""
 
-from camlens.backends.torch import CamlensWarning
 from camlens.boxes import boxes
-from camlens.errors import CamlensError, CamlensTypeError, CamlensValueError
+from camlens.errors import CamlensError, CamlensTypeError, CamlensValueError, CamlensWarning
 from camlens.explanation import Explanation
 from camlens.io import load_images
 from camlens.layers import layers

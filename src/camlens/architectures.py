@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from camlens.errors import CamlensValueError
 from camlens.io import IMAGENET_MEAN, IMAGENET_STD
+from camlens.weights import read_state, timm_model, torchvision_model
 
 _ARCHITECTURES: dict[str, Callable[..., nn.Sequential]] = {}
 
@@ -127,19 +128,8 @@ def build_body(
 
 
 def _load_weights(model: nn.Module, path: str) -> None:
-    file = Path(path)
-    if not file.is_file():
-        raise CamlensValueError(
-            f"weights {path!r} is neither 'DEFAULT', 'none' nor an existing file"
-        )
-    if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(file))
-    else:
-        state = torch.load(file, map_location="cpu", weights_only=True)
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(read_state(Path(path), "weights"))
     except RuntimeError as error:
         raise CamlensValueError(
             f"weights {path!r} do not fit the backbone: {str(error).splitlines()[0]}"
@@ -149,9 +139,7 @@ def _load_weights(model: nn.Module, path: str) -> None:
 def _torchvision_body(name: str, weights: str | None) -> Body:
     import torchvision
 
-    from camlens.models import load_spec
-
-    model = load_spec(f"torchvision:{name}", weights if weights in (None, "DEFAULT") else None)
+    model = torchvision_model(name, weights if weights in (None, "DEFAULT") else None)
     if weights not in (None, "DEFAULT"):
         _load_weights(model, weights)
     children: list[tuple[str, nn.Module]] = []
@@ -190,18 +178,9 @@ def _is_trailing(module: nn.Module) -> bool:
 
 
 def _timm_body(name: str, weights: str | None) -> Body:
-    try:
-        import timm
-    except ImportError as error:
-        raise CamlensValueError(
-            f"backbone timm:{name} needs timm, which is not installed (pip install timm)"
-        ) from error
-    try:
-        model = timm.create_model(
-            name, pretrained=weights == "DEFAULT", num_classes=0, global_pool=""
-        )
-    except RuntimeError as error:
-        raise CamlensValueError(f"timm cannot create {name!r}: {error}") from error
+    model = timm_model(
+        name, "DEFAULT" if weights == "DEFAULT" else None, num_classes=0, global_pool=""
+    )
     if weights not in (None, "DEFAULT"):
         _load_weights(model, weights)
     config = getattr(model, "pretrained_cfg", {}) or {}

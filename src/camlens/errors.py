@@ -22,6 +22,10 @@ class CamlensTypeError(CamlensError, TypeError):
     """An argument has the wrong type (a numpy array where a tensor is expected...)."""
 
 
+class CamlensWarning(UserWarning):
+    """A warning about how camlens interpreted the model or the input."""
+
+
 def describe(value: object) -> str:
     """A short description of ``value`` for error messages: shape and dtype for arrays."""
     shape = getattr(value, "shape", None)

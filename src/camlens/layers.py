@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from camlens.backends import adapter_for
-from camlens.backends.torch_layers import LayerInfo
+from camlens.backends.base import LayerInfo
 
 
 def layers(model: Any, x: Any) -> tuple[list[LayerInfo], str | None]:

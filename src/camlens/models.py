@@ -14,13 +14,13 @@ A spec is one of:
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from camlens.errors import CamlensValueError
+from camlens.weights import is_random, load_state, timm_model, torchvision_model
 
 FORMS = (
     "torchvision:NAME, timm:NAME, a TorchScript file, a camlens checkpoint folder or 'demo', "
@@ -79,104 +79,12 @@ def load_spec(spec: str, weights: str | None = None, *, trust_pickle: bool = Fal
             ) from error
         return keras_spec(spec, weights)
     if kind == "torchvision":
-        return _torchvision(spec.partition(":")[2], weights)
+        return torchvision_model(spec.partition(":")[2], weights)
     if kind == "timm":
-        return _timm(spec.partition(":")[2], weights)
+        return timm_model(spec.partition(":")[2], weights)
     if kind == "file":
         return _file(Path(spec), weights, trust_pickle)
     return _factory(spec, weights)
-
-
-def _random(weights: str | None) -> bool:
-    return weights is None or weights.lower() == "none"
-
-
-def _check_name(name: str, available: list[str], library: str) -> None:
-    if name not in available:
-        close = difflib.get_close_matches(name, available, n=5)
-        raise CamlensValueError(
-            f"{library} has no classification model {name!r}"
-            + (f"; close names: {', '.join(close)}" if close else "")
-        )
-
-
-def _offline(name: str, error: Exception) -> CamlensValueError:
-    return CamlensValueError(
-        f"could not download the DEFAULT weights of {name} ({type(error).__name__}: {error}); "
-        "offline, pass a local weights file: --weights path/to/weights.pth (a state dict saved "
-        "with torch.save(model.state_dict(), path)), or --weights none for random weights"
-    )
-
-
-def _torchvision(name: str, weights: str | None) -> Any:
-    try:
-        import torchvision
-    except ImportError as error:
-        raise CamlensValueError(
-            "model spec torchvision:... needs torchvision (pip install 'camlens[vision]')"
-        ) from error
-    _check_name(name, torchvision.models.list_models(module=torchvision.models), "torchvision")
-    if _random(weights):
-        return torchvision.models.get_model(name, weights=None).eval()
-    if weights == "DEFAULT":
-        try:
-            return torchvision.models.get_model(name, weights="DEFAULT").eval()
-        except (OSError, RuntimeError) as error:  # URLError is an OSError
-            raise _offline(name, error) from error
-    model = torchvision.models.get_model(name, weights=None)
-    return _load_state(model, weights)
-
-
-def _timm(name: str, weights: str | None) -> Any:
-    try:
-        import timm
-    except ImportError as error:
-        raise CamlensValueError("model spec timm:... needs timm (pip install timm)") from error
-    if not timm.is_model(name):
-        _check_name(name, timm.list_models(), "timm")
-    if weights == "DEFAULT":
-        try:
-            return timm.create_model(name, pretrained=True).eval()
-        except Exception as error:  # hub errors (OSError, HTTP, offline mode) vary by version
-            raise _offline(name, error) from error
-    model = timm.create_model(name, pretrained=False)
-    return model.eval() if _random(weights) else _load_state(model, weights)
-
-
-def _load_state(model: Any, weights: str | None) -> Any:
-    """Load a local state dict (``weights_only=True``) into ``model``."""
-    import torch
-
-    if weights == "DEFAULT":
-        raise CamlensValueError(
-            "--weights DEFAULT (download) applies to torchvision:NAME and timm:NAME models only; "
-            "pass a local state-dict file or none"
-        )
-    path = Path(str(weights))
-    if not path.is_file():
-        raise CamlensValueError(
-            f"--weights {weights!r} is neither 'DEFAULT', 'none' nor an existing file"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle errors of every kind: report the file, never execute it
-        raise CamlensValueError(
-            f"--weights {str(path)!r} is not a plain state dict ({type(error).__name__}: "
-            f"{str(error)[:200]}); save one with torch.save(model.state_dict(), path)"
-        ) from error
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CamlensValueError(
-            f"--weights {str(path)!r} holds a {type(state).__name__}, expected a state dict"
-        )
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise CamlensValueError(
-            f"--weights {str(path)!r} does not fit the model: {str(error)[:300]}"
-        ) from error
-    return model.eval()
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -191,7 +99,7 @@ def _file(path: Path, weights: str | None, trust_pickle: bool) -> Any:
 
     if _is_torchscript(path):
         model = torch.jit.load(str(path), map_location="cpu")
-        return model if _random(weights) else _load_state(model, weights)
+        return model if is_random(weights) else load_state(model, weights)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a full pickle: refuse unless trusted
@@ -204,7 +112,7 @@ def _file(path: Path, weights: str | None, trust_pickle: bool) -> Any:
             ) from error
         loaded = torch.load(path, map_location="cpu", weights_only=False)
     if isinstance(loaded, torch.nn.Module):
-        return loaded.eval() if _random(weights) else _load_state(loaded, weights)
+        return loaded.eval() if is_random(weights) else load_state(loaded, weights)
     raise CamlensValueError(
         f"model file {str(path)!r} holds a {type(loaded).__name__} (weights without an "
         "architecture); pass the architecture as the spec and the file as weights: "
@@ -226,7 +134,7 @@ def _factory(spec: str, weights: str | None) -> Any:
     model = factory()
     if hasattr(model, "eval"):
         model.eval()
-    return model if _random(weights) else _load_state(model, weights)
+    return model if is_random(weights) else load_state(model, weights)
 
 
 def class_names(spec: str, model: Any, classes: int | None = None) -> list[str] | None:

@@ -1,10 +1,15 @@
-"""The method registry: one name per method, filled by the ``@register`` decorator."""
+"""The method registry: one name per method, filled by the ``@register`` decorator.
+
+A leaf module: it imports none of the methods it registers (importing ``camlens`` registers the
+built-in ones), and it warns when a name is registered twice."""
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from typing import TYPE_CHECKING, Any
 
-from camlens.errors import CamlensValueError
+from camlens.errors import CamlensValueError, CamlensWarning
 
 if TYPE_CHECKING:
     from camlens.explanation import Explanation
@@ -22,6 +27,13 @@ def register(name: str, *aliases: str):
     """Class decorator: register an :class:`Explainer` under ``name`` (and ``aliases``)."""
 
     def decorate(cls: type[Explainer]) -> type[Explainer]:
+        if name in _METHODS and _METHODS[name] is not cls:
+            warnings.warn(
+                f"method {name!r} is registered twice; the later class "
+                f"{cls.__module__}.{cls.__qualname__} replaces the earlier",
+                CamlensWarning,
+                stacklevel=2,
+            )
         cls.name = name
         _METHODS[name] = cls
         for alias in (name, *aliases):
@@ -33,13 +45,11 @@ def register(name: str, *aliases: str):
 
 def methods() -> list[str]:
     """The registered method names, in registration order."""
-    _load()
     return list(_METHODS)
 
 
 def get(name: str) -> type[Explainer]:
     """The class registered as ``name`` (or an alias); an unknown name lists the valid ones."""
-    _load()
     if not isinstance(name, str) or _key(name) not in _ALIASES:
         raise CamlensValueError(f"unknown method {name!r}; valid methods: {', '.join(_METHODS)}")
     return _METHODS[_ALIASES[_key(name)]]
@@ -48,8 +58,6 @@ def get(name: str) -> type[Explainer]:
 def options_for(name: str, **options: Any) -> dict[str, Any]:
     """The ``options`` that method ``name``'s constructor takes as keywords, the others dropped
     (``precision`` reaches Score-CAM only)."""
-    import inspect
-
     taken = inspect.signature(get(name).__init__).parameters
     return {key: value for key, value in options.items() if key in taken}
 
@@ -69,7 +77,3 @@ def explain(
     ``options`` go to the method (``relu``, ``upsample``, ``normalize`` and the method's own).
     """
     return get(method)(model, layer=layer, **options)(x, target=target)
-
-
-def _load() -> None:
-    import camlens.methods  # noqa: F401  (registers the built-in methods)

@@ -8,19 +8,20 @@ logits, and the linear head's weights for CAM.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, cast
 
-from camlens.backends.torch import Capture, Head, TorchAdapter
+from camlens.backends.base import Adapter, Capture, Head
+from camlens.backends.torch import TorchAdapter
 from camlens.errors import CamlensTypeError, describe
 
 
-def adapter_for(model: Any) -> Any:
+def adapter_for(model: Any) -> Adapter:
     """The adapter for ``model``: a ``torch.nn.Module``, (Keras installed) a Keras model, or an
     adapter, returned as it is so that explainers can share one."""
     import torch.nn as nn
 
     if hasattr(model, "capture") and hasattr(model, "resolve_layers"):
-        return model  # already an adapter: share it (and its cached layer survey)
+        return cast(Adapter, model)  # already an adapter: share it (and its cached layer survey)
     module = type(model).__module__
     keras = sys.modules.get("keras")  # subclassed Keras models live in the user's modules
     if module.startswith(("keras", "tf_keras", "tensorflow")) or (
@@ -36,4 +37,4 @@ def adapter_for(model: Any) -> Any:
     )
 
 
-__all__ = ["Capture", "Head", "TorchAdapter", "adapter_for"]
+__all__ = ["Adapter", "Capture", "Head", "TorchAdapter", "adapter_for"]

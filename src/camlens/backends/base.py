@@ -8,12 +8,63 @@ layout the framework uses (a Keras adapter transposes its (B, H, W, C) batches).
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
-from camlens.backends.torch_layers import LayerInfo
+from camlens import targets as targets_
 from camlens.targets import Target
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a layer's output maps to (B, C, h, w): ``kind`` is "nchw", "nhwc" or "tokens"."""
+
+    kind: str
+    grid: tuple[int, int]
+    prefix: int = 0
+
+    def to_nchw(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The output as (B, C, h, w): channels-last permuted, prefix tokens dropped."""
+        if self.kind == "nchw":
+            return tensor
+        if self.kind == "nhwc":
+            return tensor.permute(0, 3, 1, 2)
+        tokens = tensor[:, self.prefix :, :]
+        return tokens.transpose(1, 2).reshape(tensor.shape[0], -1, *self.grid)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One explainable layer: its name, module class, output shape and layout."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    layout: Layout
+
+
+@dataclass
+class Head:
+    """The final linear layer: weight (K, C), bias (K,) and its input features (B, C), float32."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    features: torch.Tensor
+
+
+@dataclass
+class Capture:
+    """One forward (and backward) pass: per-layer activations and gradients as (B, C, h, w)."""
+
+    activations: list[torch.Tensor]
+    gradients: list[torch.Tensor] | None
+    logits: torch.Tensor
+    target: targets_.ResolvedTarget
+    scores: torch.Tensor
+    probs: torch.Tensor
+    head: Head | None = None
 
 
 class Adapter(Protocol):

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from camlens import targets as targets_
-from camlens.backends.torch import Capture, Head
-from camlens.backends.torch_layers import EXCLUDED, LayerInfo, Layout, layout_of
+from camlens.backends.base import Capture, Head, LayerInfo, Layout
+from camlens.backends.torch_layers import EXCLUDED, layout_of
 from camlens.errors import CamlensTypeError, CamlensValueError, describe
 
 log = logging.getLogger("camlens")

@@ -17,17 +17,15 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from camlens import targets as targets_
+from camlens.backends.base import Capture, Head, LayerInfo, Layout
 from camlens.backends.quantize import GAP_WARNING, probability_gap, quantize_int8, run_int8
 from camlens.backends.torch_layers import (
-    LayerInfo,
-    Layout,
     layout_of,
     main_tensor,
     module_by_name,
@@ -35,35 +33,9 @@ from camlens.backends.torch_layers import (
     replace_main,
     survey,
 )
-from camlens.errors import CamlensTypeError, CamlensValueError, describe
+from camlens.errors import CamlensTypeError, CamlensValueError, CamlensWarning, describe
 
 log = logging.getLogger("camlens")
-
-
-class CamlensWarning(UserWarning):
-    """A warning about how camlens interpreted the model or the input."""
-
-
-@dataclass
-class Head:
-    """The final linear layer: weight (K, C), bias (K,) and its input features (B, C), float32."""
-
-    weight: torch.Tensor
-    bias: torch.Tensor
-    features: torch.Tensor
-
-
-@dataclass
-class Capture:
-    """One forward (and backward) pass: per-layer activations and gradients as (B, C, h, w)."""
-
-    activations: list[torch.Tensor]
-    gradients: list[torch.Tensor] | None
-    logits: torch.Tensor
-    target: targets_.ResolvedTarget
-    scores: torch.Tensor
-    probs: torch.Tensor
-    head: Head | None = None
 
 
 def logits_of(output: Any) -> torch.Tensor:

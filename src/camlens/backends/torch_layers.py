@@ -18,40 +18,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from camlens.backends.base import LayerInfo, Layout
 from camlens.errors import CamlensValueError
 
 #: Module classes never chosen by "auto": they pool, drop, flatten or only re-lay out a map.
 EXCLUDED = re.compile(r"Pool|Dropout|Flatten|Unflatten|Identity|Permute|Softmax|Upsample")
 #: Module classes that hand their input on unchanged (in eval mode): they never produce a map.
 PASS_THROUGH = re.compile(r"Dropout|Identity")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How a layer's output maps to (B, C, h, w): ``kind`` is "nchw", "nhwc" or "tokens"."""
-
-    kind: str
-    grid: tuple[int, int]
-    prefix: int = 0
-
-    def to_nchw(self, tensor: torch.Tensor) -> torch.Tensor:
-        """The output as (B, C, h, w): channels-last permuted, prefix tokens dropped."""
-        if self.kind == "nchw":
-            return tensor
-        if self.kind == "nhwc":
-            return tensor.permute(0, 3, 1, 2)
-        tokens = tensor[:, self.prefix :, :]
-        return tokens.transpose(1, 2).reshape(tensor.shape[0], -1, *self.grid)
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """One explainable layer: its name, module class, output shape and layout."""
-
-    name: str
-    kind: str
-    shape: tuple[int, ...]
-    layout: Layout
 
 
 def _fits(h: int, w: int, height: int, width: int) -> bool:

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 from camlens import targets as targets_
 from camlens.backends import adapter_for
-from camlens.backends.torch import CamlensWarning, Capture
-from camlens.errors import CamlensTypeError, CamlensValueError
+from camlens.backends.base import Capture
+from camlens.errors import CamlensTypeError, CamlensValueError, CamlensWarning
 from camlens.explanation import Explanation
 from camlens.maps import UPSAMPLE_MODES, finalize, minmax, upsample
 from camlens.targets import Target

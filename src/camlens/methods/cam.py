@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from camlens.backends.torch import Capture
+from camlens.backends.base import Capture
 from camlens.errors import CamlensValueError
 from camlens.methods.base import LayerMethod
 from camlens.registry import register

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from camlens import targets as targets_
+from camlens.backends.base import Capture
 from camlens.backends.quantize import calibration_rows
-from camlens.backends.torch import Capture
 from camlens.errors import CamlensTypeError, CamlensValueError
 from camlens.maps import minmax
 from camlens.methods.base import LayerMethod, auto_batch

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from camlens.backends.torch import Capture
+from camlens.backends.base import Capture
 from camlens.errors import CamlensTypeError, CamlensValueError, describe
 from camlens.maps import upsample
 from camlens.methods.base import Explainer, Step, auto_batch, fuse
