@@ -1,8 +1,15 @@
 """camlens: where an image classifier looks. Class activation maps and their relatives."""
 
 from camlens.boxes import boxes
-from camlens.errors import CamlensError, CamlensTypeError, CamlensValueError, CamlensWarning
+from camlens.errors import (
+    CamlensError,
+    CamlensImportError,
+    CamlensTypeError,
+    CamlensValueError,
+    CamlensWarning,
+)
 from camlens.explanation import Explanation
+from camlens.figures import plot
 from camlens.io import load_images
 from camlens.layers import layers
 from camlens.maps import minmax
@@ -50,6 +57,7 @@ __all__ = [
     "AblationCAM",
     "CAM",
     "CamlensError",
+    "CamlensImportError",
     "CamlensTypeError",
     "CamlensValueError",
     "CamlensWarning",
@@ -76,5 +84,6 @@ __all__ = [
     "methods",
     "minmax",
     "overlay",
+    "plot",
     "train",
 ]

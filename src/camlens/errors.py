@@ -22,6 +22,11 @@ class CamlensTypeError(CamlensError, TypeError):
     """An argument has the wrong type (a numpy array where a tensor is expected...)."""
 
 
+class CamlensImportError(CamlensError, ImportError):
+    """An optional dependency is missing (matplotlib for figures...); the message says what to
+    install."""
+
+
 class CamlensWarning(UserWarning):
     """A warning about how camlens interpreted the model or the input."""
 

@@ -25,6 +25,9 @@ class Explanation:
             pixel-space methods).
         method: the registry name of the method.
         extra: method-specific results (per-layer maps, channel weights, attributions...).
+        inputs: float32 (B, C, H, W) the explained batch as the model took it, on the CPU (for
+            display: a notebook shows an Explanation as original | heatmap | overlay per image),
+            or None.
     """
 
     maps: torch.Tensor
@@ -35,6 +38,7 @@ class Explanation:
     layer: str
     method: str
     extra: dict[str, Any] = field(default_factory=dict)
+    inputs: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.maps.shape[0])
@@ -45,3 +49,13 @@ class Explanation:
             f"maps={tuple(self.maps.shape)}, raw={tuple(self.raw.shape)}, "
             f"targets={self.targets.tolist()})"
         )
+
+    def _repr_html_(self) -> str:
+        from camlens.display import to_html
+
+        return to_html(self)
+
+    def _repr_png_(self) -> bytes | None:
+        from camlens.display import to_png
+
+        return to_png(self)

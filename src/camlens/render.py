@@ -214,29 +214,18 @@ def panel(
 ) -> None:
     """Save a PNG figure: one row per method, columns original | heatmap | overlay.
 
-    ``rows`` holds ``(method title, heatmap (h, w) in [0, 1], overlay uint8 (H, W, 3))``.
+    ``rows`` holds ``(method title, heatmap (h, w) in [0, 1], overlay uint8 (H, W, 3))``; the
+    figure is :func:`camlens.figures.grid`'s.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from camlens.figures import grid
 
     picture = to_rgb(image)
-    height, width = picture.shape[:2]
-    cell = 3.0
-    aspect = height / width
-    figure = Figure(figsize=(3 * cell, max(1, len(rows)) * cell * aspect + (0.5 if title else 0.2)))
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(max(1, len(rows)), 3, squeeze=False)
-    for row, (name, heat, blended) in zip(axes, rows):
-        values = _maps(heat).numpy()
-        row[0].imshow(picture)
-        row[0].set_title("original", fontsize=9)
-        row[1].imshow(values, cmap=colormap, vmin=0, vmax=1, extent=(0, width, height, 0))
-        row[1].set_title(f"{name}: heatmap", fontsize=9)
-        row[2].imshow(blended)
-        row[2].set_title(f"{name}: overlay", fontsize=9)
-    for axis in axes.flat:
-        axis.set_axis_off()
-    if title:
-        figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(os.fspath(path), dpi=100)
+    cells = [
+        [
+            ("original", picture),
+            (f"{name}: heatmap", _maps(heat).numpy()),
+            (f"{name}: overlay", blended),
+        ]
+        for name, heat, blended in rows
+    ]
+    grid(cells or [[("original", picture)]], title, colormap).savefig(os.fspath(path), dpi=100)

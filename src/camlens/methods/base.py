@@ -258,6 +258,7 @@ class Explainer:
             layer=layer,
             method=self.name,
             extra=extra,
+            inputs=self.adapter.as_tensor(x).detach().cpu(),
         )
 
 
