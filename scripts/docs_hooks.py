@@ -1,0 +1,55 @@
+"""MkDocs hooks: the command-line page is generated from the typer app when the site is built.
+
+``docs/cli.md`` holds the prose; the line ``<!-- camlens-cli -->`` is replaced by one section per
+command (usage, help, every argument and option), so a new command or option is on the site the
+day it is added. ``tests/docs/test_site.py`` checks the built page against ``camlens --help``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+MARKER = "<!-- camlens-cli -->"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def command_reference() -> str:
+    """Markdown: one section per ``camlens`` command, its arguments and options in a table (the
+    names, types, help and defaults that ``camlens COMMAND --help`` prints)."""
+    import typer.main
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from camlens.cli import app
+
+    group = typer.main.get_command(app)
+    parts = []
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        context = command.context_class(command, info_name=name)
+        arguments = [p for p in command.params if p.param_type_name == "argument"]
+        pieces = [f"camlens {name}", "[OPTIONS]"]
+        for argument in arguments:
+            text = argument.name.upper() + ("..." if argument.nargs == -1 else "")
+            pieces.append(text if argument.required else f"[{text}]")
+        rows = []
+        for param in command.params:
+            record = param.get_help_record(context)
+            if record is not None:
+                rows.append(f"| `{_cell(record[0])}` | {_cell(record[1])} |")
+        parts.append(
+            f"## camlens {name}\n\n{(command.help or '').strip()}\n\n"
+            f"```text\n{' '.join(pieces)}\n```\n\n"
+            "| argument / option | meaning |\n|---|---|\n" + "\n".join(rows)
+        )
+    return "\n\n".join(parts) + "\n"
+
+
+def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
+    if MARKER in markdown:
+        return markdown.replace(MARKER, command_reference())
+    return markdown

@@ -1,0 +1,74 @@
+"""The documentation site builds with ``mkdocs build --strict`` (a broken link or a missing
+reference fails), offline, and its generated pages match the code."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from typer.testing import CliRunner
+
+import camlens
+from camlens.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(ROOT / "src")}
+    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-6000:]
+    assert "WARNING" not in log, log[-6000:]
+    return out
+
+
+def page(site: Path, name: str) -> str:
+    return (site / name / "index.html").read_text(encoding="utf-8")
+
+
+def test_every_command_and_option_is_on_the_command_line_page(site):
+    html = page(site, "cli")
+    listing = CliRunner().invoke(app, ["--help"]).output
+    commands = [c for c in re.findall(r"│ (\w[\w-]*) ", listing) if c != "camlens"]
+    assert set(commands) >= {"explain", "evaluate", "train", "layers", "methods", "demo"}
+    for command in commands:
+        assert f'id="camlens-{command}"' in html, command
+        text = CliRunner().invoke(app, [command, "--help"], terminal_width=200).output
+        for option in set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", text)) - {"--help"}:
+            assert f"<code>{option}" in html or f" {option}" in html, (command, option)
+
+
+def test_api_reference_has_every_method_class_and_the_api(site):
+    methods = page(site, "api/methods")
+    for name in camlens.methods():
+        cls = camlens.registry.get(name)
+        assert f'id="camlens.{cls.__name__}"' in methods, name
+    explain = page(site, "api/explain")
+    assert 'id="camlens.explain"' in explain and "the predicted class" in explain
+    assert 'id="camlens.Explanation"' in page(site, "api/explanation")
+    assert 'id="camlens.plot"' in page(site, "api/render")
+
+
+def test_gallery_and_tutorials_are_pages(site):
+    gallery = page(site, "gallery")
+    for name in camlens.methods():
+        assert f'src="../images/gallery/{quote(name)}.png"' in gallery, name
+        assert (site / "images" / "gallery" / f"{name}.png").is_file()
+    for notebook in sorted((ROOT / "docs" / "examples").glob("*.ipynb")):
+        html = page(site, f"examples/{notebook.stem}")
+        assert "data:image/png;base64," in html, notebook.name  # its figures were rendered
+
+
+def test_no_network_needed_to_read_it(site):
+    for html in site.rglob("*.html"):
+        text = html.read_text(encoding="utf-8")
+        assert "fonts.googleapis.com" not in text and "fonts.gstatic.com" not in text, html
