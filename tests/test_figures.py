@@ -33,6 +33,7 @@ def test_grid_of_images_by_methods(batch):
     images, _, exps = batch
     figure = camlens.plot(images, exps, kinds=("heatmap", "overlay"), labels=["a", "b", "c"])
     assert isinstance(figure, Figure)
+    assert figure._repr_png_().startswith(b"\x89PNG")  # a notebook shows it, without pyplot
     axes = figure.axes
     assert len(axes) == 2 * (1 + 2 * 2)  # two images; original + (heatmap, overlay) per method
     first = axes[:5]
@@ -94,6 +95,7 @@ def test_without_matplotlib(batch, monkeypatch):
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
+    camlens.figures._figure_class.cache_clear()
     with pytest.raises(camlens.CamlensImportError) as error:
         camlens.plot(images, exps)
     assert isinstance(error.value, ImportError)

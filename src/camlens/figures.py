@@ -7,6 +7,7 @@ matplotlib is optional (``pip install "camlens[vision]"``); without it these fun
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,7 +29,10 @@ Cell = tuple[str, np.ndarray]
 KINDS = ("heatmap", "overlay")
 
 
+@lru_cache(maxsize=1)
 def _figure_class():
+    """matplotlib's Figure, showing itself as a PNG in a notebook (no pyplot needed), and the Agg
+    canvas."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -37,7 +41,14 @@ def _figure_class():
             "camlens.plot and the panel figures need matplotlib; install it with "
             'pip install matplotlib (or pip install "camlens[vision]")'
         ) from error
-    return Figure, FigureCanvasAgg
+
+    class NotebookFigure(Figure):
+        """A matplotlib Figure that Jupyter displays as a PNG."""
+
+        def _repr_png_(self) -> bytes:
+            return figure_png(self)
+
+    return NotebookFigure, FigureCanvasAgg
 
 
 def grid(
