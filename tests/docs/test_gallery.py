@@ -3,25 +3,18 @@ shows are the ones camlens computes today (checked from gallery.json, without re
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 from PIL import Image
+from repo_scripts import load_script
 
 import camlens
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("gallery", ROOT / "scripts" / "gallery.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gallery = load_script()
+gallery = load_script("gallery")
 STALE = "the gallery is stale: run python scripts/gallery.py"
 
 

@@ -14,18 +14,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("notebooks", ROOT / "scripts" / "notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from repo_scripts import load_script
 
 
-notebooks = load_script()
+
+notebooks = load_script("notebooks")
 KERAS = importlib.util.find_spec("keras") is not None and importlib.util.find_spec("tensorflow")
 
 #: The files each notebook writes, with their format and size.
