@@ -139,7 +139,8 @@ def _font(size: int):
 
 
 def draw_label(image: ImageLike, text: str) -> np.ndarray:
-    """``text`` in the top-left corner on a dark band, its size scaled to the image (min 10 px)."""
+    """``text`` in the top-left corner on a dark band, its size scaled to the image (min 10 px,
+    smaller down to 8 px where the text would not fit the image's width)."""
     from PIL import Image, ImageDraw
 
     picture = Image.fromarray(to_rgb(image))
@@ -148,6 +149,10 @@ def draw_label(image: ImageLike, text: str) -> np.ndarray:
     font = _font(size)
     pad = max(2, size // 4)
     left, top, right, bottom = draw.textbbox((pad, pad), text, font=font)
+    if right + pad > picture.width and size > 8:  # too wide for a small image: shrink to fit
+        size = max(8, int(size * (picture.width - 2 * pad) / max(right - pad, 1)))
+        font = _font(size)
+        left, top, right, bottom = draw.textbbox((pad, pad), text, font=font)
     draw.rectangle((0, 0, right + pad, bottom + pad), fill=(0, 0, 0))
     draw.text((pad, pad), text, fill=(255, 255, 255), font=font)
     return np.asarray(picture)
