@@ -104,7 +104,7 @@ class Session:
         random or built-in weights otherwise; ``labels`` is a file of class names or a list.
         """
         from camlens.labels import load_labels
-        from camlens.models import kind_of, load_spec
+        from camlens.models import load_spec
         from camlens.preprocessing import MODES, resolve
 
         if preprocess not in MODES:  # before the (slow) model load
@@ -117,7 +117,7 @@ class Session:
             if isinstance(labels, (str, bytes)) or hasattr(labels, "__fspath__")
             else labels
         )
-        if weights is None and kind_of(spec) in ("torchvision", "timm"):
+        if weights is None and spec.partition(":")[0] in ("torchvision", "timm"):
             weights = "DEFAULT"
         network = load_spec(spec, weights, trust_pickle=trust_pickle)
         prepare = resolve(preprocess, spec, network)
