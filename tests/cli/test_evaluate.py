@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 import camlens
 from camlens import metrics
-from camlens.cli import app
 from camlens.app.annotations import read_boxes, to_input_box
+from camlens.cli import app
 
 
 class TinyNet(nn.Module):
