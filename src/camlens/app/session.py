@@ -230,7 +230,7 @@ class Session:
         if precision == "int8" and any(options_for(m, precision=precision) for m in methods):
             with warnings.catch_warnings():  # a check on a blank image: its gap means nothing
                 warnings.simplefilter("ignore")
-                with self.adapter.int8(self.adapter.as_tensor(blank)):
+                with self.adapter.int8(self.adapter.as_tensor(blank), reuse=False):
                     pass
         layered = [m for m in methods if get(m).uses_layer]
         if not layered:
