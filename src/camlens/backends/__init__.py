@@ -15,7 +15,6 @@ from camlens.backends.base import Adapter, Capture, Head
 from camlens.backends.torch import TorchAdapter
 from camlens.errors import CamlensTypeError, describe
 
-
 #: One adapter per PyTorch model, held weakly: one-shot calls (``camlens.explain``) share its
 #: layer surveys and int8 copy, and the model can still be freed.
 _ADAPTERS: weakref.WeakKeyDictionary[Any, TorchAdapter] = weakref.WeakKeyDictionary()
