@@ -168,6 +168,7 @@ def explain_files(
                         [indices[n] if n is not None else -1 for n in names],
                         names,
                         batch.load_s,
+                        settings.render.box_threshold if settings.render.boxes else None,
                     )
                 except (CamlensError, RuntimeError) as error:
                     failed += [Failure(str(p), f"explaining failed: {error}") for p in batch.paths]
