@@ -206,9 +206,10 @@ def test_one_shot_calls_share_the_layer_survey_until_the_model_changes(monkeypat
     import gc
     import weakref
 
+    from toy_models import SmallCNN
+
     import camlens
     import camlens.backends.torch as backend
-    from toy_models import SmallCNN
 
     calls = []
     real = backend.survey
@@ -231,9 +232,10 @@ def test_one_shot_calls_share_the_layer_survey_until_the_model_changes(monkeypat
 
 
 def test_int8_copy_is_made_once_and_again_after_the_weights_change(monkeypatch):
+    from toy_models import SmallCNN
+
     import camlens
     import camlens.backends.torch as backend
-    from toy_models import SmallCNN
 
     made = []
     real = backend.quantize_int8
