@@ -97,8 +97,8 @@ def main() -> None:
     parser.add_argument("--keep", help="Keep the images and outputs in this folder.")
     args = parser.parse_args()
     root = Path(args.keep or tempfile.mkdtemp(prefix="camlens-bench-"))
-    print(f"| images | floor s | camlens s | camlens / floor | KiB per image and method "
-          f"| peak MiB floor | peak MiB camlens |")  # fmt: skip
+    print("| images | floor s | camlens s | camlens / floor | KiB per image and method "
+          "| peak MiB floor | peak MiB camlens |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     try:
         for count in args.images:
