@@ -10,13 +10,10 @@ outputs the site shows.
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 from PIL import Image
 from repo_scripts import load_script
-
-
 
 notebooks = load_script("notebooks")
 KERAS = importlib.util.find_spec("keras") is not None and importlib.util.find_spec("tensorflow")
