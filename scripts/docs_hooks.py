@@ -42,7 +42,7 @@ def command_reference() -> str:
             if record is not None:
                 rows.append(f"| `{_cell(record[0])}` | {_cell(record[1])} |")
         parts.append(
-            f"## camlens {name}\n\n{(command.help or '').strip()}\n\n"
+            f"### camlens {name}\n\n{(command.help or '').strip()}\n\n"
             f"```text\n{' '.join(pieces)}\n```\n\n"
             "| argument / option | meaning |\n|---|---|\n" + "\n".join(rows)
         )

@@ -3,7 +3,8 @@
 - A method class whose docstring is its function's (``__doc__ = gradcam.__doc__``, so the formula
   is written once) gets that docstring on the site too.
 - reStructuredText math in docstrings (``.. math::`` blocks, ``:math:`x``` roles) becomes
-  ``$$ ... $$`` / ``$ ... $``, which pymdownx.arithmatex keeps out of Markdown's way.
+  ``$$ ... $$`` / ``$ ... $``, which pymdownx.arithmatex keeps out of Markdown's way; reST
+  cross-references (``:class:`Run```, ``:func:``...) become code.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from typing import Any
 import griffe
 
 _ROLE = re.compile(r":math:`([^`]+)`")
+_REFERENCE = re.compile(r":(?:class|func|meth|mod|data|attr|exc):`~?([^`]+)`")
 
 
 def rst_math(text: str) -> str:
-    """``.. math::`` blocks (with their indented continuation) and ``:math:`` roles as $-math."""
+    """``.. math::`` blocks (with their indented continuation) and ``:math:`` roles as $-math,
+    other roles as code."""
     lines = text.splitlines()
     out: list[str] = []
     i = 0
@@ -36,7 +39,7 @@ def rst_math(text: str) -> str:
             formula = " ".join(part for part in (body[0], formula) if part)
             out += [f"{indent}$$", f"{indent}{formula}", f"{indent}$$", ""]
             continue
-        out.append(_ROLE.sub(r"$\1$", line))
+        out.append(_REFERENCE.sub(r"`\1`", _ROLE.sub(r"$\1$", line)))
         i += 1
     return "\n".join(out)
 
