@@ -1,4 +1,6 @@
-"""MkDocs hooks: the command-line page is generated from the typer app when the site is built.
+"""MkDocs hooks: the command-line page is generated from the typer app when the site is built,
+and MathJax is copied into the site from the ``django-static-mathjax`` package (a plain copy of
+MathJax 3, no Django needed), so formulas render without any network.
 
 ``docs/cli.md`` holds the prose; the line ``<!-- camlens-cli -->`` is replaced by one section per
 command (usage, help, every argument and option), so a new command or option is on the site the
@@ -7,6 +9,8 @@ day it is added. ``tests/docs/test_site.py`` checks the built page against ``cam
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,3 +57,24 @@ def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
     if MARKER in markdown:
         return markdown.replace(MARKER, command_reference())
     return markdown
+
+
+def mathjax_folder() -> Path:
+    """MathJax's ``es5`` folder inside the installed ``django-static-mathjax`` package."""
+    spec = importlib.util.find_spec("mathjax")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        folder = Path(location) / "static" / "mathjax" / "es5"
+        if (folder / "tex-chtml.js").is_file():
+            return folder
+    raise RuntimeError(
+        "MathJax not found: pip install django-static-mathjax (in camlens's docs extra)"
+    )
+
+
+def on_post_build(config: Any, **kwargs: Any) -> None:
+    source = mathjax_folder()
+    target = Path(config["site_dir"]) / "assets" / "mathjax"
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source / "tex-chtml.js", target / "tex-chtml.js")
+    fonts = source / "output" / "chtml" / "fonts" / "woff-v2"
+    shutil.copytree(fonts, target / "output" / "chtml" / "fonts" / "woff-v2", dirs_exist_ok=True)

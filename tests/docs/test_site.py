@@ -69,6 +69,13 @@ def test_gallery_and_tutorials_are_pages(site):
 
 
 def test_no_network_needed_to_read_it(site):
+    """No web fonts, scripts or stylesheets from elsewhere; MathJax is in the site."""
+    remote = re.compile(r'<(?:script|link|img)[^>]+(?:src|href)="(?:https?:)?//')
     for html in site.rglob("*.html"):
         text = html.read_text(encoding="utf-8")
-        assert "fonts.googleapis.com" not in text and "fonts.gstatic.com" not in text, html
+        assert not remote.search(text), (html, remote.search(text))
+        assert "fonts.googleapis.com" not in text, html
+    mathjax = site / "assets" / "mathjax"
+    assert (mathjax / "tex-chtml.js").stat().st_size > 500_000
+    assert list((mathjax / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
+    assert 'class="arithmatex"' in page(site, "methods")  # formulas are marked for MathJax
