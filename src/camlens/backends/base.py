@@ -71,6 +71,7 @@ class Adapter(Protocol):
     """What every framework adapter provides (see :class:`camlens.backends.torch.TorchAdapter`)."""
 
     framework: str
+    model: Any  # the wrapped model (explainer calls hold its lock: camlens.locks)
 
     def input_size(self, x: Any) -> tuple[int, int]:
         """Spatial size (H, W) of a native input batch."""
