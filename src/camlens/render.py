@@ -216,6 +216,20 @@ def panel(
 
     ``rows`` holds ``(method title, heatmap (h, w) in [0, 1], overlay uint8 (H, W, 3))``.
     """
+    with open(path, "wb") as handle:
+        handle.write(panel_png(image, rows, title, colormap))
+
+
+def panel_png(
+    image: ImageLike,
+    rows: Sequence[tuple[str, torch.Tensor | np.ndarray, np.ndarray]],
+    title: str = "",
+    colormap: str = "jet",
+) -> bytes:
+    """The PNG bytes of :func:`panel`'s figure (a matplotlib figure: slow, so runs make it only
+    on request)."""
+    import io
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -239,4 +253,6 @@ def panel(
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    figure.savefig(os.fspath(path), dpi=100)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
