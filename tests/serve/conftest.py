@@ -27,9 +27,10 @@ def png():
 
 @pytest.fixture(scope="package")
 def demo_service():
+    from camlens.app.session import Session
     from camlens.serve import ModelService
 
-    service = ModelService("demo")
+    service = ModelService(Session.from_spec("demo"))
     yield service
     service.close()
 
@@ -37,9 +38,10 @@ def demo_service():
 @pytest.fixture(scope="package")
 def cnn_service():
     """toy_models.SmallCNN through a factory spec: ImageNet mean/std preprocessing, 64 px."""
+    from camlens.app.session import Session
     from camlens.serve import ModelService
 
-    service = ModelService("toy_models:SmallCNN", size=64)
+    service = ModelService(Session.from_spec("toy_models:SmallCNN", size=64))
     yield service
     service.close()
 

@@ -14,7 +14,6 @@ from PIL import Image
 
 import camlens
 from camlens.preprocessing import resolve
-from camlens.runner import to_batch
 from camlens.serve import create_app
 from camlens.serve.service import probabilities
 
@@ -27,7 +26,11 @@ def decoded(answer: dict) -> np.ndarray:
 
 def as_camlens_explain(service, image: np.ndarray, spec: str) -> torch.Tensor:
     """The input ``camlens explain`` builds: whole image resized, the model's preprocessing."""
-    return resolve("auto", spec, service.model)(to_batch([image], service.size, normalize=False))
+    size = service.session.size
+    unit = torch.from_numpy(
+        np.array(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
+    )
+    return resolve("auto", spec, service.session.model)(unit.permute(2, 0, 1)[None] / 255.0)
 
 
 def photo(seed: int, height: int = 90, width: int = 120) -> np.ndarray:
@@ -40,7 +43,7 @@ def test_health(client) -> None:
 
 def test_model_description(client, demo_service) -> None:
     info = client.get("/api/model").json()
-    infos, auto = camlens.layers(demo_service.model, torch.zeros(1, 3, 64, 64))
+    infos, auto = camlens.layers(demo_service.session.model, torch.zeros(1, 3, 64, 64))
     assert info["spec"] == "demo" and info["size"] == 64 and info["classes"] == 10
     assert info["labels"] == [str(i) for i in range(10)]
     assert [layer["name"] for layer in info["layers"]] == [i.name for i in infos]
@@ -68,20 +71,20 @@ def test_served_map_is_the_librarys(spec, fields, demo_service, cnn_service, png
     x = as_camlens_explain(service, image, spec)
     target = int(fields["target"]) if "target" in fields else None
     layer = fields.get("layer", "auto")
-    exp = camlens.explain(service.model, x, fields.get("method", "gradcam"), target, layer)
+    exp = camlens.explain(service.session.model, x, fields.get("method", "gradcam"), target, layer)
     expected = np.round(exp.maps[0].numpy() * 255).astype(np.uint8)
     np.testing.assert_array_equal(decoded(answer), expected)
-    probs = probabilities(service.model(x))[0]
+    probs = probabilities(service.session.model(x))[0]
     assert answer["predicted"] == int(probs.argmax())
     wanted = target if target is not None else int(probs.argmax())
     assert answer["target"] == int(exp.targets[0]) == wanted
     assert answer["layer"] == exp.layer and answer["method"] == exp.method
-    assert answer["width"] == answer["height"] == service.size
+    assert answer["width"] == answer["height"] == service.session.size
     assert answer["probability"] == pytest.approx(float(exp.probs[0]), abs=1e-6)
     assert [entry["class"] for entry in answer["top"]] == probs.topk(5).indices.tolist()
     got = [entry["probability"] for entry in answer["top"]]
     np.testing.assert_allclose(got, probs.topk(5).values.detach().numpy(), rtol=1e-5)
-    names = service.names or [str(i) for i in range(service.classes)]  # SmallCNN has none
+    names = service.session.names or [str(i) for i in range(5)]  # SmallCNN has none
     assert [entry["name"] for entry in answer["top"]] == [names[i] for i in probs.topk(5).indices]
 
 
@@ -178,7 +181,7 @@ def test_requests_are_micro_batched(cnn_service) -> None:
     """Concurrent requests with one method and layer share a batch; each image gets its map."""
     from camlens.serve import ModelService
 
-    service = ModelService("toy_models:SmallCNN", size=64, window=0.5, max_batch=6)
+    service = ModelService(cnn_service.session, window=0.5, max_batch=6)
     try:
         images = [photo(10 + i) for i in range(6)]
         requests = [service.request(image, "gradcam", "pred", "auto") for image in images]
@@ -198,7 +201,7 @@ def test_requests_are_micro_batched(cnn_service) -> None:
         assert service.batcher.batches == [6]
         for image, answer in zip(images, answers):
             x = as_camlens_explain(service, image, "toy_models:SmallCNN")
-            exp = camlens.explain(service.model, x)
+            exp = camlens.explain(service.session.model, x)
             expected = np.round(exp.maps[0].numpy() * 255).astype(np.int16)
             # a batch of 6 and a batch of 1 differ by float rounding only
             assert np.abs(decoded(answer).astype(np.int16) - expected).max() <= 1

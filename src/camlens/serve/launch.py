@@ -53,23 +53,20 @@ def check_host(host: str, token: str | None) -> str | None:
 
 def build(settings: Settings, *, trust_pickle: bool = False, **limits: Any) -> Any:
     """The ASGI app for ``settings``: the model loaded."""
+    from camlens.app.session import Session
     from camlens.serve.app import create_app
     from camlens.serve.service import ModelService
 
-    names = None
-    if settings.labels is not None:
-        from camlens.labels import load_labels
-
-        names = load_labels(settings.labels)
-    service = ModelService(
+    session = Session.from_spec(
         settings.model,
         settings.weights,
         device=settings.device,
         preprocess=settings.preprocess,
         size=settings.size,
-        labels=names,
+        labels=settings.labels,
         trust_pickle=trust_pickle,
     )
+    service = ModelService(session)
     # off loopback the token guards the API; on loopback the Host header must be loopback too
     hosts = None if is_loopback(settings.host) else ["*"]
     return create_app(service, token=settings.token, allowed_hosts=hosts, **limits)

@@ -46,16 +46,17 @@ def model(request: Request) -> ModelInfo:
     from camlens.render import colormap_table
 
     service = request.app.state.service
+    session = service.session
     tables = {}
     for name in COLORMAPS:
         tables[name] = np.round(colormap_table(name) * 255).astype(int).tolist()
     return ModelInfo(
-        spec=service.spec,
-        labels=service.names,
-        classes=service.valid_classes,
-        size=service.size,
-        preprocess=service.prepare.name,
-        device=str(service.device),
+        spec=session.spec,
+        labels=session.names,
+        classes=session.classes,
+        size=session.size,
+        preprocess=session.prepare.name,
+        device=str(session.device),
         layers=[
             Layer(
                 name=info.name,
