@@ -129,6 +129,12 @@ async function decodeMap(base64, width, height) {
   return values;
 }
 
+function bar(fraction) {
+  const span = el("span", { class: "bar" });
+  span.style.width = `${(100 * fraction).toFixed(1)}%`;  // CSSOM: allowed by the page's CSP
+  return span;
+}
+
 function showTop(answer) {
   const list = $("top");
   list.replaceChildren();
@@ -138,7 +144,7 @@ function showTop(answer) {
       type: "button", class: chosen ? "chosen" : "", dataset: { class: String(entry.class) },
       onclick: () => { state.target = entry.class; $("target").value = entry.class; explainAll(); },
     }, `${entry.name} — ${(100 * entry.probability).toFixed(1)}%`,
-    el("span", { class: "bar", style: `width:${(100 * entry.probability).toFixed(1)}%` }));
+    bar(entry.probability));
     list.append(el("li", {}, button));
   }
 }

@@ -1,0 +1,101 @@
+"""The page in headless Chromium (Playwright, the system's Chromium): upload, click a class, see
+the overlay change; display options re-render without a request. Screenshots go to the test's
+folder, and into docs/images/ when CAMLENS_SCREENSHOTS=1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = next(
+    (
+        shutil.which(name)
+        for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+        if shutil.which(name)
+    ),
+    None,
+)
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Chromium is not installed (apt-get install chromium; .ci/run installs it)",
+)
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "images"
+
+
+def shoot(page, tmp_path: Path, name: str) -> None:
+    page.screenshot(path=str(tmp_path / name), full_page=True)
+    if os.environ.get("CAMLENS_SCREENSHOTS") == "1":
+        DOCS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / name, DOCS / name)
+
+
+@pytest.fixture
+def page(live):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(live)
+            page.wait_for_selector("body[data-model=loaded]", timeout=30_000)
+            yield page
+            assert errors == []
+        finally:
+            browser.close()
+
+
+def settled(page, at_least: int) -> None:
+    """Wait until the page's latest round of requests (at least the ``at_least``-th) is shown."""
+    page.wait_for_function(
+        "n => window.camlens.state.request >= n && "
+        "document.body.dataset.ready === String(window.camlens.state.request)",
+        arg=at_least,
+        timeout=30_000,
+    )
+
+
+def test_upload_click_a_class_and_the_overlay_changes(page, digit, tmp_path) -> None:
+    upload = tmp_path / "digit-3.png"
+    upload.write_bytes(digit)
+    page.set_input_files("#file", str(upload))
+    settled(page, 1)
+    canvas = page.locator("#panels canvas")
+    assert canvas.count() == 1 and canvas.get_attribute("data-method") == "gradcam"
+    top = page.locator("#top button")
+    assert top.count() == 5
+    assert top.nth(0).get_attribute("class") == "chosen"
+    assert top.nth(0).text_content().startswith("3 — ")  # the demo model reads the digit
+    before = canvas.evaluate("c => c.toDataURL()")
+    other = top.nth(1).get_attribute("data-class")
+    top.nth(1).click()
+    settled(page, 2)
+    canvas = page.locator("#panels canvas")
+    assert canvas.get_attribute("data-target") == other
+    assert page.locator("#top button.chosen").get_attribute("data-class") == other
+    assert canvas.evaluate("c => c.toDataURL()") != before
+
+    # display options re-render in the browser: no request to the server
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    shown = canvas.evaluate("c => c.toDataURL()")
+    page.select_option("#colormap", "viridis")
+    page.fill("#alpha", "0.8")
+    page.dispatch_event("#alpha", "input")
+    assert canvas.evaluate("c => c.toDataURL()") != shown
+    assert requests == []
+
+    # two methods side by side, for the predicted class again
+    page.locator("#top button").nth(0).click()
+    settled(page, 3)
+    page.check("#methods input[value=layercam]")
+    settled(page, 4)
+    page.check("#boxes")
+    assert page.locator("#panels canvas").count() == 2
+    shoot(page, tmp_path, "serve-explain.png")
