@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
+from browsers import CHROMIUM, needs_chromium
 from PIL import Image
 from typer.testing import CliRunner
 
 from camlens.cli import app
 
-CHROMIUM = next(
-    (
-        shutil.which(name)
-        for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-        if shutil.which(name)
-    ),
-    None,
-)
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="Chromium is not installed (apt-get install chromium; .ci/run installs it)",
-)
+pytestmark = needs_chromium
 
 #: Appended to a copy of the page: on load, count the images that did not decode.
 CHECK = (

@@ -9,20 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from browsers import CHROMIUM, needs_chromium
 
 sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = next(
-    (
-        shutil.which(name)
-        for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-        if shutil.which(name)
-    ),
-    None,
-)
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="Chromium is not installed (apt-get install chromium; .ci/run installs it)",
-)
+pytestmark = needs_chromium
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
