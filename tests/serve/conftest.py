@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 import time
@@ -55,14 +56,12 @@ def client(demo_service):
     return TestClient(create_app(demo_service), base_url="http://127.0.0.1")
 
 
-@pytest.fixture(scope="package")
-def live(demo_service):
-    """The demo app under uvicorn on 127.0.0.1 (a free port), in a thread: its base URL."""
+@contextlib.contextmanager
+def serving(app):
+    """``app`` under uvicorn on 127.0.0.1 (a free port), in a thread: its base URL."""
     import uvicorn
 
-    from camlens.serve import create_app
-
-    config = uvicorn.Config(create_app(demo_service), host="127.0.0.1", port=0, log_level="error")
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -72,9 +71,38 @@ def live(demo_service):
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="package")
+def run_folder(tmp_path_factory):
+    """A real run: the demo model on its 16 samples (class folders), gradcam and cam."""
+    from typer.testing import CliRunner
+
+    from camlens.checkpoint import demo_path
+    from camlens.cli import app
+
+    out = tmp_path_factory.mktemp("run") / "demo-run"
+    samples = demo_path() / "samples"
+    args = ["explain", str(samples), "--model", "demo", "--method", "gradcam,cam", "-q"]
+    args += ["--labels-from-folders", "--copy-images", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output  # boxes.csv is not an image
+    return out
+
+
+@pytest.fixture(scope="package")
+def live(demo_service, run_folder):
+    """The demo model and the demo run, served on loopback."""
+    from camlens.serve import create_app
+    from camlens.serve.runs import Runs
+
+    with serving(create_app(demo_service, runs=Runs([run_folder]))) as url:
+        yield url
 
 
 @pytest.fixture(scope="package")

@@ -89,3 +89,35 @@ def test_upload_click_a_class_and_the_overlay_changes(page, digit, tmp_path) -> 
     page.check("#boxes")
     assert page.locator("#panels canvas").count() == 2
     shoot(page, tmp_path, "serve-explain.png")
+
+
+def test_run_view_filters_opens_and_re_explains(page, run_folder, tmp_path) -> None:
+    import camlens
+
+    run = camlens.load_run(run_folder)
+    page.click("#tab-runs")
+    page.wait_for_selector("body[data-grid='0:0:32']", timeout=30_000)
+    assert page.locator("#grid .tile").count() == 32
+    mistakes = int((run.results["correct"] == False).sum())  # noqa: E712
+    page.check("#f-mistakes")
+    page.wait_for_selector(f"body[data-grid='0:0:{mistakes}']", timeout=30_000)
+    assert page.locator("#grid .tile.wrong").count() == mistakes
+    page.uncheck("#f-mistakes")
+    page.select_option("#f-method", "cam")
+    page.wait_for_selector("body[data-grid='0:0:16']", timeout=30_000)
+    assert page.locator("#page-info").text_content() == "1–16 of 16"
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth)"
+    )
+    tile = page.locator("#grid .tile").nth(3)
+    row = tile.get_attribute("data-row")
+    tile.click()
+    page.wait_for_selector(f"body[data-detail='{row}']", timeout=30_000)
+    assert page.locator("#run-detail .panel").count() == 2  # gradcam and cam side by side
+    shoot(page, tmp_path, "serve-runs.png")
+    page.click("#re-explain")
+    settled(page, 1)
+    assert page.locator("#view-explain").is_visible()
+    assert page.locator("#panels canvas").count() == 1
+    predicted = str(run.results["predicted"][int(row)])
+    assert page.locator("#top button.chosen").get_attribute("data-class") == predicted

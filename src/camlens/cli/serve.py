@@ -16,6 +16,7 @@ def serve(
     ),
     weights: str = typer.Option(None, "--weights", help="DEFAULT, none or a local state dict."),
     labels: Path = typer.Option(None, "--labels", help="Class names: text file or JSON list."),
+    run: list[Path] = typer.Option([], "--run", help="A run folder to browse (repeatable)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8765, "--port", help="Port to bind."),
     token: str = typer.Option(
@@ -29,12 +30,12 @@ def serve(
 ) -> None:
     """Serve the explorer: upload an image, click a class, compare methods and layers.
 
-    Example: camlens serve --model torchvision:resnet50
+    Example: camlens serve --model torchvision:resnet50 --run out/
     """
     import camlens
     from camlens.serve.launch import Settings, launch
 
-    settings = Settings(model, weights, labels, host, port, token, size, preprocess, device)
+    settings = Settings(model, weights, labels, run, host, port, token, size, preprocess, device)
     try:
         launch(
             settings,

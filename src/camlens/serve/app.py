@@ -23,12 +23,14 @@ LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 def create_app(
     service: Any,
     *,
+    runs: Any = None,
     token: str | None = None,
     max_bytes: int = MAX_BYTES,
     max_pixels: int = MAX_PIXELS,
     allowed_hosts: list[str] | None = None,
 ) -> Any:
-    """The app serving ``service`` (a :class:`camlens.serve.service.ModelService`)."""
+    """The app serving ``service`` (a :class:`camlens.serve.service.ModelService`) and the run
+    folders ``runs`` (a :class:`camlens.serve.runs.Runs`, or None)."""
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -36,11 +38,13 @@ def create_app(
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from camlens.serve.routes import explain, health, model
+    from camlens.serve.routes import runs as runs_router
 
     app = FastAPI(title="camlens", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.service = service
+    app.state.runs = runs
     app.state.max_pixels = max_pixels
-    for router in (health.router, model.router, explain.router):
+    for router in (health.router, model.router, explain.router, runs_router.router):
         app.include_router(router, prefix="/api")
 
     def error(status: int, message: str) -> JSONResponse:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ class Settings:
     model: str = "demo"
     weights: str | None = None
     labels: Path | None = None
+    runs: Sequence[Path] = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 8765
     token: str | None = None
@@ -52,7 +53,7 @@ def check_host(host: str, token: str | None) -> str | None:
 
 
 def build(settings: Settings, *, trust_pickle: bool = False, **limits: Any) -> Any:
-    """The ASGI app for ``settings``: the model loaded."""
+    """The ASGI app for ``settings``: the model loaded, the run folders read."""
     from camlens.app.session import Session
     from camlens.serve.app import create_app
     from camlens.serve.service import ModelService
@@ -67,9 +68,14 @@ def build(settings: Settings, *, trust_pickle: bool = False, **limits: Any) -> A
         trust_pickle=trust_pickle,
     )
     service = ModelService(session)
+    runs = None
+    if settings.runs:
+        from camlens.serve.runs import Runs
+
+        runs = Runs(settings.runs)
     # off loopback the token guards the API; on loopback the Host header must be loopback too
     hosts = None if is_loopback(settings.host) else ["*"]
-    return create_app(service, token=settings.token, allowed_hosts=hosts, **limits)
+    return create_app(service, runs=runs, token=settings.token, allowed_hosts=hosts, **limits)
 
 
 def launch(

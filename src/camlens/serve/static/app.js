@@ -291,5 +291,10 @@ function showView(name) {
 
 window.camlens = { api, el, state, useFile, showView, setStatus };
 wire();
-loadModel().then(() => { document.body.dataset.model = "loaded"; if (window.camlensRuns) window.camlensRuns.init(); })
-  .catch((error) => setStatus(`Cannot load the model description: ${error.message}`, true));
+// after every deferred script (runs.js too) has run
+document.addEventListener("DOMContentLoaded", () => {
+  loadModel().then(async () => {
+    if (window.camlensRuns) await window.camlensRuns.init();
+    document.body.dataset.model = "loaded";
+  }).catch((error) => setStatus(`Cannot load the model description: ${error.message}`, true));
+});
