@@ -57,7 +57,7 @@ def client(demo_service):
 
 
 @contextlib.contextmanager
-def serving(app):
+def _serving(app):
     """``app`` under uvicorn on 127.0.0.1 (a free port), in a thread: its base URL."""
     import uvicorn
 
@@ -76,6 +76,12 @@ def serving(app):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture(scope="package")
+def serving():
+    """A context manager: an app served on loopback while the block runs, its base URL."""
+    return _serving
 
 
 @pytest.fixture(scope="package")
@@ -101,7 +107,7 @@ def live(demo_service, run_folder):
     from camlens.serve import create_app
     from camlens.serve.runs import Runs
 
-    with serving(create_app(demo_service, runs=Runs([run_folder]))) as url:
+    with _serving(create_app(demo_service, runs=Runs([run_folder]))) as url:
         yield url
 
 

@@ -121,3 +121,44 @@ def test_run_view_filters_opens_and_re_explains(page, run_folder, tmp_path) -> N
     assert page.locator("#panels canvas").count() == 1
     predicted = str(run.results["predicted"][int(row)])
     assert page.locator("#top button.chosen").get_attribute("data-class") == predicted
+
+
+def test_token_from_the_fragment_and_names_shown_as_text(
+    cnn_service, serving, digit, tmp_path
+) -> None:
+    """Class names are the model's, shown as text: markup in them stays text. With a token the
+    page sends it from the URL fragment; without it the page says why nothing works."""
+    from camlens.app.session import Session
+    from camlens.serve import ModelService, create_app
+
+    names = ["<img src=x onerror=window.pwned=1>", "b&amp;", "c", "d", "e"]
+    session = Session.from_model(cnn_service.session.model, spec="toy", size=64, names=names)
+    service = ModelService(session)
+    app = create_app(service, token="s3cret", allowed_hosts=["*"])
+    upload = tmp_path / "digit.png"
+    upload.write_bytes(digit)
+    try:
+        with serving(app) as url, sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+            )
+            try:
+                page = browser.new_page()
+                page.goto(url)
+                page.wait_for_function("() => document.getElementById('status').className")
+                assert page.text_content("#status") == (
+                    "Cannot load the model description: missing or wrong X-Camlens-Token header"
+                )
+                page = browser.new_page()
+                page.goto(f"{url}/#token=s3cret")
+                page.wait_for_selector("body[data-model=loaded]", timeout=30_000)
+                page.set_input_files("#file", str(upload))
+                settled(page, 1)
+                shown = page.locator("#top button").all_text_contents()
+                assert sorted(text.split(" — ")[0] for text in shown) == sorted(names)
+                assert page.locator("#top img").count() == 0
+                assert page.evaluate("() => window.pwned") is None
+            finally:
+                browser.close()
+    finally:
+        service.close()
