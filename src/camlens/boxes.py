@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from camlens.errors import CamlensValueError
+from camlens.maps import as_heatmaps
 
 Box = tuple[int, int, int, int]
 
@@ -52,17 +53,6 @@ def components(masks: torch.Tensor, connectivity: int = 8) -> torch.Tensor:
         labels = best
 
 
-def _check(heatmap: torch.Tensor | np.ndarray) -> torch.Tensor:
-    values = torch.as_tensor(
-        np.asarray(heatmap) if not isinstance(heatmap, torch.Tensor) else heatmap
-    )
-    if values.ndim not in (2, 3):
-        raise CamlensValueError(
-            f"expected heatmap of shape (H, W) or (B, H, W), got {tuple(values.shape)}"
-        )
-    return torch.nan_to_num(values.detach().float().cpu())
-
-
 def boxes(
     heatmap: torch.Tensor | np.ndarray,
     threshold: float = 0.2,
@@ -84,7 +74,7 @@ def boxes(
         raise CamlensValueError(
             f"threshold must be in [0, 1] (a fraction of the max), got {threshold}"
         )
-    values = _check(heatmap)
+    values = as_heatmaps(heatmap)
     single = values.ndim == 2
     if single:
         values = values[None]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from camlens.errors import CamlensValueError
 from camlens.io import ImageLike, to_rgb
-from camlens.maps import upsample
+from camlens.maps import as_heatmaps, upsample
 
 # Matplotlib's "jet" as piecewise-linear segments: (x, value) per channel (matplotlib's _jet_data).
 _JET = {
@@ -67,18 +67,9 @@ def colormap_table(name: str = "jet") -> np.ndarray:
     return _table(name).copy()
 
 
-def _maps(heatmap: torch.Tensor | np.ndarray, name: str = "heatmap") -> torch.Tensor:
-    values = torch.as_tensor(heatmap).detach().float().cpu()
-    if values.ndim not in (2, 3):
-        raise CamlensValueError(
-            f"expected {name} of shape (H, W) or (B, H, W), got {tuple(values.shape)}"
-        )
-    return torch.nan_to_num(values)
-
-
 def colorize_tensor(heatmap: torch.Tensor | np.ndarray, colormap: str = "jet") -> torch.Tensor:
     """Maps (..., H, W) in [0, 1] as float32 RGB (..., H, W, 3) in [0, 1], one table lookup."""
-    values = _maps(heatmap)
+    values = as_heatmaps(heatmap)
     table = torch.from_numpy(_table(colormap)).float()
     index = (values.clamp(0, 1) * 255.0 + 0.5).long().clamp(0, 255)
     return table[index]
@@ -109,7 +100,7 @@ def overlay(
     if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         raise CamlensValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
     picture = torch.tensor(to_rgb(image)).float()
-    values = _maps(heatmap)
+    values = as_heatmaps(heatmap)
     if values.ndim != 2:
         raise CamlensValueError(f"expected heatmap of shape (H, W), got {tuple(values.shape)}")
     height, width = picture.shape[:2]
@@ -139,7 +130,8 @@ def _font(size: int):
 
 
 def draw_label(image: ImageLike, text: str) -> np.ndarray:
-    """``text`` in the top-left corner on a dark band, its size scaled to the image (min 10 px)."""
+    """``text`` in the top-left corner on a dark band, its size scaled to the image (min 10 px,
+    smaller down to 8 px where the text would not fit the image's width)."""
     from PIL import Image, ImageDraw
 
     picture = Image.fromarray(to_rgb(image))
@@ -148,6 +140,10 @@ def draw_label(image: ImageLike, text: str) -> np.ndarray:
     font = _font(size)
     pad = max(2, size // 4)
     left, top, right, bottom = draw.textbbox((pad, pad), text, font=font)
+    if right + pad > picture.width and size > 8:  # too wide for a small image: shrink to fit
+        size = max(8, int(size * (picture.width - 2 * pad) / max(right - pad, 1)))
+        font = _font(size)
+        left, top, right, bottom = draw.textbbox((pad, pad), text, font=font)
     draw.rectangle((0, 0, right + pad, bottom + pad), fill=(0, 0, 0))
     draw.text((pad, pad), text, fill=(255, 255, 255), font=font)
     return np.asarray(picture)
@@ -173,7 +169,7 @@ def draw_boxes(
 
 def contour_masks(heatmap: torch.Tensor | np.ndarray, levels: Sequence[float]) -> torch.Tensor:
     """Boolean (L, ..., H, W): pixels at or above each level that touch a pixel below it."""
-    values = _maps(heatmap)
+    values = as_heatmaps(heatmap)
     flat = values.reshape(-1, 1, *values.shape[-2:])
     out = []
     for level in levels:
@@ -192,7 +188,7 @@ def draw_contours(
 ) -> np.ndarray:
     """Iso-lines of ``heatmap`` (resized to the image) at ``levels``, about 1/200 of it thick."""
     picture = torch.tensor(to_rgb(image))
-    values = _maps(heatmap)
+    values = as_heatmaps(heatmap)
     if values.ndim != 2:
         raise CamlensValueError(f"expected heatmap of shape (H, W), got {tuple(values.shape)}")
     height, width = picture.shape[:2]
@@ -241,7 +237,7 @@ def panel_png(
     FigureCanvasAgg(figure)
     axes = figure.subplots(max(1, len(rows)), 3, squeeze=False)
     for row, (name, heat, blended) in zip(axes, rows):
-        values = _maps(heat).numpy()
+        values = as_heatmaps(heat).numpy()
         row[0].imshow(picture)
         row[0].set_title("original", fontsize=9)
         row[1].imshow(values, cmap=colormap, vmin=0, vmax=1, extent=(0, width, height, 0))

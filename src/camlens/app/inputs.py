@@ -179,9 +179,14 @@ def stream(
 
 def folder_labels(files: Sequence[Path], roots: Sequence[str | os.PathLike]) -> dict[Path, str]:
     """The class of each file in an ImageFolder layout (``root/<class>/.../<image>``): the name
-    of its first folder below the given root it was found under. Files directly in a root, or
-    not under a folder root, have none."""
-    folders = [Path(r).resolve() for r in roots if Path(r).is_dir()]
+    of its first folder below the root it was found under (a folder given, or the fixed part of
+    a glob such as ``val/*/*.jpg``). Files directly in a root, or given one by one, have none."""
+    folders = []
+    for root in roots:
+        text = os.fspath(root)
+        fixed = Path(text) if not any(c in text for c in "*?[") else _glob_root(text)
+        if fixed.is_dir():
+            folders.append(fixed.resolve())
     found: dict[Path, str] = {}
     for file in files:
         for root in folders:
@@ -191,6 +196,13 @@ def folder_labels(files: Sequence[Path], roots: Sequence[str | os.PathLike]) -> 
                     found[file] = parts[0]
                 break
     return found
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder a glob pattern searches: its parts before the first wildcard."""
+    parts = Path(pattern).parts
+    fixed = [p for p in parts[: next(i for i, p in enumerate(parts) if any(c in p for c in "*?["))]]
+    return Path(*fixed) if fixed else Path(".")
 
 
 def class_indices(classes: Sequence[str], names: Sequence[str] | None) -> dict[str, int]:
