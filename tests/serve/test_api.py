@@ -17,6 +17,11 @@ from camlens.preprocessing import resolve
 from camlens.serve import create_app
 from camlens.serve.service import probabilities
 
+#: Maps summed over many gradient passes: torch's CPU convolution backward is not bitwise
+#: reproducible from call to call here (up to 6e-4 on an integrated-gradients map, the library
+#: called twice in one process), which can move a pixel across an 8-bit rounding boundary.
+SUMMED = {"integrated-gradients", "smoothgrad"}
+
 
 def decoded(answer: dict) -> np.ndarray:
     image = Image.open(io.BytesIO(base64.b64decode(answer["map"])))
@@ -27,10 +32,9 @@ def decoded(answer: dict) -> np.ndarray:
 def as_camlens_explain(service, image: np.ndarray, spec: str) -> torch.Tensor:
     """The input ``camlens explain`` builds: whole image resized, the model's preprocessing."""
     size = service.session.size
-    unit = torch.from_numpy(
-        np.array(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
-    )
-    return resolve("auto", spec, service.session.model)(unit.permute(2, 0, 1)[None] / 255.0)
+    resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
+    unit = torch.from_numpy(np.array(resized, dtype=np.float32) / 255.0)  # one 8-bit rounding
+    return resolve("auto", spec, service.session.model)(unit.permute(2, 0, 1)[None])
 
 
 def photo(seed: int, height: int = 90, width: int = 120) -> np.ndarray:
@@ -56,7 +60,7 @@ def test_model_description(client, demo_service) -> None:
 @pytest.mark.parametrize(
     ("spec", "fields"),
     [
-        ("demo", {}),
+        *[("demo", {"method": name}) for name in camlens.methods()],
         ("demo", {"method": "gradcam++", "target": "5", "layer": "backbone.block4"}),
         ("toy_models:SmallCNN", {"method": "layercam", "target": "2"}),
     ],
@@ -72,8 +76,12 @@ def test_served_map_is_the_librarys(spec, fields, demo_service, cnn_service, png
     target = int(fields["target"]) if "target" in fields else None
     layer = fields.get("layer", "auto")
     exp = camlens.explain(service.session.model, x, fields.get("method", "gradcam"), target, layer)
-    expected = np.round(exp.maps[0].numpy() * 255).astype(np.uint8)
-    np.testing.assert_array_equal(decoded(answer), expected)
+    expected = np.round(exp.maps[0].numpy() * 255).astype(np.int16)
+    if exp.method in SUMMED:
+        differ = np.abs(decoded(answer).astype(np.int16) - expected)
+        assert differ.max() <= 1 and (differ > 0).mean() < 0.01
+    else:
+        np.testing.assert_array_equal(decoded(answer), expected)
     probs = probabilities(service.session.model(x))[0]
     assert answer["predicted"] == int(probs.argmax())
     wanted = target if target is not None else int(probs.argmax())
@@ -206,5 +214,36 @@ def test_requests_are_micro_batched(cnn_service) -> None:
             # a batch of 6 and a batch of 1 differ by float rounding only
             assert np.abs(decoded(answer).astype(np.int16) - expected).max() <= 1
             assert answer["target"] == int(exp.targets[0])
+    finally:
+        service.close()
+
+
+def test_a_failing_model_is_a_json_500_and_the_server_keeps_serving(cnn_service, png) -> None:
+    """A model that raises on some inputs: that request gets a JSON 500, the next one its map."""
+    from camlens.app.session import Session
+    from camlens.serve import ModelService
+
+    class Fussy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = cnn_service.session.model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if bool((x.mean(dim=(1, 2, 3)) > 1.5).any()):  # a bright image
+                raise RuntimeError("too bright for this model")
+            return self.inner(x)
+
+    service = ModelService(Session.from_model(Fussy(), spec="fussy", size=64))
+    try:
+        app = create_app(service)
+        client = TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False)
+        white = np.full((40, 40, 3), 255, np.uint8)
+        answer = client.post("/api/explain", files={"image": ("w.png", png(white))})
+        assert (answer.status_code, answer.json()) == (
+            500,
+            {"error": "the server failed on this request: RuntimeError: too bright for this model"},
+        )
+        answer = client.post("/api/explain", files={"image": ("p.png", png(photo(4)))})
+        assert answer.status_code == 200 and answer.json()["layer"] == "inner.features"
     finally:
         service.close()

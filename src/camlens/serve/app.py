@@ -2,7 +2,8 @@
 
 The page (``static/``) is a client of the API and nothing else. Errors are JSON
 ``{"error": "..."}``: 400 for a bad request (naming the field), 401 without the token, 404, 413 for
-a body over the limit, 503 when the model queue is full.
+a body over the limit, 503 when the model queue is full, 500 (with the exception) when explaining
+fails otherwise; the server keeps serving.
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ def create_app(
     @app.exception_handler(TooLarge)
     async def too_large(request: Request, exc: TooLarge) -> JSONResponse:
         return error(413, str(exc))
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception) -> JSONResponse:
+        return error(500, f"the server failed on this request: {type(exc).__name__}: {exc}")
 
     static = resources.files("camlens.serve") / "static"
     app.mount("/", StaticFiles(directory=str(static), html=True), name="page")
