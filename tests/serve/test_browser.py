@@ -4,12 +4,17 @@ folder, and into docs/images/ when CAMLENS_SCREENSHOTS=1."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from browsers import CHROMIUM, needs_chromium
+from PIL import Image
+
+import camlens
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = needs_chromium
@@ -63,6 +68,19 @@ def test_upload_click_a_class_and_the_overlay_changes(page, digit, tmp_path) -> 
     assert top.nth(0).get_attribute("class") == "chosen"
     assert top.nth(0).text_content().startswith("3 — ")  # the demo model reads the digit
     before = canvas.evaluate("c => c.toDataURL()")
+    # the page's overlay is the library's (jet, alpha 0.5): the 64 x 64 sample needs no resize
+
+    import camlens
+
+    shown = canvas.evaluate(
+        "c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)"
+    )
+    shown = np.array(shown, np.int16).reshape(64, 64, 4)[..., :3]
+    values = page.evaluate("() => Array.from(window.camlens.state.results.gradcam.values)")
+    heat = np.array(values, np.float32).reshape(64, 64) / 255
+    image = np.array(Image.open(io.BytesIO(digit)).convert("RGB"))
+    library = camlens.overlay(image, heat, colormap="jet", alpha=0.5).astype(np.int16)
+    assert np.abs(shown - library).max() <= 1
     other = top.nth(1).get_attribute("data-class")
     top.nth(1).click()
     settled(page, 2)
@@ -92,8 +110,6 @@ def test_upload_click_a_class_and_the_overlay_changes(page, digit, tmp_path) -> 
 
 
 def test_run_view_filters_opens_and_re_explains(page, run_folder, tmp_path) -> None:
-    import camlens
-
     run = camlens.load_run(run_folder)
     page.click("#tab-runs")
     page.wait_for_selector("body[data-grid='0:0:32']", timeout=30_000)
