@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Hashable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -94,7 +95,7 @@ class ModelService:
         return Request(image, chosen, (self.auto or "auto") if layer == "auto" else layer, index)
 
     # ------------------------------------------------------------------ explaining
-    def submit(self, request: Request):
+    def submit(self, request: Request) -> Future:
         """A future of the request's answer (see :meth:`_answer`)."""
         return self.batcher.submit((request.method, request.layer), request)
 
@@ -109,9 +110,10 @@ class ModelService:
             int(predicted[i]) if r.target is None else r.target for i, r in enumerate(requests)
         ]
         exp = session.explainer(method, layer)(x, target=targets)
-        return [self._answer(exp, i, probs[i], requests[i]) for i in range(len(requests))]
+        return [self._answer(exp, i, probs[i]) for i in range(len(requests))]
 
-    def _answer(self, exp: Any, i: int, probs: torch.Tensor, request: Request) -> dict[str, Any]:
+    def _answer(self, exp: Any, i: int, probs: torch.Tensor) -> dict[str, Any]:
+        """Image ``i``'s JSON answer: the top-5 of ``probs`` and its map as a base64 PNG."""
         top = probs.topk(min(TOP, probs.numel()))
         target = int(exp.targets[i])
         height, width = exp.maps.shape[1:]
