@@ -84,7 +84,6 @@ def boxes(
     labels = components(masks, connectivity).reshape(batch, -1)
     rows = torch.arange(height).repeat_interleave(width)
     cols = torch.arange(width).repeat(height)
-    scale_y, scale_x = (1.0, 1.0) if size is None else (size[0] / height, size[1] / width)
     result: list[list[Box]] = []
     for b in range(batch):
         on = labels[b] > 0
@@ -105,14 +104,16 @@ def boxes(
             if int(area[k]) < min_area:
                 continue
             box = (int(x0[k]), int(y0[k]), int(x1[k]), int(y1[k]))
-            found.append(box if size is None else _scale(box, scale_x, scale_y, size))
+            found.append(box if size is None else scale_box(box, (height, width), size))
         result.append(found)
     return result[0] if single else result
 
 
-def _scale(box: Box, sx: float, sy: float, size: tuple[int, int]) -> Box:
-    """A box in map pixels as the image pixels its cells cover (inclusive corners)."""
+def scale_box(box: Box, shape: tuple[int, ...], size: tuple[int, int]) -> Box:
+    """A box in the pixels of a map of ``shape`` (h, w) as the pixels of an image of ``size``
+    (H, W) its cells cover (inclusive corners)."""
     x0, y0, x1, y1 = box
+    sy, sx = size[0] / shape[0], size[1] / shape[1]
     return (
         int(math.floor(x0 * sx)),
         int(math.floor(y0 * sy)),

@@ -84,6 +84,27 @@ def _to_uint8(values: torch.Tensor) -> np.ndarray:
     return (values * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
 
 
+def _bilinear_axis(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source rows (i0, i1) and weights of i1 for a bilinear resize along one axis, as
+    ``F.interpolate(..., align_corners=False)`` computes them."""
+    source = np.maximum((np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5, 0.0)
+    low = np.minimum(np.floor(source).astype(np.int64), size_in - 1)
+    high = np.minimum(low + 1, size_in - 1)
+    return low, high, (source - low).astype(np.float32)
+
+
+def resize_map(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A float32 (h, w) map resized bilinearly to (height, width) with numpy alone (the same
+    sampling as :func:`camlens.maps.upsample`, within float32 rounding). Rendering threads use it
+    so that they never take torch's thread pool from the model running beside them."""
+    if values.shape == (height, width):
+        return values
+    r0, r1, wr = _bilinear_axis(values.shape[0], height)
+    c0, c1, wc = _bilinear_axis(values.shape[1], width)
+    rows = values[r0] * (1 - wr)[:, None] + values[r1] * wr[:, None]
+    return rows[:, c0] * (1 - wc) + rows[:, c1] * wc
+
+
 def overlay(
     image: ImageLike,
     heatmap: torch.Tensor | np.ndarray,
@@ -96,21 +117,25 @@ def overlay(
     The map is resized to the image (never the image to the map), then
     ``out = (1 - a) * image + a * colour(heatmap)`` with ``a = alpha``; with ``threshold``, pixels
     whose heatmap value is below it keep the plain image (the MURA tutorial's ``cam < 0.2``).
+    Computed with numpy (about 10 ms for 640x480 on one core).
     """
     if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         raise CamlensValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
-    picture = torch.tensor(to_rgb(image)).float()
-    values = as_heatmaps(heatmap)
+    picture = to_rgb(image)
+    if isinstance(heatmap, torch.Tensor):  # no torch op here: numpy from the tensor's memory
+        heatmap = heatmap.detach().cpu().numpy()
+    values = np.nan_to_num(np.asarray(heatmap, dtype=np.float32))
     if values.ndim != 2:
         raise CamlensValueError(f"expected heatmap of shape (H, W), got {tuple(values.shape)}")
     height, width = picture.shape[:2]
-    values = upsample(values[None], (height, width))[0].clamp(0, 1)
-    colour = colorize_tensor(values, colormap) * 255.0
-    weight = torch.full((height, width, 1), float(alpha))
+    resized = np.clip(resize_map(values, height, width), 0.0, 1.0)
+    table = (_table(colormap) * 255.0).astype(np.float32)
+    colour = np.take(table, (resized * 255.0 + 0.5).astype(np.uint8), axis=0)
+    weight = np.full((height, width, 1), np.float32(alpha), dtype=np.float32)
     if threshold is not None:
-        weight[values < threshold] = 0.0
+        weight[resized < threshold] = 0.0
     blended = (1.0 - weight) * picture + weight * colour
-    return (blended + 0.5).clamp(0, 255).to(torch.uint8).numpy()
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
 
 def label_text(name: str, probability: float) -> str:

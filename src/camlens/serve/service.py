@@ -131,7 +131,7 @@ class ModelService:
             "method": exp.method,
             "width": int(width),
             "height": int(height),
-            "map": base64.b64encode(map_png(exp.maps[i])).decode("ascii"),
+            "map": base64.b64encode(map_png(exp.maps[i].numpy())).decode("ascii"),
         }
 
     def close(self) -> None:
