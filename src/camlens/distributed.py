@@ -37,6 +37,8 @@ from camlens.app.session import Session
 from camlens.app.writer import RunWriter
 from camlens.errors import CamlensError, CamlensValueError
 
+#: Batches in flight in one actor: one in the model, one decoding or rendering beside it.
+CALLS = 2
 #: URI schemes read through pyarrow's file systems.
 SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "file://")
 
@@ -223,10 +225,18 @@ def _names(files: Sequence[Path]) -> dict[str, str]:
 class Worker:
     """A Ray Data actor: one session built from the spec in ``__init__``; ``__call__`` decodes,
     explains and renders a batch of paths into pickled :class:`~camlens.app.records.Record` s and
-    :class:`~camlens.app.inputs.Failure` s (column ``item``)."""
+    :class:`~camlens.app.inputs.Failure` s (column ``item``).
+
+    Two calls run at once in an actor (:data:`CALLS`), as the local engine's stages do: while one
+    batch holds the model (a lock: hooks and explainers are per session), the other decodes or
+    renders."""
 
     def __init__(self, spec: dict[str, Any], settings: RunSettings, state: Any = None) -> None:
+        import threading
+
         import torch
+
+        self.model_lock = threading.Lock()
 
         self.session = Session.from_spec(**spec)
         if state is not None:  # random weights: the driver's, so every actor explains one model
@@ -244,19 +254,20 @@ class Worker:
             where = [texts.index(str(p)) for p in decoded.paths]
             names = [batch["true_name"][i] or None for i in where]
             try:
-                explained = explain_batch(
-                    session,
-                    decoded.unit,
-                    decoded.paths,
-                    decoded.images,
-                    settings.methods,
-                    settings.target,
-                    settings.layer,
-                    settings.precision,
-                    [int(batch["true_label"][i]) for i in where],
-                    names,
-                    decoded.load_s,
-                )
+                with self.model_lock:
+                    explained = explain_batch(
+                        session,
+                        decoded.unit,
+                        decoded.paths,
+                        decoded.images,
+                        settings.methods,
+                        settings.target,
+                        settings.layer,
+                        settings.precision,
+                        [int(batch["true_label"][i]) for i in where],
+                        names,
+                        decoded.load_s,
+                    )
             except (CamlensError, RuntimeError) as error:
                 failed += [Failure(str(p), f"explaining failed: {error}") for p in decoded.paths]
             else:
@@ -423,7 +434,11 @@ def _run(
     explained = dataset.map_batches(
         Worker,
         batch_size=settings.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=cluster.workers),
+        compute=ray.data.ActorPoolStrategy(
+            size=cluster.workers,
+            max_concurrent_calls_per_actor=CALLS,
+            enable_true_multi_threading=True,
+        ),
         fn_constructor_kwargs={
             "spec": actors,
             "settings": settings,
