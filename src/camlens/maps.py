@@ -6,6 +6,9 @@ no epsilon is added anywhere, so maps of tiny magnitude (1e-11) keep their exact
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -19,6 +22,18 @@ def check_batch(maps: torch.Tensor, name: str = "maps") -> None:
     if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
         shape = tuple(maps.shape) if hasattr(maps, "shape") else type(maps).__name__
         raise CamlensValueError(f"expected {name} of shape (B, H, W), got {shape}")
+
+
+def as_heatmaps(heatmap: Any, name: str = "heatmap") -> torch.Tensor:
+    """A map (H, W) or a batch (B, H, W) (tensor or array) as float32 on the CPU, NaN as 0."""
+    values = torch.as_tensor(
+        np.asarray(heatmap) if not isinstance(heatmap, torch.Tensor) else heatmap
+    )
+    if values.ndim not in (2, 3):
+        raise CamlensValueError(
+            f"expected {name} of shape (H, W) or (B, H, W), got {tuple(values.shape)}"
+        )
+    return torch.nan_to_num(values.detach().float().cpu())
 
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:

@@ -106,8 +106,9 @@ _SCRIPT = r"""
     el('page').textContent='page '+(page+1)+' of '+pages;}
   ['method','predicted','truth','wrong','sort','lo','hi'].forEach(function(id){
     el(id).addEventListener('change',apply);});
-  el('prev').addEventListener('click',function(){page--;draw();});
-  el('next').addEventListener('click',function(){page++;draw();});
+  function turn(step){page+=step;draw();el('grid').scrollIntoView();}
+  el('prev').addEventListener('click',function(){turn(-1);});
+  el('next').addEventListener('click',function(){turn(1);});
   apply();
 })();
 """

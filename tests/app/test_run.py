@@ -175,3 +175,21 @@ def test_options_panel_copy_and_png(demo, tmp_path):
     with Image.open(files[0]) as opened:
         assert np.array_equal(run.image(0), np.array(opened.convert("RGB")))
     torch.testing.assert_close(torch.tensor(run.map(1)).shape, torch.Size([64, 64]))
+
+
+def test_a_failing_write_stops_the_run_and_keeps_what_was_written(demo, tmp_path, monkeypatch):
+    real = engine.render
+    calls = []
+
+    def full_disk(explained, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(explained, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "render", full_disk)
+    settings = RunSettings(["cam"], batch_size=4)
+    with pytest.raises(OSError, match="No space left on device"):
+        explain_files(demo, [str(SAMPLES / "*" / "*.png")], tmp_path, settings, echo=print)
+    run = camlens.load_run(tmp_path)
+    assert len(run) >= 4 and not run.complete and (tmp_path / "results.parquet").is_file()

@@ -168,6 +168,7 @@ def explain_files(
                         [indices[n] if n is not None else -1 for n in names],
                         names,
                         batch.load_s,
+                        settings.render.box_threshold if settings.render.boxes else None,
                     )
                 except (CamlensError, RuntimeError) as error:
                     failed += [Failure(str(p), f"explaining failed: {error}") for p in batch.paths]
@@ -183,9 +184,15 @@ def explain_files(
                 advance(len(batch.paths) + len(batch.failures))
         complete = True
     finally:
-        for job in pending:
-            job.result()
+        failed_write: BaseException | None = None
+        for job in pending:  # every batch handed to the writer is written before finishing
+            try:
+                job.result()
+            except BaseException as error:  # noqa: BLE001  (raised below, after finishing)
+                failed_write = failed_write or error
         pool.shutdown()
-        summary.rows = writer.finish(title, complete=complete)
+        summary.rows = writer.finish(title, complete=complete and failed_write is None)
         summary.seconds = time.perf_counter() - started
+    if failed_write is not None:
+        raise failed_write
     return summary

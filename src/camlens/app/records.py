@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -65,6 +65,7 @@ class Explained:
     true_names: list[str | None]
     seconds: dict[str, float]
     load_s: float = 0.0
+    boxes: dict[str, list[list[tuple[int, int, int, int]]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,10 +88,15 @@ def explain_batch(
     true_labels: Sequence[int] | None = None,
     true_names: Sequence[str | None] | None = None,
     load_s: float = 0.0,
+    box_threshold: float | None = None,
 ) -> Explained:
     """Explain the [0, 1] batch ``unit`` with every method. ``target``: None (the predicted
     class), a class index, or ``"label"`` (each image's true class, the prediction where it is
-    unknown). ``true_labels`` are class indices (-1: unknown), ``true_names`` their folder names."""
+    unknown). ``true_labels`` are class indices (-1: unknown), ``true_names`` their folder names.
+    With ``box_threshold``, each map's CAM-paper box (largest region at or above that fraction of
+    its maximum) is found for the whole batch at once, in the map's pixels."""
+    from camlens.boxes import boxes as find_boxes
+
     x = session.native(unit)
     truth = torch.tensor(
         list(true_labels) if true_labels is not None else [-1] * len(paths), dtype=torch.int64
@@ -118,6 +124,8 @@ def explain_batch(
         out.targets[method] = exp.targets.cpu()
         out.probs[method] = exp.probs.float().cpu()
         out.scores[method] = exp.scores.float().cpu()
+        if box_threshold is not None:
+            out.boxes[method] = cast(list, find_boxes(out.maps[method], box_threshold))
         if predicted is None:  # the predicted class was explained: no second forward
             predicted, probability = exp.targets.cpu(), exp.probs.float().cpu()
     assert predicted is not None and probability is not None
@@ -134,11 +142,11 @@ def _encode(picture: np.ndarray, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def map_png(heat: torch.Tensor) -> bytes:
+def map_png(heat: np.ndarray) -> bytes:
     """A map in [0, 1] as an 8-bit grayscale PNG (``round(255 * value)``)."""
     from PIL import Image
 
-    values = (heat.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
+    values = (np.clip(heat, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(values, mode="L").save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
@@ -152,7 +160,7 @@ def render(
     explained: Explained, stems: Sequence[str], session: Session, options: RenderOptions
 ) -> list[Record]:
     """Rows and files for every image and method of ``explained`` (``stems`` name the files)."""
-    from camlens.boxes import boxes as find_boxes
+    from camlens.boxes import scale_box
     from camlens.render import (
         draw_boxes,
         draw_contours,
@@ -173,15 +181,14 @@ def render(
         panel_rows = []
         for method in explained.methods:
             begin = time.perf_counter()
-            heat = explained.maps[method][i]
+            heat = explained.maps[method][i].numpy()  # numpy from here: no torch threads
             target = int(explained.targets[method][i])
             prob = float(explained.probs[method][i])
             picture = overlay(image, heat, options.colormap, options.alpha, options.threshold)
-            found: list[Any] = (
-                list(find_boxes(heat, options.box_threshold, size=(height, width)))
-                if options.boxes
-                else []
-            )
+            found = [
+                scale_box(box, heat.shape, (height, width))
+                for box in explained.boxes.get(method, [[]] * (i + 1))[i]
+            ]
             if found:
                 picture = draw_boxes(picture, found)
             if options.contours:

@@ -104,7 +104,7 @@ class Session:
         random or built-in weights otherwise; ``labels`` is a file of class names or a list.
         """
         from camlens.labels import load_labels
-        from camlens.models import kind_of, load_spec
+        from camlens.models import load_spec
         from camlens.preprocessing import MODES, resolve
 
         if preprocess not in MODES:  # before the (slow) model load
@@ -117,7 +117,7 @@ class Session:
             if isinstance(labels, (str, bytes)) or hasattr(labels, "__fspath__")
             else labels
         )
-        if weights is None and kind_of(spec) in ("torchvision", "timm"):
+        if weights is None and spec.partition(":")[0] in ("torchvision", "timm"):
             weights = "DEFAULT"
         network = load_spec(spec, weights, trust_pickle=trust_pickle)
         prepare = resolve(preprocess, spec, network)
@@ -230,7 +230,7 @@ class Session:
         if precision == "int8" and any(options_for(m, precision=precision) for m in methods):
             with warnings.catch_warnings():  # a check on a blank image: its gap means nothing
                 warnings.simplefilter("ignore")
-                with self.adapter.int8(self.adapter.as_tensor(blank)):
+                with self.adapter.int8(self.adapter.as_tensor(blank), reuse=False):
                     pass
         layered = [m for m in methods if get(m).uses_layer]
         if not layered:

@@ -29,16 +29,12 @@ def demo(
     from rich.table import Table
 
     import camlens
+    from camlens.app.session import method_names
     from camlens.cli.progress import progress_bar
     from camlens.demo import run_demo
-    from camlens.registry import get
 
     try:
-        chosen = (
-            None
-            if method.strip() == "all"
-            else list(dict.fromkeys(get(n).name for n in method.split(",") if n.strip()))
-        )
+        chosen = method_names(method)
     except camlens.CamlensError as error:
         usage_error(str(error))
     with progress_bar("explaining", enabled=not quiet) as (total, advance):
