@@ -51,9 +51,12 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
-    """The local engine on the 16 bundled samples (and boxes.csv, which fails), Grad-CAM + CAM."""
+    """The local engine on the 16 bundled samples (and boxes.csv, which fails), Grad-CAM + CAM,
+    with the CAM paper's boxes."""
     out = tmp_path_factory.mktemp("local")
-    settings = RunSettings(["gradcam", "cam"], batch_size=5, labels_from_folders=True)
+    settings = RunSettings(
+        ["gradcam", "cam"], batch_size=5, labels_from_folders=True, render=RenderOptions(boxes=True)
+    )
     explain_files(Session.from_spec("demo"), [str(SAMPLES)], out, settings, echo=print)
     return out
 
@@ -71,6 +74,7 @@ def test_ray_run_equals_local_run(cluster, local_run, tmp_path):
         out=tmp_path,
         batch_size=5,
         labels_from_folders=True,
+        render=RenderOptions(boxes=True),
         workers=2,
     )
     assert (summary.done, summary.exit_code) == (16, 1)
@@ -79,6 +83,7 @@ def test_ray_run_equals_local_run(cluster, local_run, tmp_path):
     ]
     ray_run, local = camlens.load_run(tmp_path), camlens.load_run(local_run)
     assert len(ray_run) == 32 and ray_run.complete
+    assert all(len(boxes) == 1 for boxes in ray_run.results["boxes"])
     pd.testing.assert_frame_equal(_sorted(ray_run), _sorted(local))
     pd.testing.assert_frame_equal(ray_run.failures, local.failures)
     for name in ray_run.results["map"]:

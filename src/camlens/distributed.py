@@ -267,6 +267,7 @@ class Worker:
                         [int(batch["true_label"][i]) for i in where],
                         names,
                         decoded.load_s,
+                        settings.render.box_threshold if settings.render.boxes else None,
                     )
             except (CamlensError, RuntimeError) as error:
                 failed += [Failure(str(p), f"explaining failed: {error}") for p in decoded.paths]
