@@ -7,6 +7,8 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -236,3 +238,11 @@ def test_a_batch_delivered_twice_is_kept_once():
     records, failed = distributed._unique([record, *failures], done)
     assert records == [record] and failed == failures[1:]
     assert distributed._unique([record], {("a.png", "cam")}) == ([], [])
+
+
+def test_the_core_package_does_not_import_ray():
+    code = "import sys, camlens, camlens.distributed, camlens.cli; print('ray' in sys.modules)"
+    env = dict(os.environ, PYTHONPATH=str(Path(camlens.__file__).parents[1]))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    assert done.stdout.strip() == "False"

@@ -329,52 +329,50 @@ def explain_files(
     for failure in failures:
         echo(f"failed: {failure.path}: {failure.reason}")
     begun = start(cluster.address)
-    try:
+    try:  # Ray stops (if this run started it) however the run ends
         _check_resources(cluster)
-    except CamlensError:
-        _stop(begun)
-        raise
-    writer = RunWriter(out, manifest(session, settings, engine="ray"), resume=settings.resume)
-    todo = [f for f in files if any((str(f), m) not in writer.done for m in settings.methods)]
-    summary.resumed = len(files) - len(todo)
-    if summary.resumed:
-        echo(f"resume: {summary.resumed} image(s) already in {out}, {len(todo)} to do")
-    if total is not None:
-        total(len(todo))
-    stems = _names(files)
-    classes: dict[str, str] = {}
-    if settings.labels_from_folders:
-        classes = {str(k): v for k, v in folder_labels(found, local).items()} | object_classes
-    indices = class_indices(list(classes.values()), session.names) if classes else {}
-    rows = [
-        {
-            "path": str(f),
-            "stem": stems[str(f)],
-            "true_name": classes.get(str(f), ""),
-            "true_label": indices.get(classes.get(str(f), ""), -1),
-        }
-        for f in todo
-    ]
-    complete = False
-    try:
-        if summary.failures:
-            writer.write([], summary.failures)
-        if rows:
-            for items in _run(rows, session, spec, settings, cluster):
-                records, failed = _unique(items, writer.done)
-                for failure in failed:
-                    echo(f"failed: {failure.path}: {failure.reason}")
-                summary.failures += failed
-                summary.done += len({r.row["path"] for r in records})
-                writer.write(records, failed)
-                writer.done |= {(r.row["path"], r.row["method"]) for r in records}
-                writer.done |= {(f.path, "") for f in failed}
-                if advance is not None:
-                    advance(len({r.row["path"] for r in records} | {f.path for f in failed}))
-        complete = True
+        writer = RunWriter(out, manifest(session, settings, engine="ray"), resume=settings.resume)
+        todo = [f for f in files if any((str(f), m) not in writer.done for m in settings.methods)]
+        summary.resumed = len(files) - len(todo)
+        if summary.resumed:
+            echo(f"resume: {summary.resumed} image(s) already in {out}, {len(todo)} to do")
+        if total is not None:
+            total(len(todo))
+        stems = _names(files)
+        classes: dict[str, str] = {}
+        if settings.labels_from_folders:
+            classes = {str(k): v for k, v in folder_labels(found, local).items()} | object_classes
+        indices = class_indices(list(classes.values()), session.names) if classes else {}
+        rows = [
+            {
+                "path": str(f),
+                "stem": stems[str(f)],
+                "true_name": classes.get(str(f), ""),
+                "true_label": indices.get(classes.get(str(f), ""), -1),
+            }
+            for f in todo
+        ]
+        complete = False
+        try:
+            if summary.failures:
+                writer.write([], summary.failures)
+            if rows:
+                for items in _run(rows, session, spec, settings, cluster):
+                    records, failed = _unique(items, writer.done)
+                    for failure in failed:
+                        echo(f"failed: {failure.path}: {failure.reason}")
+                    summary.failures += failed
+                    summary.done += len({r.row["path"] for r in records})
+                    writer.write(records, failed)
+                    writer.done |= {(r.row["path"], r.row["method"]) for r in records}
+                    writer.done |= {(f.path, "") for f in failed}
+                    if advance is not None:
+                        advance(len({r.row["path"] for r in records} | {f.path for f in failed}))
+            complete = True
+        finally:
+            summary.rows = writer.finish(title, complete=complete)
+            summary.seconds = time.perf_counter() - started
     finally:
-        summary.rows = writer.finish(title, complete=complete)
-        summary.seconds = time.perf_counter() - started
         _stop(begun)
     return summary
 
