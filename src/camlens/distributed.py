@@ -30,7 +30,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from camlens.app.engine import RunSettings, Summary, manifest, output_names
+from camlens.app.engine import RunSettings, Summary, manifest, output_names, to_do
 from camlens.app.inputs import Failure, class_indices, collect, decode, folder_labels, read_image
 from camlens.app.records import RenderOptions, explain_batch, render
 from camlens.app.session import Session
@@ -332,12 +332,7 @@ def explain_files(
     try:  # Ray stops (if this run started it) however the run ends
         _check_resources(cluster)
         writer = RunWriter(out, manifest(session, settings, engine="ray"), resume=settings.resume)
-        todo = [f for f in files if any((str(f), m) not in writer.done for m in settings.methods)]
-        summary.resumed = len(files) - len(todo)
-        if summary.resumed:
-            echo(f"resume: {summary.resumed} image(s) already in {out}, {len(todo)} to do")
-        if total is not None:
-            total(len(todo))
+        todo = to_do(files, writer, settings.methods, summary, echo, total)
         stems = _names(files)
         classes: dict[str, str] = {}
         if settings.labels_from_folders:
