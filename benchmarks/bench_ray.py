@@ -3,7 +3,9 @@
 The same generated 640x480 JPEGs, torchvision ResNet-18 with random weights at 224, Grad-CAM,
 JPEG overlays, in one process: Ray is started once on this machine's cores before the clock
 starts; each Ray run's time includes creating its actors (each imports torch and builds the
-model), which is what a user waits for. Checks that every run wrote one row per image.
+model), which is what a user waits for; "first batch" is when the first batch's rows were
+written, "images/s after it" the rate from there to the end. Checks that every run wrote one row
+per image.
 
 Run: ``python benchmarks/bench_ray.py [--images 200] [--batch 16] [--gpus-per-worker 0]``
 (``--gpus-per-worker 1 --workers 1,2,...``: one actor per GPU on a GPU machine).
@@ -59,8 +61,16 @@ def main() -> None:
         session = Session.from_spec(**SPEC, device=device)
         distributed.start(num_cpus=cores)
         results = []
+        first: list[float] = []
+
+        def advance(count: int) -> None:  # when the first batch is written
+            if len(first) == len(results):
+                first.append(time.perf_counter())
+
         begin = time.perf_counter()
-        summary = explain_files(session, [root / "images"], root / "local", settings, echo=print)
+        summary = explain_files(
+            session, [root / "images"], root / "local", settings, echo=print, advance=advance
+        )
         results.append((f"local engine ({torch.get_num_threads()} torch threads)", summary, begin))
         driver = Session.from_spec(**SPEC, device="cpu")
         for count in (int(n) for n in args.workers.split(",")):
@@ -70,19 +80,23 @@ def main() -> None:
             )
             begin = time.perf_counter()
             summary = distributed.explain_files(
-                driver, SPEC, [root / "images"], root / f"ray{count}", settings, cluster, echo=print
-            )
+                driver, SPEC, [root / "images"], root / f"ray{count}", settings, cluster,
+                echo=print, advance=advance,
+            )  # fmt: skip
             what = f"{args.gpus_per_worker:g} GPU" if args.gpus_per_worker else f"{cpus:g} CPU"
             results.append((f"ray, {count} actor(s) x {what}", summary, begin))
         for name in ["local", *(f"ray{n}" for n in args.workers.split(","))]:
             assert len(camlens.load_run(root / name)) == args.images, name
     print(f"\n{args.images} images 640x480, resnet18 (random) at 224, gradcam, batch {args.batch}, "
           f"{cores} cores, device {device}\n")  # fmt: skip
-    print("| engine | seconds | images/s | s/image: decode | model | render |")
-    print("|---|---|---|---|---|---|")
-    for name, summary, _ in results:
+    print("| engine | seconds | images/s | first batch s | images/s after it "
+          "| s/image: decode | model | render |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for (name, summary, begin), seen in zip(results, first):
         per = [float(summary.rows[c].mean()) for c in ("load_s", "explain_s", "render_s")]
+        after = (args.images - args.batch) / (begin + summary.seconds - seen)
         print(f"| {name} | {summary.seconds:.1f} | {args.images / summary.seconds:.2f} | "
+              f"{seen - begin:.1f} | {after:.2f} | "
               + " | ".join(f"{v:.3f}" for v in per) + " |")  # fmt: skip
 
 

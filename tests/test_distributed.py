@@ -130,11 +130,10 @@ def test_actors_explain_the_drivers_random_weights():
     assert distributed._random_state(Session.from_spec("demo"), {"spec": "demo"}) is None
 
 
-def test_cli_resume_and_exit_codes(cluster, tmp_path):
+def test_cli_resumes_a_local_run_and_exits_as_the_local_engine(cluster, tmp_path):
     out = tmp_path / "out"
-    first = distributed.explain(
-        str(SAMPLES / "[0-4]" / "*.png"), model="demo", methods="cam", out=out, batch_size=8
-    )
+    first = explain_files(Session.from_spec("demo"), [str(SAMPLES / "[0-4]" / "*.png")], out,
+                          RunSettings(["cam"]), echo=print)  # fmt: skip
     assert (first.done, first.exit_code) == (7, 0)
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
@@ -159,7 +158,7 @@ def test_cli_resume_and_exit_codes(cluster, tmp_path):
         (["--engine", "ray", "--workers", "0"], "--workers must be at least 1, got 0"),
         (
             ["--engine", "ray", "--gpus-per-worker", "-1"],
-            "--gpus-per-worker must be 0 (CPU actors) or more, got -1.0",
+            "--gpus-per-worker must be 0 (CPU actors) or more, got -1",
         ),
         (
             ["--engine", "ray", "--address", "nowhere"],
@@ -167,7 +166,7 @@ def test_cli_resume_and_exit_codes(cluster, tmp_path):
         ),
         (
             ["--engine", "ray", "--gpus-per-worker", "1"],
-            "--gpus-per-worker 1.0 asks for GPUs, but this machine has none; pass --address of "
+            "--gpus-per-worker 1 asks for GPUs, but this machine has none; pass --address of "
             "a cluster with GPUs, or --gpus-per-worker 0",
         ),
     ],

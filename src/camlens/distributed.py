@@ -66,15 +66,16 @@ class Cluster:
             raise CamlensValueError(
                 '--engine ray needs Ray Data, which is not installed: pip install "camlens[ray]"'
             )
-
         if self.workers < 1:
             raise CamlensValueError(f"--workers must be at least 1, got {self.workers}")
         if self.gpus_per_worker < 0:
             raise CamlensValueError(
-                f"--gpus-per-worker must be 0 (CPU actors) or more, got {self.gpus_per_worker}"
+                f"--gpus-per-worker must be 0 (CPU actors) or more, got {self.gpus_per_worker:g}"
             )
         if self.cpus_per_worker <= 0:
-            raise CamlensValueError(f"cpus_per_worker must be positive, got {self.cpus_per_worker}")
+            raise CamlensValueError(
+                f"cpus_per_worker must be positive, got {self.cpus_per_worker:g}"
+            )
         if self.address is not None and not (
             self.address == "auto" or self.address.startswith("ray://") or ":" in self.address
         ):
@@ -89,7 +90,7 @@ class Cluster:
             ) from error
         if self.address is None and self.gpus_per_worker > 0 and not torch.cuda.is_available():
             raise CamlensValueError(
-                f"--gpus-per-worker {self.gpus_per_worker} asks for GPUs, but this machine has "
+                f"--gpus-per-worker {self.gpus_per_worker:g} asks for GPUs, but this machine has "
                 "none; pass --address of a cluster with GPUs, or --gpus-per-worker 0"
             )
 
@@ -237,7 +238,6 @@ class Worker:
         import torch
 
         self.model_lock = threading.Lock()
-
         self.session = Session.from_spec(**spec)
         if state is not None:  # random weights: the driver's, so every actor explains one model
             self.session.model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
@@ -400,7 +400,7 @@ def _check_resources(cluster: Cluster) -> None:
     gpus, cpus = float(have.get("GPU", 0)), float(have.get("CPU", 0))
     if cluster.gpus_per_worker > 0 and gpus < cluster.gpus_per_worker:
         raise CamlensValueError(
-            f"--gpus-per-worker {cluster.gpus_per_worker}: the Ray cluster has {gpus:g} GPU(s)"
+            f"--gpus-per-worker {cluster.gpus_per_worker:g}: the Ray cluster has {gpus:g} GPU(s)"
         )
     if cluster.gpus_per_worker == 0 and cpus < cluster.cpus_per_worker:
         raise CamlensValueError(
