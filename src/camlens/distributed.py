@@ -36,6 +36,7 @@ from camlens.app.records import RenderOptions, explain_batch, render
 from camlens.app.session import Session
 from camlens.app.writer import RunWriter
 from camlens.errors import CamlensError, CamlensValueError
+from camlens.locks import model_lock
 
 #: Batches in flight in one actor: one in the model, one decoding or rendering beside it.
 CALLS = 2
@@ -229,15 +230,12 @@ class Worker:
     :class:`~camlens.app.inputs.Failure` s (column ``item``).
 
     Two calls run at once in an actor (:data:`CALLS`), as the local engine's stages do: while one
-    batch holds the model (a lock: hooks and explainers are per session), the other decodes or
-    renders."""
+    batch holds the model (its :func:`~camlens.locks.model_lock`, for the whole batch), the other
+    decodes or renders."""
 
     def __init__(self, spec: dict[str, Any], settings: RunSettings, state: Any = None) -> None:
-        import threading
-
         import torch
 
-        self.model_lock = threading.Lock()
         self.session = Session.from_spec(**spec)
         if state is not None:  # random weights: the driver's, so every actor explains one model
             self.session.model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
@@ -254,7 +252,7 @@ class Worker:
             where = [texts.index(str(p)) for p in decoded.paths]
             names = [batch["true_name"][i] or None for i in where]
             try:
-                with self.model_lock:
+                with model_lock(session.model):
                     explained = explain_batch(
                         session,
                         decoded.unit,

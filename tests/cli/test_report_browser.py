@@ -4,10 +4,10 @@ load, and a run of 3,000 rows opens, filters and pages."""
 from __future__ import annotations
 
 import io
-import shutil
 
 import numpy as np
 import pytest
+from browsers import CHROMIUM, needs_chromium
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -15,18 +15,7 @@ from camlens.app.records import Record
 from camlens.app.writer import RunWriter
 from camlens.cli import app
 
-CHROMIUM = next(
-    (
-        shutil.which(name)
-        for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-        if shutil.which(name)
-    ),
-    None,
-)
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="Chromium is not installed (apt-get install chromium; .ci/run installs it)",
-)
+pytestmark = needs_chromium
 
 #: In the page: how many images there are and how many did not decode.
 BROKEN = """() => { const im = Array.from(document.images);

@@ -150,7 +150,7 @@ class Session:
         side = int(size) if size is not None else input_size(model)
         notes = [prepare.note] if prepare.note else []
         session = cls(spec, model, adapter, prepare, side, None, 0, torch.device("cpu"), notes)
-        blank = session.native(torch.zeros(1, 3, side, side))
+        blank = prepare(torch.zeros(1, 3, side, side))  # canonical (B, C, H, W), as logits takes
         try:
             classes = int(adapter.logits(blank).shape[1])
         except RuntimeError as error:
@@ -261,7 +261,7 @@ class Session:
         """Predicted classes (B,) and their probabilities (B,) on the CPU (sigmoid for a
         one-logit head)."""
         with torch.no_grad():
-            logits = self.adapter.logits(x).float()
+            logits = self.adapter.logits(self.adapter.as_tensor(x)).float()
         if logits.shape[1] == 1:
             return (logits[:, 0] > 0).long().cpu(), torch.sigmoid(logits[:, 0].abs()).cpu()
         probability, predicted = logits.softmax(dim=1).max(dim=1)

@@ -72,6 +72,10 @@ class Adapter(Protocol):
 
     framework: str
 
+    @property
+    def model(self) -> Any:
+        """The wrapped model (explainer calls hold its lock: camlens.locks)."""
+
     def input_size(self, x: Any) -> tuple[int, int]:
         """Spatial size (H, W) of a native input batch."""
 

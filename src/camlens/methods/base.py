@@ -29,6 +29,7 @@ from camlens.backends import adapter_for
 from camlens.backends.base import Capture
 from camlens.errors import CamlensTypeError, CamlensValueError, CamlensWarning
 from camlens.explanation import Explanation
+from camlens.locks import model_lock
 from camlens.maps import UPSAMPLE_MODES, finalize, minmax, upsample
 from camlens.targets import Target
 
@@ -133,6 +134,10 @@ class Explainer:
         self.batch_size = batch_size
 
     def __call__(self, x: Any, target: Target = None) -> Explanation:
+        with model_lock(self.adapter.model):  # hooks and train/eval flags: one call at a time
+            return self._call(x, target)
+
+    def _call(self, x: Any, target: Target) -> Explanation:
         if self.smooth:
             return self._smoothed(x, target, self.smooth)
         if self.augment:
