@@ -96,6 +96,13 @@ def test_ray_run_equals_local_run(cluster, local_run, tmp_path):
     info = {k: v for k, v in ray_run.info.items() if k not in ("created", "finished")}
     expected = {k: v for k, v in local.info.items() if k not in ("created", "finished")}
     assert info == dict(expected, engine="ray")
+    # the explorer (camlens serve --run) sees the same run
+    from camlens.serve.runs import Runs
+
+    ours, theirs = Runs([tmp_path, local_run]).summary(0), Runs([local_run]).summary(0)
+    for summary in (ours, theirs):
+        del summary["info"], summary["name"]
+    assert ours == theirs and ours["images"] == 16
 
 
 def test_killed_actor_is_retried_and_nothing_is_lost_or_twice(cluster, tmp_path):
