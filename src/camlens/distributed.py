@@ -116,6 +116,7 @@ def start(address: str | None = None, num_cpus: int | None = None) -> bool:
         root = str(Path(__file__).resolve().parents[1])
         paths = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         options["num_cpus"] = num_cpus
+        options["_node_ip_address"] = "127.0.0.1"  # a local Ray listens on loopback only
         options["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}
     ray.init(address=address, **options)
     return True
