@@ -1,6 +1,7 @@
 """MkDocs hooks: the command-line page is generated from the typer app when the site is built,
 and MathJax is copied into the site from the ``django-static-mathjax`` package (a plain copy of
-MathJax 3, no Django needed), so formulas render without any network.
+MathJax 3, no Django needed), so formulas render without any network; ``docs/changelog.md`` is
+CHANGELOG.md with its ``docs/`` links made relative.
 
 ``docs/cli.md`` holds the prose; the line ``<!-- camlens-cli -->`` is replaced by one section per
 command (usage, help, every argument and option), so a new command or option is on the site the
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 MARKER = "<!-- camlens-cli -->"
+CHANGELOG = "<!-- CHANGELOG.md -->"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,9 +55,17 @@ def command_reference() -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def changelog() -> str:
+    """CHANGELOG.md with its links to ``docs/...`` made relative to the site's pages."""
+    text = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    return text.replace("](docs/", "](")
+
+
 def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
     if MARKER in markdown:
-        return markdown.replace(MARKER, command_reference())
+        markdown = markdown.replace(MARKER, command_reference())
+    if CHANGELOG in markdown:
+        markdown = markdown.replace(CHANGELOG, changelog())
     return markdown
 
 
