@@ -1,6 +1,8 @@
 """camlens: where an image classifier looks. Class activation maps and their relatives."""
 
+from camlens import targets
 from camlens.boxes import boxes
+from camlens.detect import Detections, explain_detections
 from camlens.errors import CamlensError, CamlensTypeError, CamlensValueError, CamlensWarning
 from camlens.explanation import Explanation
 from camlens.io import load_images
@@ -53,6 +55,7 @@ __all__ = [
     "CamlensTypeError",
     "CamlensValueError",
     "CamlensWarning",
+    "Detections",
     "Classifier",
     "EigenCAM",
     "Explainer",
@@ -70,11 +73,13 @@ __all__ = [
     "XGradCAM",
     "boxes",
     "explain",
+    "explain_detections",
     "layers",
     "load_model",
     "load_images",
     "methods",
     "minmax",
     "overlay",
+    "targets",
     "train",
 ]

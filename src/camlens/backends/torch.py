@@ -26,6 +26,7 @@ from camlens import targets as targets_
 from camlens.backends.base import Capture, Head, LayerInfo, Layout
 from camlens.backends.quantize import GAP_WARNING, probability_gap, quantize_int8, run_int8
 from camlens.backends.torch_layers import (
+    detector_layers,
     layout_of,
     main_tensor,
     module_by_name,
@@ -175,6 +176,10 @@ class TorchAdapter:
                 + describe(layer)
             )
         if layer == "auto":
+            fused = detector_layers(self.model)
+            if fused:
+                log.info("layer='auto' resolved to the detector's feature maps %s", fused)
+                return fused
             infos, auto = self.layers(x)
             if auto is None:
                 raise CamlensValueError(
@@ -202,8 +207,16 @@ class TorchAdapter:
     def _logits(self, output: Any) -> torch.Tensor:
         return logits_of(output)
 
-    def _forward(self, x: torch.Tensor, watch_linear: bool = False) -> tuple[torch.Tensor, Any]:
-        """Run the model; returns the logits (the input of a final Softmax) and the head record."""
+    def _forward(
+        self, x: torch.Tensor, watch_linear: bool = False, target: targets_.Target = None
+    ) -> tuple[Any, Any]:
+        """Run the model; returns the logits (the input of a final Softmax) and the head record.
+
+        For an :class:`~camlens.targets.OutputTarget` the model's whole output is returned as the
+        logits (a detector's list of dicts, a segmentation model's dict) and no head is looked for.
+        """
+        if isinstance(target, targets_.OutputTarget):
+            return self.model(x), None
         seen: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
         handles = []
 
@@ -250,6 +263,13 @@ class TorchAdapter:
             logits, _ = self._forward(x)
         return logits.float()
 
+    def outputs(self, x: torch.Tensor) -> Any:
+        """The model's whole output for ``x`` in eval mode, without hooks or graph (a detector's
+        list of dicts, a segmentation model's dict)."""
+        x = self.prepare(x)
+        with self._explaining(), torch.no_grad():
+            return self.model(x)
+
     def capture(
         self,
         x: torch.Tensor,
@@ -295,8 +315,8 @@ class TorchAdapter:
                 for index, module in enumerate(modules):
                     handles.append(module.register_forward_hook(keep(index)))
                 with torch.no_grad():  # the first hook switches recording on
-                    logits, linear = self._forward(x, watch_linear=head)
-                    resolved = targets_.resolve(target, logits.detach())
+                    logits, linear = self._forward(x, watch_linear=head, target=target)
+                    resolved = targets_.resolve(target, logits)
                     score = targets_.scores(logits, resolved)
                 missing = [name for name, tensor in zip(layers, kept) if tensor is None]
                 if missing:
@@ -338,7 +358,7 @@ class TorchAdapter:
         return Capture(
             activations=acts,
             gradients=grads_nchw,
-            logits=logits.detach().float(),
+            logits=_detached(logits),
             target=resolved,
             scores=score.detach().float().cpu(),
             probs=targets_.probabilities(logits, resolved),
@@ -374,8 +394,8 @@ class TorchAdapter:
         x = self.prepare(x).requires_grad_()
         relu = guided_relu() if guided else nullcontext()
         with self._explaining(), torch.enable_grad(), relu:
-            logits, _ = self._forward(x)
-            resolved = targets_.resolve(target, logits.detach())
+            logits, _ = self._forward(x, target=target)
+            resolved = targets_.resolve(target, logits)
             score = targets_.scores(logits, resolved)
             if not score.requires_grad:
                 raise CamlensValueError("the explained score does not depend on the input")
@@ -383,7 +403,7 @@ class TorchAdapter:
         return Capture(
             activations=[x.detach().float()],
             gradients=[grad.detach().float()],
-            logits=logits.detach().float(),
+            logits=_detached(logits),
             target=resolved,
             scores=score.detach().float().cpu(),
             probs=targets_.probabilities(logits, resolved),
@@ -516,6 +536,14 @@ class TorchAdapter:
         plain = self.logits(x)
         scale = float(plain.abs().max()) or 1.0
         return bool((logits[:1] - plain).abs().max() <= 1e-4 * scale)
+
+
+def _detached(logits: Any) -> torch.Tensor:
+    """Float32 detached logits; an empty (B, 0) tensor for a whole output read by an
+    :class:`~camlens.targets.OutputTarget` (a detector's list of dicts)."""
+    if isinstance(logits, torch.Tensor):
+        return logits.detach().float()
+    return torch.empty(targets_.batch_of(logits), 0)
 
 
 def _from_nchw(layout: Layout, rows: torch.Tensor, original: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from camlens.backends.base import LayerInfo, Layout
-from camlens.errors import CamlensValueError
+from camlens.errors import CamlensError, CamlensValueError
 
 #: Module classes never chosen by "auto": they pool, drop, flatten or only re-lay out a map.
 EXCLUDED = re.compile(r"Pool|Dropout|Flatten|Unflatten|Identity|Permute|Softmax|Upsample")
@@ -135,10 +135,14 @@ def survey(model: nn.Module, x: torch.Tensor, logits_of) -> tuple[list[LayerInfo
                 handles.append(module.register_forward_hook(record(name)))
         with torch.enable_grad():
             probe = x.detach().clone().requires_grad_()
-            output = logits_of(model(probe))
+            returned = model(probe)
     finally:
         for handle in handles:
             handle.remove()
+    try:
+        output = logits_of(returned)
+    except CamlensError:  # a detector's list of dicts: no logit tensor to probe with
+        output = torch.zeros(0)
 
     groups: dict[int, list[_Call]] = {}
     for call in calls:
@@ -168,6 +172,12 @@ def survey(model: nn.Module, x: torch.Tensor, logits_of) -> tuple[list[LayerInfo
         )
         tensors.append(producer.tensor)
 
+    if output.ndim == 4 and _fits(output.shape[2], output.shape[3], *size):
+        # a dense (segmentation) output: the class projection and its upsampling only restate the
+        # prediction, so "auto" explains the last feature map before them
+        while infos and infos[-1].shape[1] == output.shape[1]:
+            infos.pop()
+            tensors.pop()
     # The score that must reach the layer: the largest output, or, for a head initialised to
     # zero (torchvision's ViT), a random projection of the features entering the last linear layer.
     linear_inputs = [call for call in calls if isinstance(call.module, nn.Linear)]
@@ -197,3 +207,28 @@ def survey(model: nn.Module, x: torch.Tensor, logits_of) -> tuple[list[LayerInfo
             if gradient is not None and info.layout.to_nchw(gradient).abs().amax() > 0:
                 return infos, info.name
     return infos, (infos[-1].name if infos else None)
+
+
+def detector_layers(model: nn.Module) -> list[str] | None:
+    """The "auto" layers of a detector, fused as for ``layer=[...]``, or None for other models.
+
+    torchvision's FPN detectors (Faster R-CNN, RetinaNet, FCOS): the FPN's output convolutions,
+    one per pyramid level (``backbone.fpn.layer_blocks.i``); SSD: its two finest feature maps
+    (``backbone.features`` and ``backbone.extra.0``; SSDlite: its two feature stages);
+    ultralytics YOLO: the maps its detection head reads.
+    """
+    modules = dict(model.named_modules())
+    blocks = modules.get("backbone.fpn.layer_blocks")
+    if isinstance(blocks, nn.ModuleList) and len(blocks):
+        return [f"backbone.fpn.layer_blocks.{i}" for i in range(len(blocks))]
+    if type(model).__name__ == "SSD":
+        if type(modules.get("backbone")).__name__ == "SSDLiteFeatureExtractorMobileNet":
+            return ["backbone.features.0", "backbone.features.1"]  # run one by one
+        if {"backbone.features", "backbone.extra.0"} <= set(modules):
+            return ["backbone.features", "backbone.extra.0"]
+    for name, module in modules.items():
+        if type(module).__name__ in ("Detect", "v10Detect", "YOLOEDetect") and hasattr(module, "f"):
+            parent = name.rsplit(".", 1)[0] if "." in name else ""
+            prefix = f"{parent}." if parent else ""
+            return [f"{prefix}{index}" for index in module.f]
+    return None
