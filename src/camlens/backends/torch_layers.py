@@ -4,8 +4,10 @@ A layer is explainable when its output is a spatial map: (B, C, h, w), channels-
 as in torchvision's Swin, or a vision transformer's token sequence (B, p + h*w, C) whose p prefix
 (class, distillation, register) tokens are dropped. ``"auto"`` surveys one forward pass of the first
 image and picks the last such layer that (a) is not a pooling, dropout, flatten or layout-only
-module, (b) runs once, and (c) receives gradient from the output: in a ViT only the tokens entering
-the last attention block still influence the class token, so the last block's first norm is chosen.
+module, (b) runs once, and (c) receives gradient from the output. In attention models (ViT, DeiT,
+BEiT, Swin; timm and Hugging Face alike) the last block's input norm is chosen: in a ViT only the
+tokens entering the last attention block still influence the class token, and the value projection
+(which still receives gradient) would drop the attention weights.
 """
 
 from __future__ import annotations
@@ -197,16 +199,41 @@ def survey(model: nn.Module, x: torch.Tensor, logits_of) -> tuple[list[LayerInfo
         for info, t in zip(infos, tensors)
         if t.requires_grad and (info.layout.kind != "tokens" or info.shape[-1] == widths[-1])
     ]
-    for score in probes:
-        if not score.requires_grad or not reachable:
-            continue
-        gradients = torch.autograd.grad(
-            score, [t for _, t in reachable], retain_graph=True, allow_unused=True
-        )
-        for (info, _), gradient in zip(reversed(reachable), reversed(gradients)):
-            if gradient is not None and info.layout.to_nchw(gradient).abs().amax() > 0:
-                return infos, info.name
+    # in attention models, the last block's input norm: later token maps either reach the output
+    # only through the attention's value average (Grad-CAM there drops the attention weights,
+    # where the spatial information is) or, in a class-token model, not at all
+    inputs = block_inputs(model, infos)
+    preferred = [(info, t) for info, t in reachable if info.name in inputs]
+    for candidates in (preferred, reachable):
+        for score in probes:
+            if not score.requires_grad or not candidates:
+                continue
+            gradients = torch.autograd.grad(
+                score, [t for _, t in candidates], retain_graph=True, allow_unused=True
+            )
+            for (info, _), gradient in zip(reversed(candidates), reversed(gradients)):
+                if gradient is not None and info.layout.to_nchw(gradient).abs().amax() > 0:
+                    return infos, info.name
     return infos, (infos[-1].name if infos else None)
+
+
+def block_inputs(model: nn.Module, infos: list[LayerInfo]) -> set[str]:
+    """Names of the input norms of attention blocks: the first norm (in forward order) of a module
+    with an attention module among its direct children (timm's ``blocks.i.norm1``, Hugging Face's
+    ``layer.i.layernorm_before``, Swin's likewise)."""
+    modules = dict(model.named_modules())
+    seen: set[str] = set()
+    names: set[str] = set()
+    for info in infos:
+        if "Norm" not in info.kind or "." not in info.name:
+            continue
+        parent = info.name.rsplit(".", 1)[0]
+        if parent in seen:
+            continue
+        seen.add(parent)
+        if any("Attention" in type(child).__name__ for child in modules[parent].children()):
+            names.add(info.name)
+    return names
 
 
 def detector_layers(model: nn.Module) -> list[str] | None:
