@@ -174,7 +174,8 @@ def survey(model: nn.Module, x: torch.Tensor, logits_of) -> tuple[list[LayerInfo
         )
         tensors.append(producer.tensor)
 
-    if output.ndim == 4 and _fits(output.shape[2], output.shape[3], *size):
+    dense = output.ndim == 4 and _fits(output.shape[2], output.shape[3], *size)
+    if dense:
         # a dense (segmentation) output: the class projection and its upsampling only restate the
         # prediction, so "auto" explains the last feature map before them
         while infos and infos[-1].shape[1] == output.shape[1]:
@@ -201,8 +202,9 @@ def survey(model: nn.Module, x: torch.Tensor, logits_of) -> tuple[list[LayerInfo
     ]
     # in attention models, the last block's input norm: later token maps either reach the output
     # only through the attention's value average (Grad-CAM there drops the attention weights,
-    # where the spatial information is) or, in a class-token model, not at all
-    inputs = block_inputs(model, infos)
+    # where the spatial information is) or, in a class-token model, not at all; a dense model's
+    # decoder comes after its attention blocks
+    inputs = set() if dense else block_inputs(model, infos)
     preferred = [(info, t) for info, t in reachable if info.name in inputs]
     for candidates in (preferred, reachable):
         for score in probes:
