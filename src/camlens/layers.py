@@ -6,12 +6,14 @@ from typing import Any
 
 from camlens.backends import adapter_for
 from camlens.backends.base import LayerInfo
+from camlens.inputs import as_inputs
 
 
 def layers(model: Any, x: Any) -> tuple[list[LayerInfo], str | None]:
-    """The explainable layers of ``model`` for inputs shaped like ``x``, and the "auto" choice.
+    """The explainable layers of ``model`` for inputs shaped like ``x`` (a tuple or dict of
+    inputs too), and the "auto" choice.
 
     Each :class:`LayerInfo` has the layer's dotted ``name``, module ``kind``, output ``shape`` for
     one image and ``layout`` ("nchw", "nhwc" or "tokens" with its grid).
     """
-    return adapter_for(model).layers(x)
+    return adapter_for(model).layers(as_inputs(x))

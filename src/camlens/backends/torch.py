@@ -35,6 +35,7 @@ from camlens.backends.torch_layers import (
     survey,
 )
 from camlens.errors import CamlensTypeError, CamlensValueError, CamlensWarning, describe
+from camlens.inputs import Inputs
 
 log = logging.getLogger("camlens")
 
@@ -119,9 +120,20 @@ class TorchAdapter:
         yield from self.model.parameters()
         yield from self.model.buffers()
 
-    def input_size(self, x: torch.Tensor) -> tuple[int, int]:
-        """The spatial size (H, W) of an input batch."""
+    def input_size(self, x: Any) -> tuple[int, int]:
+        """The spatial size (H, W) of an input batch (of its image, for several inputs)."""
         return int(x.shape[-2]), int(x.shape[-1])
+
+    def prepare_inputs(self, x: Any) -> Any:
+        """:meth:`prepare` for a tensor; for :class:`~camlens.inputs.Inputs`, the image prepared
+        and the other tensors moved to the model's device."""
+        if isinstance(x, Inputs):
+            return x.replace(self.prepare(x.image), self.device)
+        return self.prepare(x)
+
+    def _call(self, x: Any) -> Any:
+        """The model on one input batch or on several inputs."""
+        return x.call(self.model) if isinstance(x, Inputs) else self.model(x)
 
     def prepare(self, x: Any) -> torch.Tensor:
         """Check ``x`` is a float (B, C, H, W) tensor; move it to the model's device and dtype."""
@@ -144,8 +156,9 @@ class TorchAdapter:
         return x.detach().to(device=self.device, dtype=self.dtype)
 
     def as_tensor(self, x: Any) -> torch.Tensor:
-        """The canonical (B, C, H, W) float32 view of an input batch, on the model's device."""
-        return self.prepare(x).float()
+        """The canonical (B, C, H, W) float32 view of an input batch (its image for several
+        inputs), on the model's device."""
+        return self.prepare(x.image if isinstance(x, Inputs) else x).float()
 
     def module(self, name: str) -> nn.Module:
         return module_by_name(self.model, name)
@@ -154,7 +167,7 @@ class TorchAdapter:
         """The explainable layers for inputs shaped like ``x`` and the "auto" choice (cached)."""
         key = tuple(x.shape[1:])
         if key not in self._surveys:
-            x = self.prepare(x)[:1]
+            x = self.prepare_inputs(x)[:1]
             with self._explaining():
                 self._surveys[key] = survey(self.model, x, self._logits)
         return self._surveys[key]
@@ -216,7 +229,7 @@ class TorchAdapter:
         logits (a detector's list of dicts, a segmentation model's dict) and no head is looked for.
         """
         if isinstance(target, targets_.OutputTarget):
-            return self.model(x), None
+            return self._call(x), None
         seen: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
         handles = []
 
@@ -229,7 +242,7 @@ class TorchAdapter:
                 probability = isinstance(module, (nn.Softmax, nn.LogSoftmax))
                 if probability or (watch_linear and isinstance(module, nn.Linear)):
                     handles.append(module.register_forward_hook(watch))
-            logits = logits_of(self.model(x))
+            logits = logits_of(self._call(x))
         finally:
             for handle in handles:
                 handle.remove()
@@ -266,9 +279,9 @@ class TorchAdapter:
     def outputs(self, x: torch.Tensor) -> Any:
         """The model's whole output for ``x`` in eval mode, without hooks or graph (a detector's
         list of dicts, a segmentation model's dict)."""
-        x = self.prepare(x)
+        x = self.prepare_inputs(x)
         with self._explaining(), torch.no_grad():
-            return self.model(x)
+            return self._call(x)
 
     def capture(
         self,
@@ -283,7 +296,7 @@ class TorchAdapter:
 
         Activations and gradients are returned as float32 (B, C, h, w) on the model's device.
         """
-        x = self.prepare(x)
+        x = self.prepare_inputs(x)
         size = self.input_size(x)
         kept: list[torch.Tensor | None] = [None] * len(layers)
         modules = [self.module(name) for name in layers]
@@ -391,7 +404,8 @@ class TorchAdapter:
         """
         from camlens.backends.guided import guided_relu
 
-        x = self.prepare(x).requires_grad_()
+        x = self.prepare_inputs(x)
+        image = (x.image if isinstance(x, Inputs) else x).requires_grad_()
         relu = guided_relu() if guided else nullcontext()
         with self._explaining(), torch.enable_grad(), relu:
             logits, _ = self._forward(x, target=target)
@@ -399,9 +413,9 @@ class TorchAdapter:
             score = targets_.scores(logits, resolved)
             if not score.requires_grad:
                 raise CamlensValueError("the explained score does not depend on the input")
-            (grad,) = torch.autograd.grad(score.sum(), x)
+            (grad,) = torch.autograd.grad(score.sum(), image)
         return Capture(
-            activations=[x.detach().float()],
+            activations=[image.detach().float()],
             gradients=[grad.detach().float()],
             logits=_detached(logits),
             target=resolved,

@@ -16,12 +16,14 @@ import difflib
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from camlens.backends.base import LayerInfo, Layout
 from camlens.errors import CamlensError, CamlensValueError
+from camlens.inputs import Inputs
 
 #: Module classes never chosen by "auto": they pool, drop, flatten or only re-lay out a map.
 EXCLUDED = re.compile(r"Pool|Dropout|Flatten|Unflatten|Identity|Permute|Softmax|Upsample")
@@ -112,12 +114,14 @@ class _Call:
     inputs: torch.Tensor | None
 
 
-def survey(model: nn.Module, x: torch.Tensor, logits_of) -> tuple[list[LayerInfo], str | None]:
-    """Every explainable layer for input ``x`` (one image) in forward order, and the auto choice.
+def survey(model: nn.Module, x: Any, logits_of) -> tuple[list[LayerInfo], str | None]:
+    """Every explainable layer for input ``x`` (one image, or one row of several inputs) in
+    forward order, and the auto choice.
 
     ``logits_of`` extracts the score tensor from the model's output.
     """
     size = (int(x.shape[-2]), int(x.shape[-1]))
+    image = x.image if isinstance(x, Inputs) else x
     calls: list[_Call] = []
     counts: dict[int, int] = {}
     handles = []
@@ -136,8 +140,8 @@ def survey(model: nn.Module, x: torch.Tensor, logits_of) -> tuple[list[LayerInfo
             if name:
                 handles.append(module.register_forward_hook(record(name)))
         with torch.enable_grad():
-            probe = x.detach().clone().requires_grad_()
-            returned = model(probe)
+            probe = image.detach().clone().requires_grad_()
+            returned = x.replace(probe).call(model) if isinstance(x, Inputs) else model(probe)
     finally:
         for handle in handles:
             handle.remove()

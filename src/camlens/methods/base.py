@@ -29,6 +29,7 @@ from camlens.backends import adapter_for
 from camlens.backends.base import Capture
 from camlens.errors import CamlensTypeError, CamlensValueError, CamlensWarning
 from camlens.explanation import Explanation
+from camlens.inputs import Inputs, as_inputs
 from camlens.maps import UPSAMPLE_MODES, finalize, minmax, upsample
 from camlens.targets import Target
 
@@ -69,13 +70,16 @@ class Explainer:
     Gradient methods take ``smooth=N`` (average over N noisy copies, ``noise`` the standard
     deviation as a fraction of each image's value range, ``seed`` for the noise: 0 by default, so
     the same call gives the same map; None draws from torch's global generator, ``batch_size``
-    copies per pass); CAM methods take ``augment=True`` (test-time augmentation).
+    copies per pass); CAM methods take ``augment=True`` (test-time augmentation). ``image``
+    names the explained input when ``x`` is a tuple or dict of inputs (:mod:`camlens.inputs`).
     """
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     uses_layer: ClassVar[bool] = True
     smoothable: ClassVar[bool] = False
+    #: whether the method runs on several inputs (it needs no forwards on altered copies)
+    several_inputs: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -90,6 +94,7 @@ class Explainer:
         augment: bool = False,
         seed: int | None = 0,
         batch_size: int | None = None,
+        image: int | str | None = None,
     ) -> None:
         self.adapter = adapter_for(model)
         self.model = model
@@ -131,8 +136,12 @@ class Explainer:
         self.augment = augment
         self.seed = seed
         self.batch_size = batch_size
+        self.image = image
 
     def __call__(self, x: Any, target: Target = None) -> Explanation:
+        x = as_inputs(x, self.image)
+        if isinstance(x, Inputs):
+            self._check_several(x)
         if self.smooth:
             return self._smoothed(x, target, self.smooth)
         if self.augment:
@@ -142,6 +151,20 @@ class Explainer:
         if step.attribution is not None:
             extra["attribution"] = step.attribution.detach().float().cpu()
         return self._finish(step.raw, x, step.capture, step.layer, **extra)
+
+    def _check_several(self, x: Inputs) -> None:
+        """Refuse what cannot run on several inputs: other frameworks, altered copies."""
+        if self.adapter.framework != "torch":
+            raise CamlensTypeError(
+                f"several inputs are for PyTorch models, got a {self.adapter.framework} model"
+            )
+        if not self.several_inputs or self.smooth or self.augment:
+            what = "smooth=N" if self.smooth else "augment=True" if self.augment else self.name
+            raise CamlensValueError(
+                f"{what} runs the model on altered copies of the image, which camlens does not do "
+                f"for several inputs (x has {len(x.values)}); use a gradient method such as "
+                "'gradcam', 'eigencam' or 'saliency'"
+            )
 
     def _step(self, x: Any, target: Target) -> Step:
         """One pass of the method on the native batch ``x``."""

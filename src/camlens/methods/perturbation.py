@@ -62,6 +62,7 @@ def _row_target(target: targets_.ResolvedTarget, images: torch.Tensor) -> target
 
 
 class _PerturbationCAM(LayerMethod):
+    several_inputs = False
     needs_gradients = False
 
     def __init__(

@@ -142,6 +142,7 @@ class IntegratedGradients(PixelMethod):
     """
 
     paper = "Sundararajan et al. 2017, Axiomatic Attribution (arXiv:1703.01365)"
+    several_inputs = False
 
     def __init__(
         self,
