@@ -120,9 +120,10 @@ class TorchAdapter:
         yield from self.model.parameters()
         yield from self.model.buffers()
 
-    def input_size(self, x: Any) -> tuple[int, int]:
-        """The spatial size (H, W) of an input batch (of its image, for several inputs)."""
-        return int(x.shape[-2]), int(x.shape[-1])
+    def input_size(self, x: Any) -> tuple[int, ...]:
+        """The spatial size (H, W) of an input batch ((T, H, W) for clips and volumes (B, C, T,
+        H, W); its image's, for several inputs)."""
+        return tuple(int(n) for n in x.shape[2:]) if x.ndim == 5 else (x.shape[-2], x.shape[-1])
 
     def prepare_inputs(self, x: Any) -> Any:
         """:meth:`prepare` for a tensor; for :class:`~camlens.inputs.Inputs`, the image prepared
@@ -136,15 +137,19 @@ class TorchAdapter:
         return x.call(self.model) if isinstance(x, Inputs) else self.model(x)
 
     def prepare(self, x: Any) -> torch.Tensor:
-        """Check ``x`` is a float (B, C, H, W) tensor; move it to the model's device and dtype."""
+        """Check ``x`` is a float (B, C, H, W) or (B, C, T, H, W) tensor; move it to the model's
+        device and dtype."""
         if not isinstance(x, torch.Tensor):
             raise CamlensTypeError(
                 f"expected x as a torch.Tensor of shape (B, C, H, W), got {describe(x)}; "
                 "camlens.load_images turns files into such a batch"
             )
-        if x.ndim != 4:
+        if x.ndim not in (4, 5):
             hint = "; add a batch dimension with x[None]" if x.ndim == 3 else ""
-            raise CamlensValueError(f"expected x of shape (B, C, H, W), got {tuple(x.shape)}{hint}")
+            raise CamlensValueError(
+                "expected x of shape (B, C, H, W), or (B, C, T, H, W) for clips and volumes, got "
+                f"{tuple(x.shape)}{hint}"
+            )
         if not x.is_floating_point():
             raise CamlensTypeError(
                 f"expected x as a float tensor, got dtype {x.dtype}; scale images to floats "
@@ -378,7 +383,7 @@ class TorchAdapter:
             head=head_record,
         )
 
-    def _layout(self, name: str, tensor: torch.Tensor, size: tuple[int, int]) -> Layout:
+    def _layout(self, name: str, tensor: torch.Tensor, size: tuple[int, ...]) -> Layout:
         layout = layout_of(tuple(tensor.shape), size)
         if layout is None:
             raise CamlensValueError(
@@ -435,7 +440,10 @@ class TorchAdapter:
             if self._int8 is None:
                 raise CamlensValueError("precision='int8' is only valid inside adapter.int8(...)")
             return logits_of(run_int8(self._int8, self.prepare(x))).float()
-        x = self.prepare(x).contiguous(memory_format=torch.channels_last)
+        x = self.prepare(x)
+        x = x.contiguous(
+            memory_format=torch.channels_last if x.ndim == 4 else torch.contiguous_format
+        )
         device = x.device.type
         autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
         with self._explaining(), torch.inference_mode(), autocast:
@@ -505,7 +513,7 @@ class TorchAdapter:
         x: torch.Tensor,
         module: nn.Module,
         layer: str,
-        size: tuple[int, int],
+        size: tuple[int, ...],
         activations: torch.Tensor,
         keep_original: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -537,7 +545,7 @@ class TorchAdapter:
         x: torch.Tensor,
         module: nn.Module,
         layer: str,
-        size: tuple[int, int],
+        size: tuple[int, ...],
         probe: torch.Tensor,
     ) -> bool:
         """Whether running the layers below on one row and above on N rows gives plain logits."""
@@ -562,7 +570,7 @@ def _detached(logits: Any) -> torch.Tensor:
 
 def _from_nchw(layout: Layout, rows: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     """Canonical (N, C, h, w) rows in the native layout of ``original`` (batch 1 or N)."""
-    if layout.kind == "nchw":
+    if layout.kind in ("nchw", "ncthw"):
         return rows.contiguous()
     if layout.kind == "nhwc":
         return rows.permute(0, 2, 3, 1).contiguous()

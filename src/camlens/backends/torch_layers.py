@@ -36,8 +36,17 @@ def _fits(h: int, w: int, height: int, width: int) -> bool:
     return 1 <= h <= height and 1 <= w <= width and abs(h * width - w * height) <= 0.25 * w * height
 
 
-def layout_of(shape: tuple[int, ...], size: tuple[int, int]) -> Layout | None:
-    """The layout of an output of ``shape`` for an input of spatial ``size``, or None."""
+def layout_of(shape: tuple[int, ...], size: tuple[int, ...]) -> Layout | None:
+    """The layout of an output of ``shape`` for an input of spatial ``size``, or None; a clip's
+    or volume's ``size`` is (T, H, W) and its maps (B, C, t, h, w)."""
+    if len(size) == 3:
+        if len(shape) != 5:
+            return None
+        frames, height, width = size
+        t, h, w = shape[2:]
+        if 1 <= t <= frames and h * w > 1 and _fits(h, w, height, width):
+            return Layout("ncthw", (t, h, w))
+        return None
     height, width = size
     if len(shape) == 4:
         _, a, b, c = shape
@@ -120,8 +129,8 @@ def survey(model: nn.Module, x: Any, logits_of) -> tuple[list[LayerInfo], str | 
 
     ``logits_of`` extracts the score tensor from the model's output.
     """
-    size = (int(x.shape[-2]), int(x.shape[-1]))
     image = x.image if isinstance(x, Inputs) else x
+    size = tuple(int(n) for n in image.shape[2:]) if image.ndim == 5 else tuple(image.shape[-2:])
     calls: list[_Call] = []
     counts: dict[int, int] = {}
     handles = []
@@ -178,7 +187,8 @@ def survey(model: nn.Module, x: Any, logits_of) -> tuple[list[LayerInfo], str | 
         )
         tensors.append(producer.tensor)
 
-    dense = output.ndim == 4 and _fits(output.shape[2], output.shape[3], *size)
+    dense = output.ndim == 4 and len(size) == 2
+    dense = dense and _fits(output.shape[2], output.shape[3], size[0], size[-1])
     if dense:
         # a dense (segmentation) output: the class projection and its upsampling only restate the
         # prediction, so "auto" explains the last feature map before them

@@ -194,12 +194,13 @@ class Explainer:
         xc = self.adapter.as_tensor(x)
         ref = self._reference(xc, target)
         batch = xc.shape[0]
-        span = xc.amax(dim=(1, 2, 3)) - xc.amin(dim=(1, 2, 3))
+        dims = tuple(range(1, xc.ndim))
+        span = xc.amax(dim=dims) - xc.amin(dim=dims)
         sigma = (self.noise * span).repeat_interleave(samples)
         generator = None
         if self.seed is not None:
             generator = torch.Generator(device=xc.device).manual_seed(self.seed)
-        std = sigma[:, None, None, None].expand(batch * samples, *xc.shape[1:])
+        std = sigma.reshape(-1, *(1,) * (xc.ndim - 1)).expand(batch * samples, *xc.shape[1:])
         noisy = xc.repeat_interleave(samples, dim=0) + torch.normal(0.0, std, generator=generator)
         tgt = self._copies_target(ref, samples)
         rows = self.batch_size or auto_batch(xc, 64 * xc[0].numel() * 4, 64)
@@ -227,6 +228,11 @@ class Explainer:
         A model that accepts only its own input size (a ViT) gets flips only, with a warning.
         """
         xc = self.adapter.as_tensor(x)
+        if xc.ndim == 5:
+            raise CamlensValueError(
+                f"augment=True flips and rescales images, got a clip or volume of shape "
+                f"{tuple(xc.shape)}; drop augment"
+            )
         ref = self._reference(xc, target)
         tgt = self._copies_target(ref, 1)
         height, width = xc.shape[-2:]
@@ -329,6 +335,6 @@ class LayerMethod(Explainer):
 
 def fuse(raws: list[torch.Tensor], relu: bool = True) -> torch.Tensor:
     """Average of per-layer maps, each rectified and min-max scaled at the finest resolution."""
-    height, width = max((tuple(r.shape[1:]) for r in raws), key=lambda s: s[0] * s[1])
-    scaled = [minmax(upsample(r.clamp_min(0) if relu else r, (height, width))) for r in raws]
+    finest = max((tuple(r.shape[1:]) for r in raws), key=lambda s: torch.Size(s).numel())
+    scaled = [minmax(upsample(r.clamp_min(0) if relu else r, finest)) for r in raws]
     return torch.stack(scaled).mean(dim=0)
