@@ -409,6 +409,12 @@ class TorchAdapter:
         """
         from camlens.backends.guided import guided_relu
 
+        if guided and type(self.model).__name__ == "UnflattenedModule":
+            raise CamlensValueError(
+                "guided backpropagation replaces the model's ReLU calls, which a torch.export "
+                "program has compiled into its graph; use 'saliency' or 'gradcam', or the "
+                "original nn.Module"
+            )
         x = self.prepare_inputs(x)
         image = (x.image if isinstance(x, Inputs) else x).requires_grad_()
         relu = guided_relu() if guided else nullcontext()
