@@ -1,4 +1,4 @@
-"""Model specs: torchvision, timm, torch.export programs, TorchScript, pickles, factories, errors."""
+"""Model specs: torchvision, timm, torch.export, TorchScript, pickles, factories, errors."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-BACKENDS = ("tensorflow", "torch")
+BACKENDS = ("tensorflow", "torch", "jax")
 ROOT = Path(__file__).resolve().parents[2]
 CASES = Path(__file__).with_name("keras_cases.py")
 
