@@ -153,3 +153,31 @@ def test_no_detection_to_explain(faster_rcnn):
     assert str(error.value) == (
         "no detection to explain: none scores at least threshold=1.5; lower it"
     )
+
+
+def test_ultralytics_yolo(tmp_path_factory, monkeypatch):
+    # ultralytics writes a settings file on import: keep it in a temporary folder
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("ultralytics")))
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    ultralytics = pytest.importorskip("ultralytics")
+    torch.manual_seed(0)
+    yolo = ultralytics.YOLO("yolov8n.yaml")  # built from its yaml: random weights, no download
+    modes = [m.training for m in yolo.model.modules()]
+    x = _image(2)
+    with torch.no_grad():  # the network itself in eval mode, never the YOLO wrapper's .eval()
+        raw = yolo.model.eval()(x)
+    for module, mode in zip(yolo.model.modules(), modes):
+        module.training = mode
+    boxes, labels, scores = camlens.targets.detections_of(raw)[0]
+    pick = scores.topk(2).indices
+    for method in ("gradcam", "eigencam"):
+        exp = camlens.explain(
+            yolo, x, method, camlens.targets.detection(boxes[pick], labels[pick], iou=0.9)
+        )
+        assert exp.layer == "model.15+model.18+model.21"  # the maps the Detect head reads
+        torch.testing.assert_close(exp.scores, scores[pick].sum()[None])
+        assert exp.maps.shape == (1, 128, 128) and exp.maps.amax() == 1
+    assert yolo.trainer is None  # nothing started training
+    assert [m.training for m in yolo.model.modules()] == modes  # flags restored
+    result = camlens.explain_detections(yolo, x, "gradcam", threshold=0.0, limit=2)
+    assert len(result) == 2 and result.explanation.maps.shape == (2, 128, 128)

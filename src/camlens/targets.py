@@ -32,11 +32,14 @@ class ResolvedTarget:
 
 def batch_of(output: Any) -> int:
     """The batch size of a model output: a tensor's first dimension, a list's length (one dict
-    per image from a detector), a dict's or an object's ``.logits`` first tensor."""
+    per image from a detector) or its first tensor's, a dict's or an object's ``.logits`` first
+    tensor's."""
     if isinstance(output, torch.Tensor):
         return int(output.shape[0])
     if isinstance(output, (list, tuple)):
-        return len(output)
+        if output and isinstance(output[0], torch.Tensor):  # (raw head, features): ultralytics
+            return int(output[0].shape[0])
+        return len(output)  # one dict per image (torchvision's detectors)
     if isinstance(output, dict):
         return batch_of(next(iter(output.values())))
     return batch_of(output.logits)

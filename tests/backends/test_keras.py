@@ -1,4 +1,4 @@
-"""The Keras adapter (camlens/backends/keras.py) on the TensorFlow and the torch backends.
+"""The Keras adapter (camlens/backends/keras.py) on the TensorFlow, torch and JAX backends.
 
 Keras fixes its backend once per process, so the checks in ``keras_cases.py`` run in one child
 ``pytest`` per backend, started together with ``KERAS_BACKEND`` set; each test here waits for its

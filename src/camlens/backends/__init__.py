@@ -15,6 +15,15 @@ from camlens.backends.torch import TorchAdapter
 from camlens.errors import CamlensTypeError, describe
 
 
+def unwrap(model: Any) -> Any:
+    """The network inside an ultralytics ``YOLO`` object (its ``.model``): the wrapper's
+    ``train()``, which ``nn.Module.eval()`` calls, starts training, so camlens never touches it."""
+    engine = sys.modules.get("ultralytics.engine.model")
+    if engine is not None and isinstance(model, engine.Model):
+        return model.model
+    return model
+
+
 def adapter_for(model: Any) -> Adapter:
     """The adapter for ``model``: a ``torch.nn.Module``, (Keras installed) a Keras model, or an
     adapter, returned as it is so that explainers can share one."""
@@ -31,7 +40,7 @@ def adapter_for(model: Any) -> Adapter:
 
         return keras_backend.KerasAdapter(model)
     if isinstance(model, nn.Module):
-        return TorchAdapter(model)
+        return TorchAdapter(unwrap(model))
     raise CamlensTypeError(
         "model must be a torch.nn.Module or a keras.Model, got " + describe(model)
     )
