@@ -33,6 +33,10 @@ class Inputs:
     def shape(self) -> torch.Size:
         return self.image.shape
 
+    @property
+    def ndim(self) -> int:
+        return self.image.ndim
+
     def replace(self, image: torch.Tensor, device: torch.device | None = None) -> Inputs:
         """The same inputs with ``image`` in place of the explained one (the others moved to
         ``device``)."""
