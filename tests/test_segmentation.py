@@ -50,6 +50,13 @@ def test_deeplab_agrees_with_pytorch_grad_cam():
         theirs = cam(x, targets=[SemanticSegmentationTarget(category, mask.numpy())])
     assert exp.maps.amax() == 1
     assert (exp.maps - torch.from_numpy(theirs)).abs().max() < 1e-4
+    with pytest.raises(camlens.CamlensValueError) as error:
+        camlens.explain(model, x)  # no target: a dense output has no single class
+    assert str(error.value) == (
+        "the model's output has shape (1, 3, 64, 64), not (B, classes); pass target=callable "
+        "mapping the output to (B,) scores (camlens.targets.segmentation(CLASS) for a "
+        "segmentation model)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -52,9 +52,11 @@ def resolve(target: Target, logits: Any) -> ResolvedTarget:
     if callable(target) and not isinstance(target, torch.Tensor):
         return ResolvedTarget(torch.full((batch,), -1, dtype=torch.int64), target)
     if logits.ndim != 2:
+        dense = " (camlens.targets.segmentation(CLASS) for a segmentation model)"
         raise CamlensValueError(
             f"the model's output has shape {tuple(logits.shape)}, not (B, classes); pass "
             "target=callable mapping the output to (B,) scores"
+            + (dense if logits.ndim == 4 else "")
         )
     classes = logits.shape[1]
     if target is None:
@@ -327,8 +329,14 @@ class Detection(OutputTarget):
 
     def __call__(self, output: Any) -> torch.Tensor:
         found = detections_of(output)
+        matches = self.matches(output)
+        if all(index < 0 for picked in matches for index in picked):
+            raise CamlensValueError(
+                f"no detection matches the reference boxes (same label, IoU >= {self.iou}) in "
+                "any image; check the labels or lower iou"
+            )
         totals = []
-        for (_, _, scores), picked in zip(found, self.matches(output)):
+        for (_, _, scores), picked in zip(found, matches):
             chosen = [index for index in picked if index >= 0]
             totals.append(scores[chosen].sum() if chosen else scores.sum() * 0)
         return torch.stack(totals)

@@ -57,9 +57,15 @@ def logits_of(output: Any) -> torch.Tensor:
     if isinstance(value, (tuple, list)) and value:
         return logits_of(value[0])
     if not isinstance(value, torch.Tensor):
+        detector = isinstance(value, dict) and "boxes" in value
         raise CamlensTypeError(
             "the model must return logits as a tensor, a tuple, a dict with 'logits' or an object "
             f"with .logits, got {describe(output)}"
+            + (
+                "; for a detector pass target=camlens.targets.detection(boxes, labels)"
+                if detector
+                else ""
+            )
         )
     return value[:, None] if value.ndim == 1 else value
 
