@@ -1,31 +1,36 @@
-"""report.html: structure, escaping, sorting and filtering controls, failures."""
+"""report.html and report-data.js: summary, escaping, encoded links, columnar data."""
 
 from __future__ import annotations
 
+import json
 from html.parser import HTMLParser
-from types import SimpleNamespace
 
-from camlens.report import html_problems, render_html, write_report
+import pandas as pd
+
+from camlens.report import html_problems, render_html, run_data, write_report
 
 EVIL = '"><img src=x onerror=alert(1)><script>alert(2)</script>'
 
 
-def record(path, method, name, prob, **extra):
+def row(path, method, name, prob, truth=None, **extra):
     return {
         "path": path,
-        "image": f"images/{path.rsplit('/', 1)[-1]}.jpg",
-        "width": 60,
-        "height": 40,
         "method": method,
         "layer": "layer4",
         "predicted_name": name,
         "probability": prob,
         "target_name": name,
-        "target_probability": prob,
-        "overlay": f"overlays/{method}.png",
-        "panel": None,
+        "true_name": truth,
+        "correct": None if truth is None else truth == name,
+        "overlay": f"overlays/{method}.jpg",
+        "image": None,
+        "error": None,
         **extra,
     }
+
+
+def frame(rows):
+    return pd.DataFrame(rows)
 
 
 class Collect(HTMLParser):
@@ -41,38 +46,62 @@ class Collect(HTMLParser):
         self.text.append(data)
 
 
-def test_structure_and_escaping():
-    records = [
-        record("/d/a.jpg", "gradcam", "cat", 0.9),
-        record("/d/a.jpg", "cam", "cat", 0.9),
-        record(f"/d/{EVIL}.jpg", "gradcam", EVIL, 0.4),
-    ]
-    failures = [SimpleNamespace(path=f"/d/{EVIL}", reason=EVIL)]
-    page = render_html(records, failures, title=EVIL)
+def test_summary_structure_and_escaping():
+    rows = frame(
+        [
+            row("/d/a.jpg", "gradcam", "cat", 0.95, "cat"),
+            row("/d/a.jpg", "cam", "cat", 0.95, "cat"),
+            row(f"/d/{EVIL}.jpg", "gradcam", EVIL, 0.42, "dog"),
+            {"path": f"/d/{EVIL}", "method": None, "error": EVIL},
+        ]
+    )
+    page = render_html(rows, {"methods": ["gradcam", EVIL]}, title=EVIL)
     assert html_problems(page) == []
     parsed = Collect()
     parsed.feed(page)
     # only the tags the page itself writes: the evil strings stayed text
-    assert parsed.tags.count("script") == 1
-    assert parsed.tags.count("img") == 2 + 1 + 2  # per image: original + one per method
+    assert parsed.tags.count("script") == 2 and parsed.tags.count("img") == 0
     assert all(value != "x" for name, value in parsed.attrs if name == "src")
-    assert EVIL in "".join(parsed.text)
-    # the class filter lists each predicted class with its count; the sorter three orders
-    assert '<option value="cat">cat (1)</option>' in page
-    for value in ("desc", "asc", "name"):
-        assert f'<option value="{value}">' in page
-    assert 'data-prob="0.9"' in page and 'data-cls="cat"' in page
-    assert "1 input(s) skipped" in page
+    text = "".join(parsed.text)
+    assert EVIL in text and "1 input(s) skipped" in text
+    # 2 images, 1 of 2 right; the confidence histogram has one image in 90-100% and 40-50%
+    assert "images2" in text.replace(" ", "") and "50.0% of 2" in text
+    assert 'title="90-100%: 1"' in page and 'title="40-50%: 1"' in page
+    assert 'title="0-10%: 0"' in page
+    for control in ("method", "predicted", "truth", "wrong", "lo", "hi", "sort", "prev", "next"):
+        assert f'id="{control}"' in page
 
 
-def test_links_are_relative_and_encoded(tmp_path):
-    records = [
-        record("/d/a b#1.jpg", "gradcam++", "cat", 0.5, overlay="overlays/a b#1_gradcam++.png")
-    ]
-    file = write_report(tmp_path, records)
-    page = file.read_text()
-    assert 'src="overlays/a%20b%231_gradcam%2B%2B.png"' in page
-    assert "file://" not in page and 'src="/' not in page
+def test_data_columns_strings_once_and_links_encoded(tmp_path):
+    (tmp_path / "out").mkdir()
+    rows = frame(
+        [
+            row(
+                str(tmp_path / "in" / "a b#1.jpg"),
+                "gradcam++",
+                "cat",
+                0.5,
+                "cat",
+                overlay="overlays/a b#1_gradcam++.jpg",
+            ),  # fmt: skip
+            row(
+                str(tmp_path / "in" / "c.jpg"), "gradcam++", "cat", 0.25, None, image="images/c.jpg"
+            ),
+            {"path": "/x.jpg", "method": None, "error": "empty file (0 bytes)"},
+        ]
+    )
+    data = run_data(tmp_path / "out", rows)
+    strings = data["strings"]
+    assert len(strings) == len(set(strings))
+    assert [strings[i] for i in data["image"]] == ["../in/a%20b%231.jpg", "images/c.jpg"]
+    assert strings[data["overlay"][0]] == "overlays/a%20b%231_gradcam%2B%2B.jpg"
+    assert data["correct"] == [1, -1] and data["probability"] == [0.5, 0.25]
+    assert data["true_name"][1] == -1 and strings[data["method"][1]] == "gradcam++"
+    file = write_report(tmp_path / "out", rows, {"methods": ["gradcam++"]})
+    script = (tmp_path / "out" / "report-data.js").read_text()
+    assert script.startswith("window.CAMLENS_RUN=") and "</" not in script
+    assert json.loads(script[len("window.CAMLENS_RUN=") : -2]) == data
+    assert "file://" not in file.read_text()
 
 
 def test_html_problems_finds_unclosed_tags():

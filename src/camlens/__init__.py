@@ -32,7 +32,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """Lazy exports: the training and checkpoint code load on first use."""
+    """Lazy exports: training, checkpoints and run folders (pandas, pyarrow) load on first
+    use."""
     if name in ("Classifier", "load_model"):
         from camlens import checkpoint
 
@@ -41,6 +42,10 @@ def __getattr__(name: str):
         from camlens.training import train
 
         return train
+    if name in ("Run", "load_run"):
+        from camlens import run
+
+        return getattr(run, name)
     if name == "datasets":
         import importlib
 
@@ -67,6 +72,7 @@ __all__ = [
     "HiResCAM",
     "IntegratedGradients",
     "LayerCAM",
+    "Run",
     "Saliency",
     "ScoreCAM",
     "SmoothGrad",
@@ -77,6 +83,7 @@ __all__ = [
     "layers",
     "load_model",
     "load_images",
+    "load_run",
     "methods",
     "minmax",
     "overlay",

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from camlens.errors import CamlensValueError
+from camlens.maps import as_heatmaps
 
 Box = tuple[int, int, int, int]
 
@@ -52,17 +53,6 @@ def components(masks: torch.Tensor, connectivity: int = 8) -> torch.Tensor:
         labels = best
 
 
-def _check(heatmap: torch.Tensor | np.ndarray) -> torch.Tensor:
-    values = torch.as_tensor(
-        np.asarray(heatmap) if not isinstance(heatmap, torch.Tensor) else heatmap
-    )
-    if values.ndim not in (2, 3):
-        raise CamlensValueError(
-            f"expected heatmap of shape (H, W) or (B, H, W), got {tuple(values.shape)}"
-        )
-    return torch.nan_to_num(values.detach().float().cpu())
-
-
 def boxes(
     heatmap: torch.Tensor | np.ndarray,
     threshold: float = 0.2,
@@ -84,7 +74,7 @@ def boxes(
         raise CamlensValueError(
             f"threshold must be in [0, 1] (a fraction of the max), got {threshold}"
         )
-    values = _check(heatmap)
+    values = as_heatmaps(heatmap)
     single = values.ndim == 2
     if single:
         values = values[None]
@@ -94,7 +84,6 @@ def boxes(
     labels = components(masks, connectivity).reshape(batch, -1)
     rows = torch.arange(height).repeat_interleave(width)
     cols = torch.arange(width).repeat(height)
-    scale_y, scale_x = (1.0, 1.0) if size is None else (size[0] / height, size[1] / width)
     result: list[list[Box]] = []
     for b in range(batch):
         on = labels[b] > 0
@@ -115,14 +104,16 @@ def boxes(
             if int(area[k]) < min_area:
                 continue
             box = (int(x0[k]), int(y0[k]), int(x1[k]), int(y1[k]))
-            found.append(box if size is None else _scale(box, scale_x, scale_y, size))
+            found.append(box if size is None else scale_box(box, (height, width), size))
         result.append(found)
     return result[0] if single else result
 
 
-def _scale(box: Box, sx: float, sy: float, size: tuple[int, int]) -> Box:
-    """A box in map pixels as the image pixels its cells cover (inclusive corners)."""
+def scale_box(box: Box, shape: tuple[int, ...], size: tuple[int, int]) -> Box:
+    """A box in the pixels of a map of ``shape`` (h, w) as the pixels of an image of ``size``
+    (H, W) its cells cover (inclusive corners)."""
     x0, y0, x1, y1 = box
+    sy, sx = size[0] / shape[0], size[1] / shape[1]
     return (
         int(math.floor(x0 * sx)),
         int(math.floor(y0 * sy)),

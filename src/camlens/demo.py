@@ -30,60 +30,60 @@ def run_demo(
     out: Path,
     methods: Sequence[str] | None = None,
     echo: Callable[[str], None] = print,
-    progress: bool = True,
+    total: Callable[[int], None] | None = None,
+    advance: Callable[[int], None] | None = None,
 ) -> tuple[list[MethodScore], Any]:
     """Explain the bundled samples with ``methods`` (default: every registered one) into ``out``.
 
-    Returns the per-method scores (in ``methods`` order) and the run's summary.
+    Returns the per-method scores (in ``methods`` order; seconds per image) and the run's
+    summary. ``total`` and ``advance`` follow the progress as in
+    :func:`camlens.app.engine.explain_files`.
     """
     import camlens
     from camlens import metrics
+    from camlens.app.engine import RunSettings, explain_files
+    from camlens.app.records import RenderOptions
+    from camlens.app.session import Session
     from camlens.checkpoint import demo_path, load_model
     from camlens.datasets import read_boxes
-    from camlens.runner import Options, run
 
     chosen = list(methods) if methods else camlens.methods()
-    model = load_model("demo")
+    session = Session.from_model(load_model("demo"), spec="demo")
     paths, _, truth = read_boxes(demo_path() / "samples" / "boxes.csv")
     box_of = {path.resolve(): box for path, box in zip(paths, truth.tolist())}
     hits: dict[str, list[torch.Tensor]] = {name: [] for name in chosen}
     ious: dict[str, list[torch.Tensor]] = {name: [] for name in chosen}
+    seconds: dict[str, float] = {name: 0.0 for name in chosen}
 
-    def score(batch_paths: list[Path], exp: Any) -> None:
-        boxes = [box_of[Path(p).resolve()] for p in batch_paths]
-        hits[exp.method].append(metrics.pointing_game(exp.maps, boxes))
-        ious[exp.method].append(metrics.box_iou(exp.maps, boxes))
+    def score(explained: Any) -> None:
+        boxes = [box_of[Path(p).resolve()] for p in explained.paths]
+        for method in explained.methods:
+            hits[method].append(metrics.pointing_game(explained.maps[method], boxes))
+            ious[method].append(metrics.box_iou(explained.maps[method], boxes))
+            seconds[method] += explained.seconds[method] * len(explained.paths)
 
-    options = Options(
+    settings = RunSettings(
         methods=chosen,
-        boxes=True,
         batch_size=len(paths),
-        size=model.input_size[0],
-        normalize=False,
+        render=RenderOptions(boxes=True, overlay_format="png", panel=True, copy_images=True),
     )
-    summary = run(
-        model,
+    summary = explain_files(
+        session,
         paths,
         out,
-        options,
-        model.labels,
+        settings,
         echo=echo,
-        progress=progress,
+        total=total,
+        advance=advance,
         title="camlens demo: the bundled cluttered-digit model",
         on_explained=score,
     )
-    import json
-
-    seconds: dict[str, float] = {name: 0.0 for name in chosen}
-    for line in (out / "results.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        seconds[record["method"]] += record["seconds"]["explain"]
     return [
         MethodScore(
             name,
             float(torch.cat(hits[name]).float().mean()) if hits[name] else float("nan"),
             float(torch.cat(ious[name]).float().mean()) if ious[name] else float("nan"),
-            seconds[name],
+            seconds[name] / max(sum(len(h) for h in hits[name]), 1),
         )
         for name in chosen
     ], summary

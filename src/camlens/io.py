@@ -19,6 +19,10 @@ from PIL import Image
 
 from camlens.errors import CamlensTypeError, CamlensValueError, describe
 
+#: File suffixes taken as images when a folder is searched for them (camlens train, evaluate).
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

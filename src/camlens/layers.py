@@ -7,6 +7,7 @@ from typing import Any
 from camlens.backends import adapter_for
 from camlens.backends.base import LayerInfo
 from camlens.inputs import as_inputs
+from camlens.locks import model_lock
 
 
 def layers(model: Any, x: Any) -> tuple[list[LayerInfo], str | None]:
@@ -16,4 +17,6 @@ def layers(model: Any, x: Any) -> tuple[list[LayerInfo], str | None]:
     Each :class:`LayerInfo` has the layer's dotted ``name``, module ``kind``, output ``shape`` for
     one image and ``layout`` ("nchw", "nhwc" or "tokens" with its grid).
     """
-    return adapter_for(model).layers(as_inputs(x))
+    adapter = adapter_for(model)
+    with model_lock(adapter.model):
+        return adapter.layers(as_inputs(x))

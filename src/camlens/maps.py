@@ -7,6 +7,9 @@ clips and volumes are (B, T, H, W): upsampled trilinearly and min-max scaled per
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,6 +25,18 @@ def check_batch(maps: torch.Tensor, name: str = "maps", volumes: bool = False) -
         shape = tuple(maps.shape) if hasattr(maps, "shape") else type(maps).__name__
         expected = "(B, H, W) or (B, T, H, W)" if volumes else "(B, H, W)"
         raise CamlensValueError(f"expected {name} of shape {expected}, got {shape}")
+
+
+def as_heatmaps(heatmap: Any, name: str = "heatmap") -> torch.Tensor:
+    """A map (H, W) or a batch (B, H, W) (tensor or array) as float32 on the CPU, NaN as 0."""
+    values = torch.as_tensor(
+        np.asarray(heatmap) if not isinstance(heatmap, torch.Tensor) else heatmap
+    )
+    if values.ndim not in (2, 3):
+        raise CamlensValueError(
+            f"expected {name} of shape (H, W) or (B, H, W), got {tuple(values.shape)}"
+        )
+    return torch.nan_to_num(values.detach().float().cpu())
 
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 from camlens.checkpoint import Classifier, check_destination, save_checkpoint, to_uint8
 from camlens.errors import CamlensValueError
+from camlens.io import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 #: Folders smaller than this many bytes (decoded, at image_size) are kept in memory.
 CACHE_BYTES = 1 << 29
 

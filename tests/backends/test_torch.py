@@ -200,3 +200,52 @@ def test_no_warnings_on_a_plain_call(small_cnn, images):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         camlens.explain(small_cnn, images)
+
+
+def test_one_shot_calls_share_the_layer_survey_until_the_model_changes(monkeypatch):
+    import gc
+    import weakref
+
+    from toy_models import SmallCNN
+
+    import camlens
+    import camlens.backends.torch as backend
+
+    calls = []
+    real = backend.survey
+    monkeypatch.setattr(backend, "survey", lambda *a: calls.append(1) or real(*a))
+    model = SmallCNN().eval()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    first = camlens.explain(model, x, method="gradcam")
+    second = camlens.explain(model, x, method="gradcam++")
+    assert len(calls) == 1 and first.layer == second.layer == "features"
+    camlens.explain(model, torch.randn(1, 3, 24, 24), method="gradcam")
+    assert len(calls) == 2  # a new input shape is surveyed
+    model.features[3] = torch.nn.BatchNorm2d(16).eval()  # a module replaced: surveyed again
+    again = camlens.explain(model, x, method="gradcam")
+    assert len(calls) == 3 and again.layer == "features"
+    # the cache holds the model weakly: dropping it frees it
+    ref = weakref.ref(model)
+    del model, first, second, again
+    gc.collect()
+    assert ref() is None
+
+
+def test_int8_copy_is_made_once_and_again_after_the_weights_change(monkeypatch):
+    from toy_models import SmallCNN
+
+    import camlens
+    import camlens.backends.torch as backend
+
+    made = []
+    real = backend.quantize_int8
+    monkeypatch.setattr(backend, "quantize_int8", lambda *a: made.append(1) or real(*a))
+    model = SmallCNN().eval()
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    first = camlens.explain(model, x, method="scorecam", precision="int8")
+    second = camlens.explain(model, x, method="scorecam", precision="int8")
+    assert len(made) == 1 and torch.equal(first.maps, second.maps)
+    with torch.no_grad():
+        model.fc.weight.mul_(2.0)  # an in-place update: the copy no longer matches the weights
+    camlens.explain(model, x, method="scorecam", precision="int8")
+    assert len(made) == 2

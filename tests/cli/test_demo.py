@@ -14,7 +14,7 @@ def test_demo_command_writes_the_report_and_prints_the_scores(tmp_path):
     out = tmp_path / "demo"
     result = CliRunner().invoke(app, ["demo", "--method", "cam,gradcam", "-q", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    lines = (out / "results.jsonl").read_text().splitlines()
+    lines = (out / "results.jsonl").read_text().splitlines()  # demo: png overlays, panels
     records = [json.loads(line) for line in lines]
     assert len(records) == 32 and {r["method"] for r in records} == {"cam", "gradcam"}
     assert all(r["boxes"] for r in records)  # --boxes is on: the CAM paper's box per overlay
@@ -34,7 +34,7 @@ def test_scores_agree_with_the_metrics(tmp_path):
     from camlens.checkpoint import demo_path
     from camlens.datasets import read_boxes
 
-    scores, summary = run_demo(tmp_path / "d", ["eigencam"], progress=False, echo=lambda t: None)
+    scores, summary = run_demo(tmp_path / "d", ["eigencam"], echo=lambda t: None)
     assert summary.exit_code == 0 and [s.method for s in scores] == ["eigencam"]
     model = camlens.load_model("demo")
     paths, _, boxes = read_boxes(demo_path() / "samples" / "boxes.csv")

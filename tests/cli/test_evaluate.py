@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 import camlens
 from camlens import metrics
+from camlens.app.annotations import read_boxes, to_input_box
 from camlens.cli import app
-from camlens.cli.evaluate import read_boxes, to_input_box
 
 
 class TinyNet(nn.Module):
@@ -35,7 +35,7 @@ class TinyNet(nn.Module):
 def tiny(monkeypatch) -> nn.Module:
     torch.manual_seed(0)
     model = TinyNet().eval()
-    monkeypatch.setattr("camlens.models.load_spec", lambda spec, weights=None: model)
+    monkeypatch.setattr("camlens.models.load_spec", lambda spec, weights=None, **_: model)
     return model
 
 
@@ -219,3 +219,55 @@ def test_demo_runs_with_no_other_flag(tmp_path):
         metrics.energy_pointing_game(exp, boxes).numpy(),
         atol=1e-6,
     )
+
+
+def test_non_square_images_are_resized_whole_and_boxes_follow(tmp_path):
+    """The model sees the whole image (no centre crop) and the box covers the object: an
+    object at the right edge of a 20 x 40 image stays in view and inside its box."""
+    from camlens.app.evaluation import folder_batches
+    from camlens.app.session import Session
+
+    pixels = np.full((20, 40, 3), 255, np.uint8)
+    pixels[5:15, 34:40] = 0
+    Image.fromarray(pixels).save(tmp_path / "edge.png")
+    records = {"edge.png": {"boxes": [(34, 5, 39, 14)], "label": 1}}
+    session = Session.from_spec("demo")
+    ((x, boxes, labels),) = folder_batches(session, [tmp_path / "edge.png"], tmp_path, records, 4)
+    assert x.shape == (1, 3, 64, 64) and labels.tolist() == [1]
+    ((x0, y0, x1, y1),) = boxes[0]
+    assert (x0, y0, x1, y1) == (54, 16, 63, 47)
+    inside = torch.zeros(64, 64, dtype=torch.bool)
+    inside[y0 : y1 + 1, x0 : x1 + 1] = True
+    dark = x[0].mean(0) < 0.5
+    assert dark.sum() > 150 and not (dark & ~inside).any()
+
+
+def test_a_factory_model_needs_no_weights_flag(tmp_path):
+    data = tmp_path / "images"
+    data.mkdir()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(data / "a.png")
+    out = tmp_path / "out"
+    result = run(
+        "--model", "toy_models:SmallCNN", "--data", str(data), "--out", str(out),
+        "--method", "gradcam", "--size", "32", "--steps", "2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "metrics.json").read_text())["config"]["images"] == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--metrics", "x"], "unknown metric 'x' in --metrics"),
+        (["--precision", "x"], "precision must be one of fp32, bf16, int8, got 'x'"),
+        (["--method", "nope"], "unknown method 'nope'"),
+    ],
+)
+def test_bad_options_are_found_before_the_model_loads(
+    folder, tmp_path, monkeypatch, extra, message
+):
+    monkeypatch.setattr("camlens.models.load_spec", lambda *a, **k: pytest.fail("model loaded"))
+    data, boxes = folder
+    result = run("--model", "x:y", "--data", str(data), "--out", str(tmp_path / "o"), *extra)
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "o").exists()

@@ -11,7 +11,8 @@ import torchvision
 from PIL import Image
 from typer.testing import CliRunner
 
-import camlens.runner
+import camlens
+import camlens.app.engine as engine
 from camlens.cli import app
 from camlens.report import html_problems
 
@@ -20,6 +21,10 @@ runner = CliRunner()
 
 def results(out):
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def explained(out):
+    return [line for line in results(out) if line["error"] is None]
 
 
 def test_folder_with_bad_files(images, model_args, tmp_path):
@@ -36,7 +41,7 @@ def test_folder_with_bad_files(images, model_args, tmp_path):
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
-    lines = results(out)
+    lines = explained(out)
     paths = {line["path"] for line in lines}
     assert {p.rsplit("/", 1)[-1] for p in paths} == {"chelsea.jpg", "ramp.png", "gray.jpg"}
     assert len(lines) == 3 * 2 and {line["method"] for line in lines} == {"gradcam", "cam"}
@@ -50,73 +55,91 @@ def test_folder_with_bad_files(images, model_args, tmp_path):
     assert html_problems(page) == []
     assert "corrupt.jpg" in page and "notes.txt" in page
     with open(out / "results.csv", newline="") as handle:
-        assert len(list(csv.DictReader(handle))) == 6
+        assert len(list(csv.DictReader(handle))) == 8  # 6 rows and the 2 failures
+    run = camlens.load_run(out)
+    assert len(run) == 6 and sorted(run.failures["path"]) == [
+        str(images / "corrupt.jpg"),
+        str(images / "notes.txt"),
+    ]
     for line in lines:
         assert line["layer"] == "layer4"
         assert line["predicted_name"] in camlens.labels.imagenet_classes()
-        assert 0 < line["probability"] <= 1 and set(line["seconds"]) == {
-            "load",
-            "explain",
-            "render",
-        }
+        assert 0 < line["probability"] <= 1 and line["load_s"] >= 0 and line["render_s"] > 0
         with Image.open(out / line["overlay"]) as overlay, Image.open(line["path"]) as original:
             assert overlay.size == original.size == (line["width"], line["height"])
+            assert overlay.format == "JPEG"
+        with Image.open(out / line["map"]) as stored:
+            assert stored.mode == "L" and stored.size == (64, 64)
         (box,) = line["boxes"]
         assert 0 <= box[0] <= box[2] < line["width"] and 0 <= box[1] <= box[3] < line["height"]
-        assert (out / line["panel"]).is_file() and (out / line["image"]).is_file()
+        assert line["panel"] is None and line["image"] is None  # both opt-in
+    assert not (out / "panels").exists() and not (out / "images").exists()
 
 
 def test_all_good_exit_0_and_target_by_name(images, model_args, tmp_path):
     out = tmp_path / "out"
-    args = ["explain", str(images / "chelsea.jpg"), *model_args, "--target", "tabby", "--no-panel"]
+    args = ["explain", str(images / "chelsea.jpg"), *model_args, "--target", "tabby", "--panel"]
+    args += ["--copy-images", "--overlay-format", "webp"]
     result = runner.invoke(app, [*args, "--out", str(out), "--colormap", "viridis"])
     assert result.exit_code == 0, result.output
     (line,) = results(out)
     assert (line["target"], line["target_name"]) == (281, "tabby")
-    assert line["panel"] is None and not any((out / "panels").iterdir())
+    assert (out / line["panel"]).is_file() and line["overlay"].endswith(".webp")
+    assert (out / line["image"]).read_bytes() == (images / "chelsea.jpg").read_bytes()
 
 
 def test_resume_after_an_interrupted_run(images, model_args, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    args = [
-        "explain",
-        str(images),
-        *model_args,
-        "--batch-size",
-        "1",
-        "--no-panel",
-        "--out",
-        str(out),
-    ]
-    real = camlens.runner._explain_batch
+    args = ["explain", str(images), *model_args, "--batch-size", "1", "--out", str(out)]
+    real = engine.explain_batch
     calls = []
 
     def interrupted(*a, **k):
         if calls:
             raise KeyboardInterrupt
-        calls.append(a[3].paths)
+        calls.append(a[2])
         return real(*a, **k)
 
-    monkeypatch.setattr(camlens.runner, "_explain_batch", interrupted)
+    monkeypatch.setattr(engine, "explain_batch", interrupted)
     first = runner.invoke(app, args)
     assert first.exit_code != 0
     (done,) = calls
-    assert [line["path"] for line in results(out)] == [str(p) for p in done]
+    assert [line["path"] for line in explained(out)] == [str(p) for p in done]
     assert (out / "report.html").is_file() and (out / "results.csv").is_file()
 
     seen = []
 
     def counting(*a, **k):
-        seen.extend(a[3].paths)
+        seen.extend(a[2])
         return real(*a, **k)
 
-    monkeypatch.setattr(camlens.runner, "_explain_batch", counting)
+    monkeypatch.setattr(engine, "explain_batch", counting)
     second = runner.invoke(app, [*args, "--resume"])
     assert second.exit_code == 1, second.output  # the two bad files fail again
-    assert "resume: 1 image(s) already in results.jsonl, 4 to do" in second.output
+    assert f"resume: 1 image(s) already in {out}, 4 to do" in second.output
     assert done[0] not in seen and len(seen) == 2
-    paths = [line["path"] for line in results(out)]
+    paths = list(camlens.load_run(out).results["path"])
     assert len(paths) == len(set(paths)) == 3
+
+
+def test_labels_from_folders_and_target_label(tmp_path):
+    from camlens.checkpoint import demo_path
+
+    out = tmp_path / "out"
+    samples = demo_path() / "samples"
+    args = ["explain", str(samples / "*" / "*.png"), "--model", "demo", "--method", "cam"]
+    args += ["--labels-from-folders", "--target", "label", "-q", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = camlens.load_run(out).results
+    assert len(rows) == 16 and (rows["target"] == rows["true_label"]).all()
+    assert int(rows["correct"].sum()) == 15
+    page = (out / "report.html").read_text()
+    assert "accuracy" in page and "93.8% of 16" in page
+    missing = runner.invoke(app, [*args[:6], "--target", "label", "--out", str(tmp_path / "o")])
+    assert missing.exit_code == 2
+    assert "--target label explains the true class: add --labels-from-folders" in missing.output
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize(
@@ -125,7 +148,7 @@ def test_resume_after_an_interrupted_run(images, model_args, tmp_path, monkeypat
         (["--method", "gradcam,nope"], "unknown method 'nope'; valid methods: cam, gradcam"),
         (["--layer", "layer9"], "layer9"),
         (["--colormap", "jte"], "unknown colormap 'jte'; did you mean 'jet'"),
-        (["--target", "zebra-cat"], "--target 'zebra-cat' is not 'pred', a class index"),
+        (["--target", "zebra-cat"], "--target 'zebra-cat' is not 'pred', 'label', a class index"),
         (["--target", "1000"], "--target 1000 is out of range: the model has 1000 classes"),
         (["--alpha", "2"], "--alpha must be in [0, 1], got 2.0"),
         (
@@ -133,6 +156,7 @@ def test_resume_after_an_interrupted_run(images, model_args, tmp_path, monkeypat
             "--preprocess must be one of auto, imagenet, unit, raw, tf, caffe, got 'bgr'",
         ),
         (["--precision", "fp16"], "--precision must be one of auto, fp32, bf16, int8, got 'fp16'"),
+        (["--overlay-format", "gif"], "--overlay-format must be one of jpg, webp, png, got 'gif'"),
     ],
 )
 def test_usage_errors_exit_2_before_any_work(images, model_args, tmp_path, extra, message):
@@ -187,7 +211,7 @@ def test_camlens_checkpoint_gets_its_own_size_scale_and_labels(tmp_path):
     # The bundled demo model is a camlens Classifier: [0, 1] inputs at 64x64, its own labels.
     from pathlib import Path
 
-    samples = Path(camlens.runner.__file__).parent / "data" / "demo" / "samples"
+    samples = Path(camlens.__file__).parent / "data" / "demo" / "samples"
     files = sorted(str(p) for p in samples.glob("*/*.png"))
     out = tmp_path / "out"
     result = runner.invoke(
@@ -208,7 +232,7 @@ def test_precision_int8_reaches_scorecam(images, model_args, tmp_path, monkeypat
     real = backend.quantize_int8
     monkeypatch.setattr(backend, "quantize_int8", lambda *a: made.append(a[1].shape) or real(*a))
     out = tmp_path / "out"
-    args = [*model_args, "--method", "scorecam,gradcam", "--precision", "int8", "--no-panel"]
+    args = [*model_args, "--method", "scorecam,gradcam", "--precision", "int8"]
     result = runner.invoke(app, ["explain", str(images / "chelsea.jpg"), *args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     # checked on a blank image before any work, then calibrated on 32 of the 512 masked inputs

@@ -8,11 +8,16 @@ logits, and the linear head's weights for CAM.
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import Any, cast
 
 from camlens.backends.base import Adapter, Capture, Head
 from camlens.backends.torch import TorchAdapter
 from camlens.errors import CamlensTypeError, describe
+
+#: One adapter per PyTorch model, held weakly: one-shot calls (``camlens.explain``) share its
+#: layer surveys and int8 copy, and the model can still be freed.
+_ADAPTERS: weakref.WeakKeyDictionary[Any, TorchAdapter] = weakref.WeakKeyDictionary()
 
 
 def unwrap(model: Any) -> Any:
@@ -25,8 +30,8 @@ def unwrap(model: Any) -> Any:
 
 
 def adapter_for(model: Any) -> Adapter:
-    """The adapter for ``model``: a ``torch.nn.Module``, (Keras installed) a Keras model, or an
-    adapter, returned as it is so that explainers can share one."""
+    """The adapter for ``model``: a ``torch.nn.Module`` (the same adapter for every call on the
+    same model), (Keras installed) a Keras model, or an adapter, returned as it is."""
     import torch.nn as nn
 
     if hasattr(model, "capture") and hasattr(model, "resolve_layers"):
@@ -40,7 +45,11 @@ def adapter_for(model: Any) -> Adapter:
 
         return keras_backend.KerasAdapter(model)
     if isinstance(model, nn.Module):
-        return TorchAdapter(unwrap(model))
+        model = unwrap(model)
+        adapter = _ADAPTERS.get(model)
+        if adapter is None:
+            adapter = _ADAPTERS[model] = TorchAdapter(model, weak=True)
+        return adapter
     raise CamlensTypeError(
         "model must be a torch.nn.Module or a keras.Model, got " + describe(model)
     )

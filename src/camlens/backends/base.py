@@ -73,6 +73,10 @@ class Adapter(Protocol):
 
     framework: str
 
+    @property
+    def model(self) -> Any:
+        """The wrapped model (explainer calls hold its lock: camlens.locks)."""
+
     def input_size(self, x: Any) -> tuple[int, ...]:
         """Spatial size (H, W) of a native input batch ((T, H, W) for clips and volumes)."""
 
@@ -119,9 +123,13 @@ class Adapter(Protocol):
         methods running many forwards; ``precision="bf16"`` may run under bfloat16 autocast,
         ``precision="int8"`` runs the copy made by :meth:`int8`."""
 
-    def int8(self, calibration: torch.Tensor) -> AbstractContextManager[None]:
+    def int8(
+        self, calibration: torch.Tensor, *, reuse: bool = True
+    ) -> AbstractContextManager[None]:
         """A block within which ``infer(..., precision="int8")`` runs an int8 copy of the model
-        calibrated on the canonical batch ``calibration``; a clear error where there is none."""
+        calibrated on the canonical batch ``calibration`` (kept for later calls on inputs of the
+        same shape while the model is unchanged, unless ``reuse=False``); a clear error where
+        there is none."""
 
     def bf16_ok(self) -> bool:
         """Whether ``infer(..., precision="bf16")`` is supported and fast on the model's device."""

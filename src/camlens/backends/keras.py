@@ -683,7 +683,9 @@ class KerasAdapter:
         """
         return self.logits(x)
 
-    def int8(self, calibration: torch.Tensor) -> AbstractContextManager[None]:
+    def int8(
+        self, calibration: torch.Tensor, *, reuse: bool = True
+    ) -> AbstractContextManager[None]:
         """Refused: camlens quantizes PyTorch models only."""
         raise CamlensValueError(
             "precision='int8' needs a PyTorch model (it uses PyTorch's int8 kernels); run this "

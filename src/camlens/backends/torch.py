@@ -15,6 +15,7 @@ import functools
 import logging
 import time
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -98,15 +99,41 @@ class TorchAdapter:
 
     framework = "torch"
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, weak: bool = False) -> None:
+        """``weak=True`` holds the model by a weak reference (the per-model cache of
+        :func:`camlens.backends.adapter_for`, so that the model can still be freed)."""
         if not isinstance(model, nn.Module):
             raise CamlensTypeError(f"model must be a torch.nn.Module, got {describe(model)}")
-        self.model = model
+        self._model: Any = weakref.ref(model) if weak else (lambda: model)
         self._surveys: dict[tuple[int, ...], tuple[list[LayerInfo], str | None]] = {}
         self._warned_softmax = False
         self._broadcast: dict[tuple[str, tuple[int, ...]], bool] = {}
         self._int8: nn.Module | None = None
+        self._int8_cache: tuple[tuple, nn.Module, float] | None = None
+        self._structure: tuple[int, ...] = ()
         self.int8_gap = 0.0
+
+    @property
+    def model(self) -> nn.Module:
+        model = self._model()
+        if model is None:
+            raise CamlensValueError("the model of this adapter has been freed")
+        return model
+
+    def _current(self) -> None:
+        """Forget what was learnt about the model (layer surveys, the Ablation-CAM broadcast
+        check, the int8 copy) when its modules changed since (a replaced head, say)."""
+        structure = tuple(id(module) for module in self.model.modules())
+        if structure != self._structure:
+            self._structure = structure
+            self._surveys.clear()
+            self._broadcast.clear()
+            self._int8_cache = None
+
+    def _weights(self) -> tuple:
+        """A fingerprint of the weights: storage and in-place version of every tensor, so any
+        update (an optimizer step, ``load_state_dict``) changes it."""
+        return tuple((t.data_ptr(), t._version) for t in self._tensors())
 
     # ---------------------------------------------------------------- introspection
     @property
@@ -176,6 +203,7 @@ class TorchAdapter:
 
     def layers(self, x: torch.Tensor) -> tuple[list[LayerInfo], str | None]:
         """The explainable layers for inputs shaped like ``x`` and the "auto" choice (cached)."""
+        self._current()
         key = tuple(x.shape[1:])
         if key not in self._surveys:
             x = self.prepare_inputs(x)[:1]
@@ -463,17 +491,32 @@ class TorchAdapter:
         return logits.float()
 
     @contextmanager
-    def int8(self, calibration: torch.Tensor) -> Iterator[None]:
+    def int8(self, calibration: torch.Tensor, *, reuse: bool = True) -> Iterator[None]:
         """Within the block, ``infer(..., precision="int8")`` runs an int8 copy of the model
         calibrated on the canonical batch ``calibration`` (see :mod:`camlens.backends.quantize`).
         The copy is checked on that batch: ``int8_gap`` is the largest change of a class
         probability, and a CamlensWarning says when it exceeds ``GAP_WARNING``.
+
+        The copy is kept (``reuse``): later calls with inputs of the same shape run it again
+        without quantising, calibrated on the first call's inputs, until the model's modules or
+        weights change. ``reuse=False`` makes a throw-away copy (a check on a blank input).
         """
         calibration = self.prepare(calibration)
+        self._current()
+        key = (self._weights(), tuple(calibration.shape[1:]), calibration.device)
+        if reuse and self._int8_cache is not None and self._int8_cache[0] == key:
+            _, self._int8, self.int8_gap = self._int8_cache
+            try:
+                yield
+            finally:
+                self._int8 = None
+            return
         self._int8 = quantize_int8(self.model, calibration)
         try:
             exact = self.infer(calibration)
             self.int8_gap = probability_gap(exact, self.infer(calibration, precision="int8"))
+            if reuse:
+                self._int8_cache = (key, self._int8, self.int8_gap)
             log.info("precision='int8': probabilities within %.4f on calibration", self.int8_gap)
             if self.int8_gap > GAP_WARNING:
                 warnings.warn(
@@ -510,6 +553,7 @@ class TorchAdapter:
         the layer). The first call per layer checks the trick against a plain forward; where it
         fails (a model mixing batch rows) the image is repeated N times instead.
         """
+        self._current()
         x = self.prepare(x)[image : image + 1]
         module = self.module(layer)
         size = self.input_size(x)

@@ -24,7 +24,7 @@ def usage_error(message: str, code: int = 2) -> NoReturn:
 
 
 #: Command modules, each registering its command on ``app`` when imported.
-COMMANDS = ("explain", "layers", "methods", "train", "evaluate", "demo")
+COMMANDS = ("explain", "layers", "methods", "train", "evaluate", "demo", "serve")
 
 for _name in COMMANDS:
     importlib.import_module(f"camlens.cli.{_name}")

@@ -29,20 +29,18 @@ def demo(
     from rich.table import Table
 
     import camlens
+    from camlens.app.session import method_names
+    from camlens.cli.progress import progress_bar
     from camlens.demo import run_demo
-    from camlens.registry import get
 
     try:
-        chosen = (
-            None
-            if method.strip() == "all"
-            else list(dict.fromkeys(get(n).name for n in method.split(",") if n.strip()))
-        )
+        chosen = method_names(method)
     except camlens.CamlensError as error:
         usage_error(str(error))
-    scores, summary = run_demo(
-        out, chosen, echo=lambda text: typer.echo(text, err=True), progress=not quiet
-    )
+    with progress_bar("explaining", enabled=not quiet) as (total, advance):
+        scores, summary = run_demo(
+            out, chosen, echo=lambda text: typer.echo(text, err=True), total=total, advance=advance
+        )
     table = Table(title="Localisation on the 16 bundled samples (predicted class explained)")
     table.add_column("method")
     table.add_column("pointing game", justify="right")

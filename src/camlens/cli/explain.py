@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import warnings
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -21,10 +18,13 @@ Examples:
   camlens explain 'scans/**/*.png' --model pkg.nets:build --weights best.pth
   --labels classes.txt --target pneumonia --threshold 0.2 --boxes --out out/
 
+  camlens explain val/ --model torchvision:resnet50 --labels-from-folders --out out/
+
   camlens explain photos/ --model torchvision:resnet18 --out out/ --resume
 
-Writes overlays/, panels/, results.jsonl (appended as images finish),
-results.csv and report.html into --out. Exit code 0: all explained;
+Writes a run folder: results.parquet (one row per image and method), maps/
+(every map as an 8-bit PNG), overlays/, results.jsonl/csv and report.html;
+camlens.load_run(OUT) reads it back. Exit code 0: all explained;
 1: some inputs failed (listed); 2: bad usage, nothing done.
 """
 
@@ -37,32 +37,6 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
     if any(not 0.0 <= v <= 1.0 for v in values):
         usage_error(f"{option} expects numbers in [0, 1], got {text!r}")
     return values
-
-
-def _target(text: str, names: list[str] | None, classes: int) -> int | None:
-    """--target: 'pred', a class index or a class name."""
-    if text == "pred":
-        return None
-    try:
-        index = int(text)
-    except ValueError:
-        lookup = {name.lower(): i for i, name in reversed(list(enumerate(names or [])))}
-        if text.lower() not in lookup:
-            import difflib
-
-            close = difflib.get_close_matches(text, names or [], n=5)
-            hint = f"; close names: {', '.join(close)}" if close else ""
-            known = "" if names else " (no class names known: pass --labels FILE)"
-            usage_error(
-                f"--target {text!r} is not 'pred', a class index or a class name{known}{hint}"
-            )
-        return lookup[text.lower()]
-    valid = 2 if classes == 1 else classes
-    if not 0 <= index < valid:
-        usage_error(
-            f"--target {index} is out of range: the model has {valid} classes (0..{valid - 1})"
-        )
-    return index
 
 
 @app.command("explain", epilog=EPILOG)
@@ -87,7 +61,12 @@ def explain(
     method: str = typer.Option(
         "gradcam", "--method", help="Method name(s), comma-separated (camlens methods lists them)."
     ),
-    target: str = typer.Option("pred", "--target", help="'pred', a class index or a class name."),
+    target: str = typer.Option(
+        "pred",
+        "--target",
+        help="'pred', 'label' (the true class, with --labels-from-folders), a class index or "
+        "a class name.",
+    ),
     layer: str = typer.Option(
         "auto", "--layer", help="'auto' or a dotted module name (camlens layers lists them)."
     ),
@@ -123,126 +102,100 @@ def explain(
         "else fp32), fp32 (exact), bf16, or int8 (PyTorch models on the CPU, about 3x faster, "
         "approximate).",
     ),
-    panel: bool = typer.Option(True, "--panel/--no-panel", help="Save a panel figure per image."),
-    resume: bool = typer.Option(False, "--resume", help="Skip images already in results.jsonl."),
+    panel: bool = typer.Option(
+        False, "--panel/--no-panel", help="Also save a three-panel figure per image (slow)."
+    ),
+    overlay_format: str = typer.Option(
+        "jpg", "--overlay-format", help="Overlay files: jpg (default), webp or png."
+    ),
+    copy_images: bool = typer.Option(
+        False, "--copy-images", help="Copy the inputs into OUT/images (a self-contained folder)."
+    ),
+    labels_from_folders: bool = typer.Option(
+        False,
+        "--labels-from-folders",
+        help="Inputs are in class folders (root/<class>/<image>): record the true class and "
+        "whether the prediction is right.",
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Skip images already in the run."),
     trust_pickle: bool = typer.Option(
         False, "--trust-pickle", help="Allow a model file that is a full pickle (runs its code)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Explain images with a model: overlays, results and an HTML report.
+    """Explain images with a model: maps as data, overlays, results.parquet and a report.
 
     The model sees each whole image resized to --size x --size; overlays and boxes
     are drawn on the image at its original resolution.
     """
-    import torch
-
     import camlens
-    from camlens.backends import adapter_for
-    from camlens.labels import load_labels
-    from camlens.methods.perturbation import PRECISIONS
-    from camlens.models import class_names, kind_of, load_spec
-    from camlens.preprocessing import MODES
-    from camlens.registry import get, options_for
+    from camlens.app.engine import RunSettings, explain_files
+    from camlens.app.records import OVERLAY_FORMATS, RenderOptions
+    from camlens.app.session import Session, method_names
+    from camlens.cli.progress import progress_bar
     from camlens.render import colormap_table
-    from camlens.runner import Options, run
 
     # everything that can be wrong with the command is checked before any work starts
     try:
-        names_requested = [name.strip() for name in method.split(",") if name.strip()]
-        if not names_requested:
-            usage_error("--method is empty; camlens methods lists the names")
-        chosen = list(dict.fromkeys(get(name).name for name in names_requested))
+        chosen = method_names(method)
         colormap_table(colormap)
         if not 0.0 <= alpha <= 1.0:
             usage_error(f"--alpha must be in [0, 1], got {alpha}")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             usage_error(f"--threshold must be in [0, 1], got {threshold}")
-        levels = _floats(contours, "--contours")
-        names = load_labels(labels) if labels is not None else None
-        if preprocess not in MODES:
-            usage_error(f"--preprocess must be one of {', '.join(MODES)}, got {preprocess!r}")
-        if weights is None and kind_of(model) in ("torchvision", "timm"):
-            weights = "DEFAULT"
-        network = load_spec(model, weights, trust_pickle=trust_pickle)
-        from camlens.preprocessing import input_size, resolve
-
-        prepare = resolve(preprocess, model, network)
-        if size is None:
-            size = input_size(network)
-        if prepare.note:
-            typer.echo(f"note: {prepare.note}", err=True)
-        where = _device(device)
-        if isinstance(network, torch.nn.Module):
-            network = network.to(where)
-        adapter = adapter_for(network)
-        blank = prepare(torch.zeros(1, 3, size, size))
-        probe = _layout(adapter, blank)
-        classes = int(adapter.logits(blank).shape[1])  # canonical
-        if names is None:
-            names = class_names(model, network, classes)
-        elif len(names) != classes:
-            typer.echo(
-                f"warning: --labels has {len(names)} names, the model {classes} outputs", err=True
+        if overlay_format not in OVERLAY_FORMATS:
+            usage_error(
+                f"--overlay-format must be one of {', '.join(OVERLAY_FORMATS)}, "
+                f"got {overlay_format!r}"
             )
-        chosen_target = _target(target, names, classes)
-        if precision not in PRECISIONS:
-            usage_error(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if precision == "int8" and any(options_for(name, precision=precision) for name in chosen):
-            with warnings.catch_warnings():  # a check on a blank image: its gap means nothing
-                warnings.simplefilter("ignore")
-                with adapter.int8(blank):
-                    pass
-        if any(get(name).uses_layer for name in chosen):
-            try:
-                adapter.resolve_layers(layer, probe)
-            except RuntimeError as error:
-                if "ScriptModule" not in str(error):
-                    raise
-                usage_error(
-                    f"{model} is a TorchScript model, which takes no hooks, so layer methods "
-                    f"({', '.join(n for n in chosen if get(n).uses_layer)}) cannot see inside "
-                    "it; load the Python model instead (torchvision:NAME or package.module:"
-                    "factory with --weights FILE)"
-                )
+        levels = _floats(contours, "--contours")
+        session = Session.from_spec(
+            model,
+            weights,
+            device=device,
+            preprocess=preprocess,
+            size=size,
+            labels=labels,
+            trust_pickle=trust_pickle,
+        )
+        for note in session.notes:
+            typer.echo(f"note: {note}", err=True)
+        chosen_target = session.target(target)
+        if chosen_target == "label" and not labels_from_folders:
+            usage_error("--target label explains the true class: add --labels-from-folders")
+        session.check(chosen, layer, precision)
     except camlens.CamlensError as error:
         usage_error(str(error))
-    except RuntimeError as error:
-        usage_error(
-            f"the model failed on a (1, 3, {size}, {size}) input: {error}; check --size and "
-            "--preprocess"
-        )
-    if panel and importlib.util.find_spec("matplotlib") is None:
-        typer.echo("note: no panels without matplotlib (pip install matplotlib)", err=True)
-        panel = False
-    options = Options(
+    settings = RunSettings(
         methods=chosen,
         target=chosen_target,
         layer=layer,
-        colormap=colormap,
-        alpha=alpha,
-        threshold=threshold,
-        boxes=boxes,
-        contours=levels,
-        batch_size=batch_size,
-        size=size,
-        normalize=False,
-        device=str(where),
-        panel=panel,
-        resume=resume,
         precision=precision,
+        batch_size=batch_size,
+        render=RenderOptions(
+            colormap=colormap,
+            alpha=alpha,
+            threshold=threshold,
+            boxes=boxes,
+            contours=levels,
+            overlay_format=overlay_format,
+            panel=panel,
+            copy_images=copy_images,
+        ),
+        resume=resume,
+        labels_from_folders=labels_from_folders,
     )
-    summary = run(
-        network,
-        paths,
-        out,
-        options,
-        names,
-        echo=lambda text: typer.echo(text, err=True),
-        progress=not quiet,
-        layout=lambda x: _layout(adapter, prepare(x)),
-        title=f"camlens: {model} ({', '.join(chosen)})",
-    )
+    with progress_bar("explaining", enabled=not quiet) as (total, advance):
+        summary = explain_files(
+            session,
+            paths,
+            out,
+            settings,
+            echo=lambda text: typer.echo(text, err=True),
+            total=total,
+            advance=advance,
+            title=f"camlens: {model} ({', '.join(chosen)})",
+        )
     typer.echo(
         f"{summary.done} image(s) explained with {', '.join(chosen)} in {summary.seconds:.1f} s"
         + (f", {summary.resumed} already done" if summary.resumed else "")
@@ -253,24 +206,3 @@ def explain(
         for failure in summary.failures:
             typer.echo(f"  {failure.path}: {failure.reason}", err=True)
     raise typer.Exit(summary.exit_code)
-
-
-def _device(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        usage_error(f"--device {name!r} is not a device name; expected auto, cpu, cuda, cuda:1...")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        usage_error("--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu")
-    return device
-
-
-def _layout(adapter: Any, x: Any) -> Any:
-    """Channels-last input for a Keras model, (B, C, H, W) otherwise."""
-    if getattr(adapter, "framework", "torch") == "keras":
-        return x.permute(0, 2, 3, 1).contiguous()
-    return x

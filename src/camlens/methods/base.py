@@ -30,6 +30,7 @@ from camlens.backends.base import Capture
 from camlens.errors import CamlensTypeError, CamlensValueError, CamlensWarning
 from camlens.explanation import Explanation
 from camlens.inputs import Inputs, as_inputs
+from camlens.locks import model_lock
 from camlens.maps import UPSAMPLE_MODES, finalize, minmax, upsample
 from camlens.targets import Target
 
@@ -142,6 +143,10 @@ class Explainer:
         x = as_inputs(x, self.image)
         if isinstance(x, Inputs):
             self._check_several(x)
+        with model_lock(self.adapter.model):  # hooks and train/eval flags: one call at a time
+            return self._call(x, target)
+
+    def _call(self, x: Any, target: Target) -> Explanation:
         if self.smooth:
             return self._smoothed(x, target, self.smooth)
         if self.augment:

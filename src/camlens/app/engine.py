@@ -1,0 +1,198 @@
+"""The local engine: a folder of images through a session into a run folder, at the model's speed.
+
+Three stages run side by side so that the model never waits: decoding threads read and resize
+the next batches (:func:`camlens.app.inputs.stream`), the calling thread runs the model
+(:func:`camlens.app.records.explain_batch`), and one writer thread renders overlays, encodes maps
+and writes rows (:func:`camlens.app.records.render`, :class:`camlens.app.writer.RunWriter`). Each
+stage holds at most a couple of batches, so memory stays flat in the number of images. A file that
+cannot be decoded, or a batch the model rejects, becomes failure rows and the run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from camlens.app.inputs import Failure, class_indices, collect, folder_labels, stream
+from camlens.app.records import Explained, RenderOptions, explain_batch, render
+from camlens.app.session import Session
+from camlens.app.writer import RunWriter
+from camlens.errors import CamlensError, CamlensValueError
+
+
+@dataclass
+class RunSettings:
+    """What to explain and how: methods, target (None: predicted; an index; "label"), layer,
+    precision, images per forward pass, how rows are rendered, resume, folder labels."""
+
+    methods: list[str]
+    target: int | str | None = None
+    layer: Any = "auto"
+    precision: str = "auto"
+    batch_size: int = 16
+    render: RenderOptions = field(default_factory=RenderOptions)
+    resume: bool = False
+    labels_from_folders: bool = False
+    decoders: int = 2
+
+
+@dataclass
+class Summary:
+    """What a run did: images explained now, skipped as already done, failures and seconds."""
+
+    done: int = 0
+    resumed: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+    rows: Any = None  # the run's rows (a DataFrame) once finished
+
+    @property
+    def exit_code(self) -> int:
+        """0: everything explained; 1: some inputs failed."""
+        return 1 if self.failures else 0
+
+
+def output_names(files: Sequence[Path]) -> dict[Path, str]:
+    """A file-name stem per input: its own stem, or its path below the common folder when two
+    inputs share a stem."""
+    stems: dict[str, int] = {}
+    for path in files:
+        stems[path.stem] = stems.get(path.stem, 0) + 1
+    root = Path(os.path.commonpath([p.parent for p in files])) if files else Path()
+    names = {}
+    for path in files:
+        if stems[path.stem] == 1:
+            names[path] = _safe(path.stem)
+        else:
+            names[path] = _safe("__".join(path.relative_to(root).parts))
+    return names
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name) or "image"
+
+
+def manifest(session: Session, settings: RunSettings, engine: str = "local") -> dict[str, Any]:
+    """The run's settings for ``run.json``."""
+    return {
+        "engine": engine,
+        "model": session.spec,
+        "methods": list(settings.methods),
+        "layer": settings.layer if isinstance(settings.layer, str) else repr(settings.layer),
+        "target": "pred" if settings.target is None else settings.target,
+        "precision": settings.precision,
+        "size": session.size,
+        "preprocess": session.prepare.name,
+        "labels": session.names,
+        "classes": session.classes,
+        "labels_from_folders": settings.labels_from_folders,
+        **{k: v for k, v in asdict(settings.render).items() if k != "contours"},
+    }
+
+
+def explain_files(
+    session: Session,
+    paths: Sequence[str | os.PathLike],
+    out: Path,
+    settings: RunSettings,
+    *,
+    echo: Callable[[str], None] = print,
+    advance: Callable[[int], None] | None = None,
+    total: Callable[[int], None] | None = None,
+    title: str = "camlens report",
+    on_explained: Callable[[Explained], None] | None = None,
+) -> Summary:
+    """Explain every image under ``paths`` with ``session`` into the run folder ``out``.
+
+    ``total(n)`` is told how many images are to do, ``advance(k)`` after every batch;
+    ``on_explained`` sees every batch's explanations (``camlens demo`` scores them).
+    """
+    if settings.target == "label" and not settings.labels_from_folders:
+        raise CamlensValueError("--target label explains the true class: add --labels-from-folders")
+    started = time.perf_counter()
+    out = Path(out)
+    files, failures = collect(paths, exclude=out)
+    summary = Summary(failures=list(failures))
+    for failure in failures:
+        echo(f"failed: {failure.path}: {failure.reason}")
+    writer = RunWriter(out, manifest(session, settings), resume=settings.resume)
+    todo = [f for f in files if any((str(f), m) not in writer.done for m in settings.methods)]
+    summary.resumed = len(files) - len(todo)
+    if summary.resumed:
+        echo(f"resume: {summary.resumed} image(s) already in {out}, {len(todo)} to do")
+    if total is not None:
+        total(len(todo))
+    stems = output_names(files)
+    classes = folder_labels(files, paths) if settings.labels_from_folders else {}
+    indices = class_indices(list(classes.values()), session.names) if classes else {}
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camlens-write")
+    pending: list[Future] = []
+
+    def store(explained: Explained | None, failed: list[Failure]) -> None:
+        records = (
+            render(explained, [stems[p] for p in explained.paths], session, settings.render)
+            if explained is not None
+            else []
+        )
+        writer.write(records, failed)
+
+    def submit(explained: Explained | None, failed: list[Failure]) -> None:
+        while len(pending) >= 2:  # backpressure: the writer is at most two batches behind
+            pending.pop(0).result()
+        pending.append(pool.submit(store, explained, failed))
+
+    complete = False
+    try:
+        if summary.failures:
+            submit(None, list(summary.failures))
+        for batch in stream(todo, settings.batch_size, session.size, settings.decoders):
+            failed = list(batch.failures)
+            explained = None
+            if batch.unit is not None:
+                names = [classes.get(p) for p in batch.paths]
+                try:
+                    explained = explain_batch(
+                        session,
+                        batch.unit,
+                        batch.paths,
+                        batch.images,
+                        settings.methods,
+                        settings.target,
+                        settings.layer,
+                        settings.precision,
+                        [indices[n] if n is not None else -1 for n in names],
+                        names,
+                        batch.load_s,
+                        settings.render.box_threshold if settings.render.boxes else None,
+                    )
+                except (CamlensError, RuntimeError) as error:
+                    failed += [Failure(str(p), f"explaining failed: {error}") for p in batch.paths]
+            for failure in failed:
+                echo(f"failed: {failure.path}: {failure.reason}")
+            summary.failures += failed
+            if explained is not None:
+                summary.done += len(explained.paths)
+                if on_explained is not None:
+                    on_explained(explained)
+            submit(explained, failed)
+            if advance is not None:
+                advance(len(batch.paths) + len(batch.failures))
+        complete = True
+    finally:
+        failed_write: BaseException | None = None
+        for job in pending:  # every batch handed to the writer is written before finishing
+            try:
+                job.result()
+            except BaseException as error:  # noqa: BLE001  (raised below, after finishing)
+                failed_write = failed_write or error
+        pool.shutdown()
+        summary.rows = writer.finish(title, complete=complete and failed_write is None)
+        summary.seconds = time.perf_counter() - started
+    if failed_write is not None:
+        raise failed_write
+    return summary

@@ -1,0 +1,244 @@
+"""One batch of a run: explained on the model's device, then rendered into rows and files.
+
+:func:`explain_batch` is the only step that needs the model; it returns plain CPU data
+(:class:`Explained`). :func:`render` turns that into :class:`Record` s: one row per image and
+method (the columns of ``results.parquet``) and the encoded files that go with it (the map as an
+8-bit grayscale PNG, the overlay, optionally the panel and a copy of the input). Both engines (the
+local one and Ray's) call these two functions, so a run's rows and files are the same whichever
+engine wrote them.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+
+from camlens.app.session import LABEL, Session
+
+#: Overlay encodings: file suffix -> Pillow format and save options.
+OVERLAY_FORMATS = {
+    "jpg": ("JPEG", {"quality": 85}),
+    "webp": ("WEBP", {"quality": 80, "method": 3}),
+    "png": ("PNG", {"compress_level": 1}),
+}
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How rows are drawn: colormap, opacity, threshold, the CAM paper's boxes, contours, overlay
+    format, the opt-in panel figure and copy of the input."""
+
+    colormap: str = "jet"
+    alpha: float = 0.5
+    threshold: float | None = None
+    boxes: bool = False
+    box_threshold: float = 0.2
+    contours: tuple[float, ...] = ()
+    overlay_format: str = "jpg"
+    panel: bool = False
+    copy_images: bool = False
+
+
+@dataclass
+class Explained:
+    """A batch's explanations on the CPU: per method the maps (B, S, S) in [0, 1], targets,
+    probabilities and scores; the prediction; true labels where known (-1 otherwise)."""
+
+    paths: list[Path]
+    images: list[np.ndarray]
+    methods: list[str]
+    layers: dict[str, str]
+    maps: dict[str, torch.Tensor]
+    targets: dict[str, torch.Tensor]
+    probs: dict[str, torch.Tensor]
+    scores: dict[str, torch.Tensor]
+    predicted: torch.Tensor
+    probability: torch.Tensor
+    true_labels: torch.Tensor
+    true_names: list[str | None]
+    seconds: dict[str, float]
+    load_s: float = 0.0
+    boxes: dict[str, list[list[tuple[int, int, int, int]]]] = field(default_factory=dict)
+
+
+@dataclass
+class Record:
+    """One image and method: its ``row`` and ``files`` (relative path -> bytes) to write."""
+
+    row: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+def explain_batch(
+    session: Session,
+    unit: torch.Tensor,
+    paths: list[Path],
+    images: list[np.ndarray],
+    methods: Sequence[str],
+    target: int | str | None = None,
+    layer: Any = "auto",
+    precision: str = "auto",
+    true_labels: Sequence[int] | None = None,
+    true_names: Sequence[str | None] | None = None,
+    load_s: float = 0.0,
+    box_threshold: float | None = None,
+) -> Explained:
+    """Explain the [0, 1] batch ``unit`` with every method. ``target``: None (the predicted
+    class), a class index, or ``"label"`` (each image's true class, the prediction where it is
+    unknown). ``true_labels`` are class indices (-1: unknown), ``true_names`` their folder names.
+    With ``box_threshold``, each map's CAM-paper box (largest region at or above that fraction of
+    its maximum) is found for the whole batch at once, in the map's pixels."""
+    from camlens.boxes import boxes as find_boxes
+
+    x = session.native(unit)
+    truth = torch.tensor(
+        list(true_labels) if true_labels is not None else [-1] * len(paths), dtype=torch.int64
+    )
+    predicted, probability = None, None
+    if target == LABEL or target is not None:
+        predicted, probability = session.predict(x)
+    if target == LABEL:
+        assert predicted is not None
+        wanted: Any = torch.where(truth >= 0, truth, predicted).tolist()
+    else:
+        wanted = target
+    out = Explained(
+        paths, images, list(methods), {}, {}, {}, {}, {},
+        torch.empty(0), torch.empty(0), truth,
+        list(true_names) if true_names is not None else [None] * len(paths), {}, load_s,
+    )  # fmt: skip
+    count = max(len(paths), 1)
+    for method in methods:
+        begin = time.perf_counter()
+        exp = session.explainer(method, layer, precision)(x, target=wanted)
+        out.seconds[method] = (time.perf_counter() - begin) / count
+        out.layers[method] = exp.layer
+        out.maps[method] = exp.maps.float().cpu()
+        out.targets[method] = exp.targets.cpu()
+        out.probs[method] = exp.probs.float().cpu()
+        out.scores[method] = exp.scores.float().cpu()
+        if box_threshold is not None:
+            out.boxes[method] = cast(list, find_boxes(out.maps[method], box_threshold))
+        if predicted is None:  # the predicted class was explained: no second forward
+            predicted, probability = exp.targets.cpu(), exp.probs.float().cpu()
+    assert predicted is not None and probability is not None
+    out.predicted, out.probability = predicted, probability
+    return out
+
+
+def _encode(picture: np.ndarray, fmt: str) -> bytes:
+    from PIL import Image
+
+    name, options = OVERLAY_FORMATS[fmt]
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format=name, **options)
+    return buffer.getvalue()
+
+
+def map_png(heat: np.ndarray) -> bytes:
+    """A map in [0, 1] as an 8-bit grayscale PNG (``round(255 * value)``)."""
+    from PIL import Image
+
+    values = (np.clip(heat, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(values, mode="L").save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _number(value: float) -> float | None:
+    return None if value != value else round(float(value), 6)
+
+
+def render(
+    explained: Explained, stems: Sequence[str], session: Session, options: RenderOptions
+) -> list[Record]:
+    """Rows and files for every image and method of ``explained`` (``stems`` name the files)."""
+    from camlens.boxes import scale_box
+    from camlens.render import (
+        draw_boxes,
+        draw_contours,
+        draw_label,
+        label_text,
+        overlay,
+        panel_png,
+    )
+
+    records: list[Record] = []
+    fmt = options.overlay_format
+    for i, (path, image, stem) in enumerate(zip(explained.paths, explained.images, stems)):
+        height, width = image.shape[:2]
+        predicted = int(explained.predicted[i])
+        truth = int(explained.true_labels[i])
+        copied = f"images/{stem}{path.suffix.lower() or '.jpg'}" if options.copy_images else None
+        mine: list[Record] = []
+        panel_rows = []
+        for method in explained.methods:
+            begin = time.perf_counter()
+            heat = explained.maps[method][i].numpy()  # numpy from here: no torch threads
+            target = int(explained.targets[method][i])
+            prob = float(explained.probs[method][i])
+            picture = overlay(image, heat, options.colormap, options.alpha, options.threshold)
+            found = [
+                scale_box(box, heat.shape, (height, width))
+                for box in explained.boxes.get(method, [[]] * (i + 1))[i]
+            ]
+            if found:
+                picture = draw_boxes(picture, found)
+            if options.contours:
+                picture = draw_contours(picture, heat, options.contours)
+            picture = draw_label(picture, label_text(session.name(target), prob))
+            files = {
+                f"maps/{stem}_{method}.png": map_png(heat),
+                f"overlays/{stem}_{method}.{fmt}": _encode(picture, fmt),
+            }
+            panel_rows.append((method, heat, picture))
+            row = {
+                "path": str(path),
+                "stem": stem,
+                "width": width,
+                "height": height,
+                "method": method,
+                "layer": explained.layers[method],
+                "predicted": predicted,
+                "predicted_name": session.name(predicted),
+                "probability": _number(float(explained.probability[i])),
+                "target": target,
+                "target_name": session.name(target) if target >= 0 else None,
+                "target_probability": _number(prob),
+                "score": _number(float(explained.scores[method][i])),
+                "true_label": truth if truth >= 0 else None,
+                "true_name": explained.true_names[i],
+                "correct": (predicted == truth) if truth >= 0 else None,
+                "boxes": [[int(v) for v in box] for box in found],
+                "map": f"maps/{stem}_{method}.png",
+                "overlay": f"overlays/{stem}_{method}.{fmt}",
+                "panel": f"panels/{stem}.png" if options.panel else None,
+                "image": copied,
+                "load_s": round(explained.load_s / max(len(explained.paths), 1), 4),
+                "explain_s": round(explained.seconds[method], 4),
+                "render_s": round(time.perf_counter() - begin, 4),
+                "error": None,
+            }
+            mine.append(Record(row, files))
+        if options.panel:
+            best = label_text(session.name(predicted), float(explained.probability[i]))
+            title = f"{path.name}: {best}"
+            mine[0].files[f"panels/{stem}.png"] = panel_png(
+                image, panel_rows, title, options.colormap
+            )
+        if copied is not None:
+            mine[0].files[copied] = path.read_bytes()
+        records.extend(mine)
+    return records
+
+
+def failure_row(path: str, reason: str) -> dict[str, Any]:
+    """The row of an input that could not be explained: ``method`` None, ``error`` the reason."""
+    return {"path": path, "method": None, "error": reason}

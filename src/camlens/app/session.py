@@ -1,0 +1,268 @@
+"""A ready session: everything a model spec means, resolved and checked once.
+
+``Session.from_spec("torchvision:resnet50")`` loads the model (``DEFAULT`` weights for torchvision
+and timm names, none otherwise), picks its preprocessing and input size, moves it to the device,
+builds its adapter, probes its class count on a blank input and finds its class names. The command
+line, the web server and the Ray workers all start from a session, so a spec means the same model,
+input and targets everywhere. Everything that can be wrong with a request is found here, before any
+image is read, as a :class:`~camlens.errors.CamlensError` (exit code 2 on the command line).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from camlens.backends import Adapter, adapter_for
+from camlens.errors import CamlensValueError
+from camlens.labels import class_name
+from camlens.preprocessing import Preprocess
+
+#: ``--target`` words besides a class index or name.
+PREDICTED, LABEL = "pred", "label"
+
+
+def device_for(name: str) -> torch.device:
+    """``auto`` (CUDA when torch sees a GPU, else the CPU) or a torch device name, checked."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise CamlensValueError(
+            f"--device {name!r} is not a device name; expected auto, cpu, cuda, cuda:1..."
+        ) from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CamlensValueError(
+            "--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu"
+        )
+    return device
+
+
+def method_names(text: str | Sequence[str]) -> list[str]:
+    """Registry names for ``"gradcam,cam"``, ``"all"`` or a list; duplicates dropped, order kept."""
+    from camlens.registry import get, methods
+
+    if isinstance(text, str):
+        if text.strip() == "all":
+            return methods()
+        text = [name for name in text.split(",") if name.strip()]
+    if not text:
+        raise CamlensValueError("--method is empty; camlens methods lists the names")
+    return list(dict.fromkeys(get(name.strip()).name for name in text))
+
+
+def resize_unit(image: np.ndarray, size: int) -> torch.Tensor:
+    """A uint8 RGB image (H, W, 3), whole, resized to (3, size, size) floats in [0, 1]: Pillow's
+    bilinear filter (antialiased when shrinking), one 8-bit rounding. Pillow releases the GIL, so
+    decoding threads resize beside the model without taking its cores' thread pool."""
+    from PIL import Image
+
+    if image.shape[:2] != (size, size):
+        image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
+    return torch.from_numpy(np.array(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+
+@dataclass
+class Session:
+    """A model ready to explain: ``model``, its ``adapter``, ``prepare`` (a [0, 1] (B, 3, S, S)
+    batch to the model's own input), the input side ``size``, class ``names`` (or None), the number
+    of ``classes`` (2 for a one-logit head) and the ``device``. ``notes`` are things the user
+    should check (a guessed input scale)."""
+
+    spec: str
+    model: Any
+    adapter: Adapter
+    prepare: Preprocess
+    size: int
+    names: list[str] | None
+    classes: int
+    device: torch.device
+    notes: list[str] = field(default_factory=list)
+    _explainers: dict[tuple[str, str, str], Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: str,
+        weights: str | None = None,
+        *,
+        device: str = "auto",
+        preprocess: str = "auto",
+        size: int | None = None,
+        labels: Any = None,
+        trust_pickle: bool = False,
+    ) -> Session:
+        """Load the model ``spec`` names (see :mod:`camlens.models`) and resolve the rest.
+
+        ``weights`` None means ``DEFAULT`` (download) for ``torchvision:``/``timm:`` names and
+        random or built-in weights otherwise; ``labels`` is a file of class names or a list.
+        """
+        from camlens.labels import load_labels
+        from camlens.models import load_spec
+        from camlens.preprocessing import MODES, resolve
+
+        if preprocess not in MODES:  # before the (slow) model load
+            raise CamlensValueError(
+                f"--preprocess must be one of {', '.join(MODES)}, got {preprocess!r}"
+            )
+        where = device_for(device)
+        names = (
+            load_labels(labels)
+            if isinstance(labels, (str, bytes)) or hasattr(labels, "__fspath__")
+            else labels
+        )
+        if weights is None and spec.partition(":")[0] in ("torchvision", "timm"):
+            weights = "DEFAULT"
+        network = load_spec(spec, weights, trust_pickle=trust_pickle)
+        prepare = resolve(preprocess, spec, network)
+        return cls.from_model(
+            network, spec=spec, prepare=prepare, size=size, names=names, device=where
+        )
+
+    @classmethod
+    def from_model(
+        cls,
+        model: Any,
+        *,
+        spec: str = "",
+        prepare: Preprocess | None = None,
+        size: int | None = None,
+        names: Sequence[str] | None = None,
+        device: torch.device | str | None = None,
+    ) -> Session:
+        """A session around a model object (a camlens ``Classifier`` gets its own [0, 1] input,
+        size and labels; other models ImageNet normalisation unless ``prepare`` says otherwise)."""
+        from camlens.models import class_names
+        from camlens.preprocessing import input_size, resolve
+
+        if isinstance(device, str):
+            device = device_for(device)
+        if device is not None and isinstance(model, torch.nn.Module):
+            model = model.to(device)
+        adapter = adapter_for(model)
+        prepare = prepare or resolve("auto", spec, model)
+        side = int(size) if size is not None else input_size(model)
+        notes = [prepare.note] if prepare.note else []
+        session = cls(spec, model, adapter, prepare, side, None, 0, torch.device("cpu"), notes)
+        blank = prepare(torch.zeros(1, 3, side, side))  # canonical (B, C, H, W), as logits takes
+        try:
+            classes = int(adapter.logits(blank).shape[1])
+        except RuntimeError as error:
+            raise CamlensValueError(
+                f"the model failed on a (1, 3, {side}, {side}) input: {error}; check --size and "
+                "--preprocess"
+            ) from error
+        session.classes = 2 if classes == 1 else classes
+        session.device = getattr(adapter, "device", torch.device("cpu"))
+        if names is not None and len(names) != session.classes:
+            session.notes.append(
+                f"--labels has {len(names)} names, the model {session.classes} outputs"
+            )
+        known = list(names) if names is not None else class_names(spec, model, classes)
+        session.names = known
+        return session
+
+    # ------------------------------------------------------------------ inputs
+    def native(self, unit: torch.Tensor) -> Any:
+        """A [0, 1] (B, 3, S, S) batch as the model's input: preprocessed, channels-last for a
+        Keras model."""
+        x = self.prepare(unit)
+        if getattr(self.adapter, "framework", "torch") == "keras":
+            return x.permute(0, 2, 3, 1).contiguous()
+        return x
+
+    def to_input(self, images: Sequence[np.ndarray]) -> Any:
+        """Whole uint8 RGB images, each resized to ``size`` x ``size``, as the model's input."""
+        return self.native(torch.stack([resize_unit(image, self.size) for image in images]))
+
+    def name(self, index: int) -> str:
+        """Class ``index``'s name, or the index as text."""
+        return class_name(self.names, index)
+
+    # ------------------------------------------------------------------ requests
+    def target(self, text: str | int | None) -> int | str | None:
+        """``--target``: "pred" (None: the predicted class), "label" (the true class, from the
+        folder layout), a class index or a class name (case-insensitive)."""
+        if text is None or text == PREDICTED:
+            return None
+        if text == LABEL:
+            return LABEL
+        try:
+            index = int(text)
+        except ValueError:
+            names = self.names or []
+            lookup = {name.lower(): i for i, name in reversed(list(enumerate(names)))}
+            if str(text).lower() in lookup:
+                return lookup[str(text).lower()]
+            import difflib
+
+            close = difflib.get_close_matches(str(text), names, n=5)
+            hint = f"; close names: {', '.join(close)}" if close else ""
+            known = "" if names else " (no class names known: pass --labels FILE)"
+            raise CamlensValueError(
+                f"--target {text!r} is not 'pred', 'label', a class index or a class name"
+                f"{known}{hint}"
+            ) from None
+        if not 0 <= index < self.classes:
+            raise CamlensValueError(
+                f"--target {index} is out of range: the model has {self.classes} classes "
+                f"(0..{self.classes - 1})"
+            )
+        return index
+
+    def check(self, methods: Sequence[str], layer: Any = "auto", precision: str = "auto") -> None:
+        """Raise a CamlensError now if ``methods`` cannot run at ``layer`` with ``precision``
+        (an unknown layer, a TorchScript model for a layer method, int8 on an unsupported model)."""
+        from camlens.methods.perturbation import PRECISIONS
+        from camlens.registry import get, options_for
+
+        if precision not in PRECISIONS:
+            raise CamlensValueError(
+                f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+            )
+        blank = self.native(torch.zeros(1, 3, self.size, self.size))
+        if precision == "int8" and any(options_for(m, precision=precision) for m in methods):
+            with warnings.catch_warnings():  # a check on a blank image: its gap means nothing
+                warnings.simplefilter("ignore")
+                with self.adapter.int8(self.adapter.as_tensor(blank), reuse=False):
+                    pass
+        layered = [m for m in methods if get(m).uses_layer]
+        if not layered:
+            return
+        try:
+            self.adapter.resolve_layers(layer, blank)
+        except RuntimeError as error:
+            if "ScriptModule" not in str(error):
+                raise CamlensValueError(f"the model failed on a blank input: {error}") from error
+            raise CamlensValueError(
+                f"{self.spec} is a TorchScript model, which takes no hooks, so layer methods "
+                f"({', '.join(layered)}) cannot see inside it; load the Python model instead "
+                "(torchvision:NAME or package.module:factory with --weights FILE)"
+            ) from error
+
+    def explainer(self, method: str, layer: Any = "auto", precision: str = "auto") -> Any:
+        """The reusable explainer for ``method`` at ``layer`` (one per session and setting)."""
+        from camlens.registry import get, options_for
+
+        key = (method, repr(layer), precision)
+        if key not in self._explainers:
+            self._explainers[key] = get(method)(
+                self.adapter, layer=layer, **options_for(method, precision=precision)
+            )
+        return self._explainers[key]
+
+    def predict(self, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted classes (B,) and their probabilities (B,) on the CPU (sigmoid for a
+        one-logit head)."""
+        with torch.no_grad():
+            logits = self.adapter.logits(self.adapter.as_tensor(x)).float()
+        if logits.shape[1] == 1:
+            return (logits[:, 0] > 0).long().cpu(), torch.sigmoid(logits[:, 0].abs()).cpu()
+        probability, predicted = logits.softmax(dim=1).max(dim=1)
+        return predicted.cpu(), probability.cpu()

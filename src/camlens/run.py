@@ -1,0 +1,158 @@
+"""A run folder, read back: ``camlens.load_run("out/")``.
+
+A run folder is what ``camlens explain`` (any engine) writes::
+
+    run.json            the manifest: model, methods, input size, class names, settings, counts
+    results.parquet     one row per image and method (COLUMNS); failure rows have an ``error``
+    parts/*.parquet     rows of a run still going or interrupted (one file per finished batch)
+    maps/*.png          every map as data: 8-bit grayscale at the model input's resolution
+    overlays/*.jpg      overlays at each image's own size (webp or png on request)
+    panels/, images/    opt-in: three-panel figures, copies of the inputs
+    results.jsonl/.csv  the same rows for people; report.html (+ report-data.js)
+
+Nothing here needs camlens to read it: Parquet, PNG and JSON. A row's map is ``PNG / 255``, equal
+to the ``exp.maps`` row it came from within 8-bit rounding (0.5 / 255).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from camlens.errors import CamlensValueError
+
+MANIFEST, RESULTS, PARTS = "run.json", "results.parquet", "parts"
+FORMAT, VERSION = "camlens-run", 1
+
+
+def schema() -> Any:
+    """The Arrow schema of ``results.parquet`` (explicit, so that parts with nulls agree)."""
+    import pyarrow as pa
+
+    text, integer, number = pa.string(), pa.int64(), pa.float64()
+    return pa.schema(
+        [
+            ("path", text), ("stem", text), ("width", pa.int32()), ("height", pa.int32()),
+            ("method", text), ("layer", text), ("predicted", integer), ("predicted_name", text),
+            ("probability", number), ("target", integer), ("target_name", text),
+            ("target_probability", number), ("score", number), ("true_label", integer),
+            ("true_name", text), ("correct", pa.bool_()),
+            ("boxes", pa.list_(pa.list_(pa.int32()))), ("map", text), ("overlay", text),
+            ("panel", text), ("image", text), ("load_s", number), ("explain_s", number),
+            ("render_s", number), ("error", text),
+        ]
+    )  # fmt: skip
+
+
+def read_rows(folder: Path) -> Any:
+    """Every row of a run folder as a pandas DataFrame: ``results.parquet`` and then the parts
+    (a run going on or interrupted), the last row kept per image and method, a failure dropped
+    when its image was explained later."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    if (folder / RESULTS).is_file():
+        tables.append(pq.read_table(folder / RESULTS, schema=schema()))
+    for part in sorted((folder / PARTS).glob("part-*.parquet")):
+        tables.append(pq.read_table(part, schema=schema()))
+    nullable = {
+        pa.int32(): pd.Int32Dtype(),
+        pa.int64(): pd.Int64Dtype(),
+        pa.bool_(): pd.BooleanDtype(),
+    }.get  # integers stay integers beside the nulls of failure rows
+    if not tables:
+        return schema().empty_table().to_pandas(types_mapper=nullable)
+    frame = pa.concat_tables(tables).to_pandas(types_mapper=nullable)
+    frame["_order"] = np.arange(len(frame))
+    key = frame["method"].fillna("\0failed")
+    frame = frame.assign(_key=key).drop_duplicates(["path", "_key"], keep="last")
+    explained = set(frame.loc[frame["error"].isna(), "path"])
+    frame = frame[frame["error"].isna() | ~frame["path"].isin(explained)]
+    frame = frame.sort_values("_order").drop(columns=["_order", "_key"])
+    return pd.DataFrame(frame).reset_index(drop=True)
+
+
+class Run:
+    """A run folder: ``results`` (explained rows), ``failures``, ``info`` (the manifest), and
+    each row's ``map``, ``overlay`` and ``image``."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        manifest = self.folder / MANIFEST
+        if not manifest.is_file():
+            raise CamlensValueError(
+                f"{str(self.folder)!r} is not a camlens run folder (no {MANIFEST}); camlens "
+                "explain --out FOLDER writes one"
+            )
+        self.info: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
+        if self.info.get("format") != FORMAT:
+            raise CamlensValueError(f"{str(manifest)!r} is not a camlens run manifest")
+        rows = read_rows(self.folder)
+        failed = rows["error"].notna()
+        self.results = rows[~failed].reset_index(drop=True)
+        self.failures = rows[failed][["path", "error"]].reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __repr__(self) -> str:
+        return (
+            f"Run({str(self.folder)!r}: {len(self.results)} rows, "
+            f"{len(self.failures)} failures, methods {self.info.get('methods')})"
+        )
+
+    @cached_property
+    def complete(self) -> bool:
+        """Whether the run finished (an interrupted run has no finish time)."""
+        return bool(self.info.get("finished"))
+
+    def _row(self, i: int) -> Any:
+        if not -len(self.results) <= i < len(self.results):
+            raise CamlensValueError(f"row {i} is out of range: the run has {len(self)} rows")
+        return self.results.iloc[i]
+
+    def map(self, i: int) -> np.ndarray:
+        """Row ``i``'s map: float32 (H, W) in [0, 1] at the model input's resolution."""
+        from PIL import Image
+
+        with Image.open(self.folder / self._row(i)["map"]) as image:
+            return np.asarray(image, dtype=np.float32) / 255.0
+
+    def image(self, i: int) -> np.ndarray:
+        """Row ``i``'s input image as uint8 RGB at its own size (the copy, else the original)."""
+        from camlens.io import to_rgb
+
+        row = self._row(i)
+        copy = row["image"]
+        return to_rgb(self.folder / copy if isinstance(copy, str) else row["path"])
+
+    def overlay(
+        self,
+        i: int,
+        colormap: str | None = None,
+        alpha: float | None = None,
+        threshold: float | None = None,
+    ) -> np.ndarray:
+        """Row ``i``'s map rendered again over its image, uint8 RGB at the image's own size;
+        unset options are the run's own."""
+        from camlens.render import overlay
+
+        return overlay(
+            self.image(i),
+            self.map(i),
+            colormap or self.info.get("colormap", "jet"),
+            self.info.get("alpha", 0.5) if alpha is None else alpha,
+            threshold,
+        )
+
+
+def load_run(folder: str | os.PathLike) -> Run:
+    """Open a run folder written by ``camlens explain`` (local or Ray engine); see :class:`Run`."""
+    return Run(folder)

@@ -1,0 +1,75 @@
+"""``GET /api/model``: what the served model is and what can be asked of it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+router = APIRouter(tags=["model"])
+
+#: The colormaps the page offers; their tables travel with the model description.
+COLORMAPS = ("jet", "turbo", "viridis", "inferno", "magma", "gray")
+
+
+class Layer(BaseModel):
+    name: str
+    kind: str
+    shape: list[int]
+    auto: bool
+
+
+class Method(BaseModel):
+    name: str
+    uses_layer: bool
+    paper: str
+
+
+class ModelInfo(BaseModel):
+    spec: str
+    labels: list[str] | None
+    classes: int
+    size: int
+    preprocess: str
+    device: str
+    layers: list[Layer]
+    auto: str | None
+    methods: list[Method]
+    colormaps: dict[str, list[list[int]]]
+
+
+@router.get("/model")
+def model(request: Request) -> ModelInfo:
+    import numpy as np
+
+    import camlens
+    from camlens.registry import get
+    from camlens.render import colormap_table
+
+    service = request.app.state.service
+    session = service.session
+    tables = {}
+    for name in COLORMAPS:
+        tables[name] = np.round(colormap_table(name) * 255).astype(int).tolist()
+    return ModelInfo(
+        spec=session.spec,
+        labels=session.names,
+        classes=session.classes,
+        size=session.size,
+        preprocess=session.prepare.name,
+        device=str(session.device),
+        layers=[
+            Layer(
+                name=info.name,
+                kind=info.kind,
+                shape=[int(s) for s in info.shape[1:]],
+                auto=info.name == service.auto,
+            )
+            for info in service.layers
+        ],
+        auto=service.auto,
+        methods=[
+            Method(name=name, uses_layer=get(name).uses_layer, paper=get(name).paper)
+            for name in camlens.methods()
+        ],
+        colormaps=tables,
+    )

@@ -1,0 +1,138 @@
+"""The served model: one model, its description, and explanations micro-batched for many clients.
+
+An image is fed as ``camlens explain`` feeds it (``Session.to_input``): the whole image resized to
+the model's input side, then the model's own preprocessing. Every request is checked (method, layer,
+target) before it joins the queue, so a bad one fails alone and at once; requests with the same
+method and layer share one batch: one forward for the top-5 and one explainer call.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Hashable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import torch
+
+from camlens.app.records import map_png
+from camlens.app.session import Session
+from camlens.errors import CamlensValueError
+from camlens.locks import model_lock
+from camlens.serve.batcher import MicroBatcher
+
+TOP = 5
+
+
+@dataclass
+class Request:
+    """One image to explain: uint8 RGB, and a checked method, layer and target (None: predicted)."""
+
+    image: np.ndarray
+    method: str
+    layer: str
+    target: int | None
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities (B, K): softmax, or for a one-logit head (1 - sigmoid, sigmoid)."""
+    logits = logits.detach().float().cpu()
+    if logits.shape[1] == 1:
+        positive = torch.sigmoid(logits[:, 0])
+        return torch.stack([1.0 - positive, positive], dim=1)
+    return torch.softmax(logits, dim=1)
+
+
+class ModelService:
+    """The model behind ``camlens serve``: a :class:`camlens.app.session.Session` (built from a
+    spec given on the command line only), its layers, and the queue in front of it."""
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        max_batch: int = 8,
+        window: float = 0.005,
+        max_pending: int = 256,
+    ) -> None:
+        import camlens
+
+        self.session = session
+        blank = session.native(torch.zeros(1, 3, session.size, session.size))
+        self.layers, self.auto = camlens.layers(session.adapter, blank)
+        self.batcher = MicroBatcher(
+            self._run, max_batch=max_batch, window=window, max_pending=max_pending
+        )
+
+    def request(self, image: np.ndarray, method: str, target: str | None, layer: str) -> Request:
+        """A checked request; ``CamlensValueError`` names the field that is wrong."""
+        from camlens.registry import get
+
+        try:
+            chosen = get(method).name
+        except CamlensValueError as error:
+            raise CamlensValueError(f"method: {error}") from None
+        layer = layer or "auto"
+        known = [info.name for info in self.layers]
+        if layer != "auto" and layer not in known:
+            raise CamlensValueError(
+                f"layer: expected 'auto' or one of the model's explainable layers "
+                f"({', '.join(known)}), got {layer!r}"
+            )
+        index: int | None = None
+        classes = self.session.classes
+        if target not in (None, "", "pred"):
+            try:
+                index = int(str(target))
+            except ValueError:
+                index = -1
+            if not 0 <= index < classes or str(index) != str(target).strip():
+                raise CamlensValueError(
+                    f"target: expected 'pred' or a class index 0..{classes - 1}, got {target!r}"
+                )
+        return Request(image, chosen, (self.auto or "auto") if layer == "auto" else layer, index)
+
+    # ------------------------------------------------------------------ explaining
+    def submit(self, request: Request) -> Future:
+        """A future of the request's answer (see :meth:`_answer`)."""
+        return self.batcher.submit((request.method, request.layer), request)
+
+    def _run(self, key: Hashable, requests: list[Request]) -> list[dict[str, Any]]:
+        method, layer = cast(tuple[str, str], key)
+        session = self.session
+        x = session.to_input([request.image for request in requests])
+        with model_lock(session.model), torch.no_grad():
+            probs = probabilities(session.adapter.logits(x))
+        predicted = probs.argmax(dim=1)
+        targets = [
+            int(predicted[i]) if r.target is None else r.target for i, r in enumerate(requests)
+        ]
+        exp = session.explainer(method, layer)(x, target=targets)
+        return [self._answer(exp, i, probs[i]) for i in range(len(requests))]
+
+    def _answer(self, exp: Any, i: int, probs: torch.Tensor) -> dict[str, Any]:
+        """Image ``i``'s JSON answer: the top-5 of ``probs`` and its map as a base64 PNG."""
+        top = probs.topk(min(TOP, probs.numel()))
+        target = int(exp.targets[i])
+        height, width = exp.maps.shape[1:]
+        return {
+            "predicted": int(top.indices[0]),
+            "top": [
+                {"class": int(c), "name": self.session.name(int(c)), "probability": float(p)}
+                for p, c in zip(top.values, top.indices)
+            ],
+            "target": target,
+            "target_name": self.session.name(target),
+            "probability": float(exp.probs[i]),
+            "score": float(exp.scores[i]),
+            "layer": exp.layer,
+            "method": exp.method,
+            "width": int(width),
+            "height": int(height),
+            "map": base64.b64encode(map_png(exp.maps[i].numpy())).decode("ascii"),
+        }
+
+    def close(self) -> None:
+        self.batcher.close()

@@ -1,0 +1,119 @@
+"""Fixtures of the serve tests: served models, an ASGI test client, a live server on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="package")
+def png():
+    """uint8 RGB array -> PNG file bytes."""
+    return _png
+
+
+@pytest.fixture(scope="package")
+def demo_service():
+    from camlens.app.session import Session
+    from camlens.serve import ModelService
+
+    service = ModelService(Session.from_spec("demo"))
+    yield service
+    service.close()
+
+
+@pytest.fixture(scope="package")
+def cnn_service():
+    """toy_models.SmallCNN through a factory spec: ImageNet mean/std preprocessing, 64 px."""
+    from camlens.app.session import Session
+    from camlens.serve import ModelService
+
+    service = ModelService(Session.from_spec("toy_models:SmallCNN", size=64))
+    yield service
+    service.close()
+
+
+@pytest.fixture
+def client(demo_service):
+    from fastapi.testclient import TestClient
+
+    from camlens.serve import create_app
+
+    return TestClient(create_app(demo_service), base_url="http://127.0.0.1")
+
+
+@contextlib.contextmanager
+def _serving(app):
+    """``app`` under uvicorn on 127.0.0.1 (a free port), in a thread: its base URL."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="package")
+def serving():
+    """A context manager: an app served on loopback while the block runs, its base URL."""
+    return _serving
+
+
+@pytest.fixture(scope="package")
+def run_folder(tmp_path_factory):
+    """A real run: the demo model on its 16 samples (class folders), gradcam and cam."""
+    from typer.testing import CliRunner
+
+    from camlens.checkpoint import demo_path
+    from camlens.cli import app
+
+    out = tmp_path_factory.mktemp("run") / "demo-run"
+    samples = demo_path() / "samples"
+    args = ["explain", str(samples), "--model", "demo", "--method", "gradcam,cam", "-q"]
+    args += ["--labels-from-folders", "--copy-images", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output  # boxes.csv is not an image
+    return out
+
+
+@pytest.fixture(scope="package")
+def live(demo_service, run_folder):
+    """The demo model and the demo run, served on loopback."""
+    from camlens.serve import create_app
+    from camlens.serve.runs import Runs
+
+    with _serving(create_app(demo_service, runs=Runs([run_folder]))) as url:
+        yield url
+
+
+@pytest.fixture(scope="package")
+def digit() -> bytes:
+    """A bundled demo sample (a cluttered digit 3), as uploaded."""
+    from camlens.checkpoint import demo_path
+
+    return (demo_path() / "samples" / "3").glob("*.png").__next__().read_bytes()
