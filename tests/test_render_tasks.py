@@ -11,8 +11,8 @@ import camlens
 from camlens.render_tasks import (
     clip_overlays,
     detection_overlay,
+    rescale_box,
     save_gif,
-    scale_box,
     slice_grid,
 )
 
@@ -22,7 +22,7 @@ def _maps(count: int = 5, size: int = 16) -> torch.Tensor:
 
 
 def test_scale_box():
-    assert scale_box((10, 20, 30, 40), (100, 200), (50, 400)) == (20.0, 10.0, 60.0, 20.0)
+    assert rescale_box((10, 20, 30, 40), (100, 200), (50, 400)) == (20.0, 10.0, 60.0, 20.0)
 
 
 def test_detection_overlay_draws_the_box_over_the_map():

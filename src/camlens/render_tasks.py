@@ -21,8 +21,9 @@ from camlens.render import draw_boxes, overlay
 Box = tuple[float, float, float, float]
 
 
-def scale_box(box: Box, source: tuple[int, int], target: tuple[int, int]) -> Box:
-    """A box (x0, y0, x1, y1) in pixels of a ``source`` (H, W) image, in pixels of ``target``."""
+def rescale_box(box: Box, source: tuple[int, int], target: tuple[int, int]) -> Box:
+    """A detector's box (x0, y0, x1, y1) in continuous pixel coordinates of a ``source`` (H, W)
+    image, in those of ``target`` (:func:`camlens.boxes.scale_box` maps inclusive map cells)."""
     sy, sx = target[0] / source[0], target[1] / source[1]
     x0, y0, x1, y1 = box
     return (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
