@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,34 +11,9 @@ from camlens.app.engine import RunSettings
 from camlens.app.session import Session
 from camlens.app.tasks import TaskSettings, explain_task_files, preprocess_for
 
-NETS = """
-import torch, torchvision
-from torchvision.models import detection as tvd
-from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-
-def detector():
-    torch.manual_seed(0)
-    layers = {f"layer{i}": str(i - 1) for i in range(1, 5)}
-    backbone = BackboneWithFPN(torchvision.models.resnet18(), layers, [64, 128, 256, 512], 64)
-    return tvd.FasterRCNN(
-        backbone, box_score_thresh=0.0, rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=50,
-        box_detections_per_img=10, box_head=TwoMLPHead(64 * 49, 64),
-        box_predictor=FastRCNNPredictor(64, 3), min_size=128, max_size=128,
-    )
-
-def segmenter():
-    torch.manual_seed(0)
-    return torchvision.models.segmentation.lraspp_mobilenet_v3_large(
-        weights=None, weights_backbone=None, num_classes=3
-    )
-"""
-
 
 @pytest.fixture
-def images(tmp_path, monkeypatch):
-    (tmp_path / "tasknets.py").write_text(textwrap.dedent(NETS))
-    monkeypatch.syspath_prepend(str(tmp_path))
+def images(tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
     for i in range(2):
@@ -51,7 +24,7 @@ def images(tmp_path, monkeypatch):
 
 def test_detect_run_has_a_row_and_map_per_detection(images, tmp_path):
     session = Session.from_spec(
-        "tasknets:detector", preprocess=preprocess_for("detect", "auto"), size=128,
+        "task_models:detector", preprocess=preprocess_for("detect", "auto"), size=128,
         labels=["background", "cat", "dog"],
     )  # fmt: skip
     assert session.prepare.name == "unit" and session.classes == 3
@@ -84,7 +57,7 @@ def _unit(session, path):
 
 
 def test_segment_run_explains_the_largest_class(images, tmp_path):
-    session = Session.from_spec("tasknets:segmenter", size=64)
+    session = Session.from_spec("task_models:segmenter", size=64)
     summary = explain_task_files(
         session, [str(images)], tmp_path / "out", RunSettings(methods=["gradcam"]),
         TaskSettings("segment"), echo=lambda text: None,
