@@ -12,6 +12,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 import camlens
+from camlens.registry import get
 
 SIZE = dict(min_size=128, max_size=128)
 
@@ -196,3 +197,27 @@ def test_ultralytics_yolo(tmp_path_factory, monkeypatch):
     assert [m.training for m in yolo.model.modules()] == modes  # flags restored
     result = camlens.explain_detections(yolo, x, "gradcam", threshold=0.0, limit=2)
     assert len(result) == 2 and result.explanation.maps.shape == (2, 128, 128)
+
+
+FEWER = {
+    "scorecam": {"top_k_channels": 8},
+    "ablationcam": {"batch_size": 64},
+    "integrated-gradients": {"steps": 8},
+    "smoothgrad": {"samples": 4},
+}
+
+
+def test_every_method_but_cam_explains_a_detection(faster_rcnn):
+    x = _image()
+    found = faster_rcnn(x)[0]
+    target = camlens.targets.detection(found["boxes"][:1].detach(), found["labels"][:1])
+    for method in camlens.methods():
+        options = {"layer": "backbone.fpn.layer_blocks.0"} if get(method).uses_layer else {}
+        options.update(FEWER.get(method, {}))  # fewer forwards: the same definition
+        if method == "cam":  # its head is Faster R-CNN's box predictor, not one nn.Linear on a map
+            with pytest.raises(camlens.CamlensValueError, match="method 'cam' needs a model"):
+                camlens.explain(faster_rcnn, x, method, target, **options)
+            continue
+        exp = camlens.explain(faster_rcnn, x, method, target, **options)
+        torch.testing.assert_close(exp.scores, found["scores"][:1].detach(), msg=method)
+        assert exp.maps.shape == (1, 128, 128) and exp.maps.amax() == 1, method

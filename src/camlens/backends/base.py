@@ -61,7 +61,7 @@ class Capture:
 
     activations: list[torch.Tensor]
     gradients: list[torch.Tensor] | None
-    logits: torch.Tensor
+    logits: Any  # (B, K) float32; the whole output for a targets.OutputTarget
     target: targets_.ResolvedTarget
     scores: torch.Tensor
     probs: torch.Tensor

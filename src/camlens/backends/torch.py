@@ -260,12 +260,18 @@ class TorchAdapter:
         return logits_of(output)
 
     def _forward(
-        self, x: torch.Tensor, watch_linear: bool = False, target: targets_.Target = None
+        self,
+        x: torch.Tensor,
+        watch_linear: bool = False,
+        target: targets_.Target = None,
+        whole: bool = False,
     ) -> tuple[Any, Any]:
         """Run the model; returns the logits (the input of a final Softmax) and the head record.
 
         For an :class:`~camlens.targets.OutputTarget` the model's whole output is returned as the
-        logits (a detector's list of dicts, a segmentation model's dict) and no head is looked for.
+        logits (a detector's list of dicts, a segmentation model's dict) and no head is looked for;
+        with ``whole``, also when the output holds no logit tensor (calls that do not know the
+        target: the many forwards of Score-CAM, Ablation-CAM, SmoothGrad's reference).
         """
         if isinstance(target, targets_.OutputTarget):
             return self._call(x), None
@@ -281,10 +287,16 @@ class TorchAdapter:
                 probability = isinstance(module, (nn.Softmax, nn.LogSoftmax))
                 if probability or (watch_linear and isinstance(module, nn.Linear)):
                     handles.append(module.register_forward_hook(watch))
-            logits = logits_of(self._call(x))
+            output = self._call(x)
         finally:
             for handle in handles:
                 handle.remove()
+        try:
+            logits = logits_of(output)
+        except CamlensTypeError:
+            if whole:
+                return output, None
+            raise
         for module, inputs, output in reversed(seen):
             if isinstance(module, (nn.Softmax, nn.LogSoftmax)) and output.data_ptr() == (
                 logits.data_ptr()
@@ -487,8 +499,8 @@ class TorchAdapter:
         device = x.device.type
         autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
         with self._explaining(), torch.inference_mode(), autocast:
-            logits, _ = self._forward(x)
-        return logits.float()
+            logits, _ = self._forward(x, whole=True)
+        return _floats(logits)
 
     @contextmanager
     def int8(self, calibration: torch.Tensor, *, reuse: bool = True) -> Iterator[None]:
@@ -591,10 +603,10 @@ class TorchAdapter:
         with self._explaining(), torch.inference_mode():
             handle = module.register_forward_hook(hook)
             try:
-                logits, _ = self._forward(x)
+                logits, _ = self._forward(x, whole=True)
             finally:
                 handle.remove()
-        return logits.float(), (seen[0] if seen else None)
+        return _floats(logits), (seen[0] if seen else None)
 
     def _check_broadcast(
         self,
@@ -609,19 +621,28 @@ class TorchAdapter:
             logits, _ = self._replaced(x, module, layer, size, probe, keep_original=True)
         except (RuntimeError, ValueError, IndexError):
             return False
-        if logits.shape[0] != 2:
-            return False
+        if not isinstance(logits, torch.Tensor) or logits.shape[0] != 2:
+            return False  # a whole output (a detector's): the image runs N times
         plain = self.logits(x)
         scale = float(plain.abs().max()) or 1.0
         return bool((logits[:1] - plain).abs().max() <= 1e-4 * scale)
 
 
-def _detached(logits: Any) -> torch.Tensor:
-    """Float32 detached logits; an empty (B, 0) tensor for a whole output read by an
-    :class:`~camlens.targets.OutputTarget` (a detector's list of dicts)."""
+def _floats(logits: Any) -> Any:
+    """Float32 logits; a whole output (a detector's list of dicts) as it is."""
+    return logits.float() if isinstance(logits, torch.Tensor) else logits
+
+
+def _detached(logits: Any) -> Any:
+    """Float32 detached logits; a whole output read by an :class:`~camlens.targets.OutputTarget`
+    (a detector's list of dicts, a dict) with its tensors detached."""
     if isinstance(logits, torch.Tensor):
         return logits.detach().float()
-    return torch.empty(targets_.batch_of(logits), 0)
+    if isinstance(logits, dict):
+        return {key: _detached(value) for key, value in logits.items()}
+    if isinstance(logits, (list, tuple)):
+        return type(logits)(_detached(value) for value in logits)
+    return logits
 
 
 def _from_nchw(layout: Layout, rows: torch.Tensor, original: torch.Tensor) -> torch.Tensor:

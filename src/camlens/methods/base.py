@@ -177,7 +177,10 @@ class Explainer:
 
     def _reference(self, xc: torch.Tensor, target: Target) -> Capture:
         """Target, scores and probabilities of the clean canonical batch (no gradients)."""
-        logits = self.adapter.logits(xc)
+        if isinstance(target, targets_.OutputTarget):  # the whole output: PyTorch models only
+            logits = self.adapter.outputs(xc)  # type: ignore[attr-defined]
+        else:
+            logits = self.adapter.logits(xc)
         resolved = targets_.resolve(target, logits)
         return Capture(
             activations=[],
