@@ -23,6 +23,7 @@ import torch
 from camlens import targets as targets_
 from camlens.errors import CamlensTypeError, CamlensValueError, describe
 from camlens.explanation import Explanation
+from camlens.locks import model_lock
 from camlens.registry import get
 
 
@@ -57,7 +58,8 @@ def detections(
     adapter = adapter_for(model)
     if not isinstance(adapter, TorchAdapter):
         raise CamlensTypeError(f"detectors are PyTorch models, got {describe(model)}")
-    output = adapter.outputs(x)
+    with model_lock(adapter.model):  # no other call's hooks on this forward
+        output = adapter.outputs(x)
     boxes, labels, scores = targets_.detections_of(output)[0]
     boxes, labels, scores = boxes.float(), labels.long(), scores.float()
     keep = scores >= threshold

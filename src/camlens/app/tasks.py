@@ -29,6 +29,7 @@ from camlens.app.records import Record, _encode, _number, map_png
 from camlens.app.session import Session
 from camlens.app.writer import RunWriter
 from camlens.errors import CamlensError, CamlensValueError
+from camlens.locks import model_lock
 
 TASKS = ("classify", "detect", "segment")
 
@@ -164,7 +165,9 @@ def segment_records(
     fmt = options.overlay_format
     category = settings.target
     if category is None:  # the class covering the most pixels
-        logits = targets.dense_logits(session.adapter.outputs(x))  # type: ignore[attr-defined]
+        with model_lock(session.adapter.model):
+            output = session.adapter.outputs(x)  # type: ignore[attr-defined]
+        logits = targets.dense_logits(output)
         if logits.shape[1] == 1:
             category = int((logits[0, 0] > 0).float().mean() >= 0.5)
         else:
