@@ -13,7 +13,8 @@ each as a whole process (imports and model construction included), one after the
   pipeline can hide);
 
 It prints seconds, camlens / floor, camlens / model alone, KiB written per image and method, and
-each process's peak resident memory. ``--images 300 3000`` runs both sizes to show memory flat in the number of images.
+each process's peak resident memory. ``--images 300 3000`` runs both sizes to show memory flat
+in the number of images.
 
 Run: ``python benchmarks/bench_pipeline.py [--images 300] [--model resnet50] [--device cpu]``.
 """
