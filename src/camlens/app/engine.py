@@ -95,6 +95,25 @@ def manifest(session: Session, settings: RunSettings, engine: str = "local") -> 
     }
 
 
+def to_do(
+    files: Sequence[Path],
+    writer: RunWriter,
+    methods: Sequence[str],
+    summary: Summary,
+    echo: Callable[[str], None],
+    total: Callable[[int], None] | None,
+) -> list[Path]:
+    """The files without a row for every method in ``writer``'s run yet; the rest are counted in
+    ``summary.resumed`` and said, and ``total`` is told how many are to do."""
+    todo = [f for f in files if any((str(f), m) not in writer.done for m in methods)]
+    summary.resumed = len(files) - len(todo)
+    if summary.resumed:
+        echo(f"resume: {summary.resumed} image(s) already in {writer.out}, {len(todo)} to do")
+    if total is not None:
+        total(len(todo))
+    return todo
+
+
 def explain_files(
     session: Session,
     paths: Sequence[str | os.PathLike],
@@ -121,12 +140,7 @@ def explain_files(
     for failure in failures:
         echo(f"failed: {failure.path}: {failure.reason}")
     writer = RunWriter(out, manifest(session, settings), resume=settings.resume)
-    todo = [f for f in files if any((str(f), m) not in writer.done for m in settings.methods)]
-    summary.resumed = len(files) - len(todo)
-    if summary.resumed:
-        echo(f"resume: {summary.resumed} image(s) already in {out}, {len(todo)} to do")
-    if total is not None:
-        total(len(todo))
+    todo = to_do(files, writer, settings.methods, summary, echo, total)
     stems = output_names(files)
     classes = folder_labels(files, paths) if settings.labels_from_folders else {}
     indices = class_indices(list(classes.values()), session.names) if classes else {}

@@ -106,20 +106,23 @@ def image_files(folder: Path, argument: str = "--data") -> list[Path]:
     return files
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image file as uint8 RGB; raise ``ValueError`` with a short reason otherwise."""
+def read_image(path: Path | bytes) -> np.ndarray:
+    """Decode an image file (or its bytes) as uint8 RGB; raise ``ValueError`` with a short reason
+    otherwise."""
+    import io
+
     from PIL import Image, UnidentifiedImageError
 
     from camlens.io import to_rgb
 
     try:
-        size = path.stat().st_size
+        size = len(path) if isinstance(path, bytes) else path.stat().st_size
     except OSError as error:
         raise ValueError(f"cannot be read ({error.strerror})") from error
     if size == 0:
         raise ValueError("empty file (0 bytes)")
     try:
-        with Image.open(path) as opened:
+        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as opened:
             opened.load()
             return np.array(to_rgb(opened))
     except UnidentifiedImageError as error:
@@ -128,8 +131,11 @@ def read_image(path: Path) -> np.ndarray:
         raise ValueError(f"corrupt or truncated image ({error})") from error
 
 
-def decode(paths: Sequence[Path], size: int) -> Batch:
-    """Decode ``paths`` into one :class:`Batch` for a model of input side ``size``."""
+def decode(
+    paths: Sequence[Path], size: int, read: Callable[[Path], np.ndarray] = read_image
+) -> Batch:
+    """Decode ``paths`` into one :class:`Batch` for a model of input side ``size`` (``read``
+    decodes one file, :func:`read_image` by default)."""
     from camlens.app.session import resize_unit
 
     begin = time.perf_counter()
@@ -137,7 +143,7 @@ def decode(paths: Sequence[Path], size: int) -> Batch:
     units = []
     for path in paths:
         try:
-            image = read_image(path)
+            image = read(path)
         except ValueError as error:
             batch.failures.append(Failure(str(path), str(error)))
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -21,6 +22,9 @@ Examples:
   camlens explain val/ --model torchvision:resnet50 --labels-from-folders --out out/
 
   camlens explain photos/ --model torchvision:resnet18 --out out/ --resume
+
+  camlens explain s3://bucket/val/ --model torchvision:resnet50 --out out/
+  --engine ray --address auto --workers 8 --gpus-per-worker 1
 
 Writes a run folder: results.parquet (one row per image and method), maps/
 (every map as an 8-bit PNG), overlays/, results.jsonl/csv and report.html;
@@ -122,6 +126,19 @@ def explain(
         False, "--trust-pickle", help="Allow a model file that is a full pickle (runs its code)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    engine: str = typer.Option(
+        "local", "--engine", help="local (this process) or ray (a pool of Ray actors)."
+    ),
+    address: str = typer.Option(
+        None,
+        "--address",
+        help="--engine ray: auto (this machine's cluster) or ray://HOST:PORT; default: start "
+        "Ray on this machine's cores.",
+    ),
+    workers: int = typer.Option(1, "--workers", help="--engine ray: actors (model copies)."),
+    gpus_per_worker: float = typer.Option(
+        0.0, "--gpus-per-worker", help="--engine ray: GPUs per actor (0: CPU actors)."
+    ),
 ) -> None:
     """Explain images with a model: maps as data, overlays, results.parquet and a report.
 
@@ -129,6 +146,7 @@ def explain(
     are drawn on the image at its original resolution.
     """
     import camlens
+    from camlens import distributed
     from camlens.app.engine import RunSettings, explain_files
     from camlens.app.records import OVERLAY_FORMATS, RenderOptions
     from camlens.app.session import Session, method_names
@@ -149,15 +167,19 @@ def explain(
                 f"got {overlay_format!r}"
             )
         levels = _floats(contours, "--contours")
-        session = Session.from_spec(
-            model,
-            weights,
-            device=device,
-            preprocess=preprocess,
-            size=size,
-            labels=labels,
+        cluster = None
+        if engine == "ray":
+            cluster = distributed.Cluster(address, workers, gpus_per_worker, device=device)
+            cluster.check()
+        elif engine != "local":
+            usage_error(f"--engine must be local or ray, got {engine!r}")
+        elif address is not None or workers != 1 or gpus_per_worker:
+            usage_error("--address, --workers and --gpus-per-worker need --engine ray")
+        spec: dict[str, Any] = dict(
+            spec=model, weights=weights, preprocess=preprocess, size=size, labels=labels,
             trust_pickle=trust_pickle,
-        )
+        )  # fmt: skip
+        session = Session.from_spec(**spec, device=device if cluster is None else "cpu")
         for note in session.notes:
             typer.echo(f"note: {note}", err=True)
         chosen_target = session.target(target)
@@ -186,16 +208,21 @@ def explain(
         labels_from_folders=labels_from_folders,
     )
     with progress_bar("explaining", enabled=not quiet) as (total, advance):
-        summary = explain_files(
-            session,
-            paths,
-            out,
-            settings,
+        run: dict[str, Any] = dict(
             echo=lambda text: typer.echo(text, err=True),
             total=total,
             advance=advance,
             title=f"camlens: {model} ({', '.join(chosen)})",
         )
+        if cluster is None:
+            summary = explain_files(session, paths, out, settings, **run)
+        else:
+            try:
+                summary = distributed.explain_files(
+                    session, spec, paths, out, settings, cluster, **run
+                )
+            except camlens.CamlensError as error:  # the cluster cannot place the pool
+                usage_error(str(error))
     typer.echo(
         f"{summary.done} image(s) explained with {', '.join(chosen)} in {summary.seconds:.1f} s"
         + (f", {summary.resumed} already done" if summary.resumed else "")

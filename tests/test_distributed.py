@@ -1,0 +1,254 @@
+"""The Ray engine on a local two-core cluster: it equals the local engine, survives a killed
+actor, resumes, and checks its usage before any work."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import camlens
+from camlens import distributed
+from camlens.app.engine import RunSettings, explain_files
+from camlens.app.inputs import Failure
+from camlens.app.records import RenderOptions
+from camlens.app.session import Session
+from camlens.checkpoint import demo_path
+from camlens.cli import app
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.timeout(240)  # a hung cluster fails the test instead of CI
+
+SAMPLES = demo_path() / "samples"
+TIMING = ["load_s", "explain_s", "render_s"]
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Ray on two cores for this module; its workers import these tests' models."""
+    import ray_models
+
+    marker = tmp_path_factory.mktemp("kill") / "killed"
+    here = str(Path(__file__).parent)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]))
+        patch.setenv(ray_models.MARKER, str(marker))
+        patch.setenv(ray_models.SPARE, str(os.getpid()))
+        assert distributed.start(num_cpus=2)
+    yield marker
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """The local engine on the 16 bundled samples (and boxes.csv, which fails), Grad-CAM + CAM,
+    with the CAM paper's boxes."""
+    out = tmp_path_factory.mktemp("local")
+    settings = RunSettings(
+        ["gradcam", "cam"], batch_size=5, labels_from_folders=True, render=RenderOptions(boxes=True)
+    )
+    explain_files(Session.from_spec("demo"), [str(SAMPLES)], out, settings, echo=print)
+    return out
+
+
+def _sorted(run) -> pd.DataFrame:
+    rows = run.results.drop(columns=TIMING).sort_values(["path", "method"])
+    return rows.reset_index(drop=True)
+
+
+def test_ray_run_equals_local_run(cluster, local_run, tmp_path):
+    summary = distributed.explain(
+        SAMPLES,
+        model="demo",
+        methods="gradcam,cam",
+        out=tmp_path,
+        batch_size=5,
+        labels_from_folders=True,
+        render=RenderOptions(boxes=True),
+        workers=2,
+    )
+    assert (summary.done, summary.exit_code) == (16, 1)
+    assert summary.failures == [
+        Failure(str(SAMPLES / "boxes.csv"), "not an image (Pillow cannot identify its format)")
+    ]
+    ray_run, local = camlens.load_run(tmp_path), camlens.load_run(local_run)
+    assert len(ray_run) == 32 and ray_run.complete
+    assert all(len(boxes) == 1 for boxes in ray_run.results["boxes"])
+    pd.testing.assert_frame_equal(_sorted(ray_run), _sorted(local))
+    pd.testing.assert_frame_equal(ray_run.failures, local.failures)
+    for name in ray_run.results["map"]:
+        assert (tmp_path / name).read_bytes() == (local_run / name).read_bytes(), name
+    for name in ray_run.results["overlay"]:
+        with Image.open(tmp_path / name) as a, Image.open(local_run / name) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b)), name
+    info = {k: v for k, v in ray_run.info.items() if k not in ("created", "finished")}
+    expected = {k: v for k, v in local.info.items() if k not in ("created", "finished")}
+    assert info == dict(expected, engine="ray")
+    # the explorer (camlens serve --run) sees the same run
+    from camlens.serve.runs import Runs
+
+    ours, theirs = Runs([tmp_path, local_run]).summary(0), Runs([local_run]).summary(0)
+    for summary in (ours, theirs):
+        del summary["info"], summary["name"]
+    assert ours == theirs and ours["images"] == 16
+
+
+def test_killed_actor_is_retried_and_nothing_is_lost_or_twice(cluster, tmp_path):
+    files = sorted(SAMPLES.glob("*/*.png"))
+    dataset = ray.data.from_items([{"path": str(f)} for f in files])
+    summary = distributed.explain(
+        dataset, model="ray_models:killer", methods=["gradcam", "cam"], out=tmp_path,
+        size=64, batch_size=4, workers=1,
+    )  # fmt: skip
+    assert cluster.is_file(), "the actor was never killed"
+    killed = int(cluster.read_text())
+    assert killed != os.getpid()
+    assert (summary.done, summary.exit_code, summary.failures) == (16, 0, [])
+    rows = camlens.load_run(tmp_path).results
+    assert len(rows) == 32 and rows["error"].isna().all()
+    assert (rows.groupby(["path", "method"]).size() == 1).all()
+    assert set(rows["path"]) == {str(f) for f in files}
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 32  # the retried batch was written once
+
+
+def test_actors_explain_the_drivers_random_weights():
+    """A spec with random weights is drawn once, on the driver; every actor loads that draw."""
+    spec = {"spec": "ray_models:killer", "weights": None, "size": 64}
+    driver = Session.from_spec(**spec)
+    state = distributed._random_state(driver, spec)
+    worker = distributed.Worker(spec, RunSettings(["cam"]), state)
+    theirs, ours = worker.session.model.state_dict(), driver.model.state_dict()
+    assert list(theirs) == list(ours) == ["features.0.weight", "features.0.bias", "fc.weight",
+                                          "fc.bias"]  # fmt: skip
+    assert all(torch.equal(theirs[k], ours[k]) for k in ours)
+    assert distributed._random_state(Session.from_spec("demo"), {"spec": "demo"}) is None
+
+
+def test_cli_resumes_a_local_run_and_exits_as_the_local_engine(cluster, tmp_path):
+    out = tmp_path / "out"
+    first = explain_files(Session.from_spec("demo"), [str(SAMPLES / "[0-4]" / "*.png")], out,
+                          RunSettings(["cam"]), echo=print)  # fmt: skip
+    assert (first.done, first.exit_code) == (7, 0)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    args = ["explain", str(SAMPLES / "*" / "*.png"), str(empty), "--model", "demo"]
+    args += ["--method", "cam", "--out", str(out), "--engine", "ray", "--resume", "--quiet"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "9 image(s) explained with cam" in result.output and "7 already done" in result.output
+    assert f"{empty}: empty file (0 bytes)" in result.output
+    run = camlens.load_run(out)
+    assert len(run) == 16 and run.results["path"].is_unique and run.info["engine"] == "ray"
+    assert list(run.failures["path"]) == [str(empty)]
+    manifest = json.loads((out / "run.json").read_text())
+    assert (manifest["images"], manifest["rows"], manifest["failures"]) == (16, 16, 1)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--engine", "spark"], "--engine must be local or ray, got 'spark'"),
+        (["--workers", "2"], "--address, --workers and --gpus-per-worker need --engine ray"),
+        (["--engine", "ray", "--workers", "0"], "--workers must be at least 1, got 0"),
+        (
+            ["--engine", "ray", "--gpus-per-worker", "-1"],
+            "--gpus-per-worker must be 0 (CPU actors) or more, got -1",
+        ),
+        (
+            ["--engine", "ray", "--address", "nowhere"],
+            "--address must be auto, ray://HOST:PORT or HOST:PORT, got 'nowhere'",
+        ),
+        (
+            ["--engine", "ray", "--gpus-per-worker", "1"],
+            "--gpus-per-worker 1 asks for GPUs, but this machine has none; pass --address of "
+            "a cluster with GPUs, or --gpus-per-worker 0",
+        ),
+    ],
+)
+def test_usage_is_checked_before_any_work(extra, message, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["explain", str(SAMPLES), "--model", "demo", "--out", str(out)]
+                           + extra)  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert f"error: {message}" in result.output
+    assert not out.exists()
+
+
+def test_a_pool_the_cluster_cannot_place_is_refused(cluster, tmp_path):
+    with pytest.raises(camlens.CamlensError, match=r"^a worker needs 4 CPU\(s\): the Ray cluster "
+                       r"has 2$"):  # fmt: skip
+        distributed.explain_files(
+            Session.from_spec("demo"), {"spec": "demo"}, [SAMPLES], tmp_path / "out",
+            RunSettings(["cam"]), distributed.Cluster(cpus_per_worker=4.0),
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
+def test_object_storage_uris(tmp_path):
+    """file:// URIs go through pyarrow's file systems as s3:// and gs:// do: listing, globs,
+    class folders, decoding in the worker with the local engine's failure reasons."""
+    for name in ("cats/a.png", "cats/b.png", "dogs/c.png", "dogs/.hidden.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy(SAMPLES / "0" / "00000.png", tmp_path / name)
+    (tmp_path / "dogs" / "bad.png").write_bytes(b"not a png")
+    root = f"file://{tmp_path}"
+    files, failures, classes = distributed.list_uris(
+        [root, f"{root}/cats/*.png", f"{root}/none/*.png", f"{root}/missing.png"]
+    )
+    assert files == [f"{root}/cats/a.png", f"{root}/cats/b.png", f"{root}/dogs/bad.png",
+                     f"{root}/dogs/c.png"]  # fmt: skip
+    assert failures == [
+        Failure(f"{root}/none/*.png", "no file matches this pattern"),
+        Failure(f"{root}/missing.png", "no such file or folder"),
+    ]
+    assert classes == {f"{root}/cats/a.png": "cats", f"{root}/cats/b.png": "cats",
+                       f"{root}/dogs/bad.png": "dogs", f"{root}/dogs/c.png": "dogs"}  # fmt: skip
+    settings = RunSettings(["cam"], render=RenderOptions(copy_images=True))
+    worker = distributed.Worker({"spec": "demo"}, settings)
+    batch = {
+        "path": np.array([f"{root}/dogs/bad.png", f"{root}/cats/a.png"]),
+        "stem": np.array(["bad", "a"]),
+        "true_name": np.array(["dogs", "cats"]),
+        "true_label": np.array([-1, -1]),
+    }
+    items = [pickle.loads(b) for b in worker(batch)["item"]]
+    record, failure = items
+    assert failure == Failure(
+        f"{root}/dogs/bad.png", "not an image (Pillow cannot identify its format)"
+    )
+    assert record.row["path"] == f"{root}/cats/a.png" and record.row["true_name"] == "cats"
+    assert record.files["images/a.png"] == (SAMPLES / "0" / "00000.png").read_bytes()
+    assert distributed._names([Path("/x/a.png"), distributed.ObjectPath("s3://b/a.png")]) == {
+        "/x/a.png": "x__a.png",
+        "s3://b/a.png": "b__a.png",
+    }
+
+
+def test_a_batch_delivered_twice_is_kept_once():
+    record = camlens.app.records.Record({"path": "a.png", "method": "cam"})
+    done = {("b.png", "cam"), ("c.png", "")}
+    failures = [Failure("c.png", "empty file (0 bytes)"), Failure("d.png", "empty file (0 bytes)")]
+    records, failed = distributed._unique([record, *failures], done)
+    assert records == [record] and failed == failures[1:]
+    assert distributed._unique([record], {("a.png", "cam")}) == ([], [])
+
+
+def test_the_core_package_does_not_import_ray():
+    code = "import sys, camlens, camlens.distributed, camlens.cli; print('ray' in sys.modules)"
+    env = dict(os.environ, PYTHONPATH=str(Path(camlens.__file__).parents[1]))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    assert done.stdout.strip() == "False"
