@@ -9,8 +9,12 @@ each as a whole process (imports and model construction included), one after the
 - camlens: ``camlens explain FOLDER --model torchvision:resnet50 --weights none --method gradcam
   --batch-size 16 --out OUT`` (the defaults: JPEG overlays, maps as PNG, results.parquet, report).
 
-It prints seconds, camlens / floor, KiB written per image and method, and each process's peak
-resident memory. ``--images 300 3000`` runs both sizes to show memory flat in the number of images.
+- model alone: the same forwards and gradients on random batches, no file read (the part no
+  pipeline can hide);
+
+It prints seconds, camlens / floor, camlens / model alone, KiB written per image and method, and
+each process's peak resident memory. ``--images 300 3000`` runs both sizes to show memory flat
+in the number of images.
 
 Run: ``python benchmarks/bench_pipeline.py [--images 300] [--model resnet50] [--device cpu]``.
 """
@@ -32,6 +36,7 @@ from pathlib import Path
 import numpy as np, torch, torchvision
 from PIL import Image
 folder, name, batch, device = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+decode = sys.argv[5] == "decode"  # else the model alone, on random batches of the same size
 torch.manual_seed(0)
 model = torchvision.models.get_model(name, weights=None).eval().to(device)
 mean = torch.tensor([0.485, 0.456, 0.406], device=device)[:, None, None]
@@ -41,6 +46,9 @@ files = sorted(folder.glob("*.jpg"))
 for start in range(0, len(files), batch):
     images = []
     for path in files[start : start + batch]:
+        if not decode:
+            images.append(torch.rand(3, 224, 224))
+            continue
         with Image.open(path) as im:
             im = im.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
         images.append(torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1))
@@ -97,9 +105,11 @@ def main() -> None:
     parser.add_argument("--keep", help="Keep the images and outputs in this folder.")
     args = parser.parse_args()
     root = Path(args.keep or tempfile.mkdtemp(prefix="camlens-bench-"))
-    print("| images | floor s | camlens s | camlens / floor | KiB per image and method "
-          "| peak MiB floor | peak MiB camlens |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| images | model alone s | floor s | camlens s | camlens / floor | camlens / model alone "
+        "| KiB per image and method | peak MiB floor | peak MiB camlens |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     try:
         for count in args.images:
             folder = root / f"images-{count}"
@@ -107,8 +117,20 @@ def main() -> None:
                 make_images(folder, count)
             out = root / f"out-{count}"
             shutil.rmtree(out, ignore_errors=True)
-            floor = timed(
-                [sys.executable, "-c", FLOOR, str(folder), args.model, str(args.batch), args.device]
+            floor, model = (
+                timed(
+                    [
+                        sys.executable,
+                        "-c",
+                        FLOOR,
+                        str(folder),
+                        args.model,
+                        str(args.batch),
+                        args.device,
+                        what,
+                    ]
+                )  # fmt: skip
+                for what in ("decode", "model")
             )
             camlens = timed(
                 [sys.executable, "-m", "camlens", "explain", str(folder), "--model",
@@ -117,7 +139,8 @@ def main() -> None:
             )  # fmt: skip
             written = folder_kib(out) / count
             print(
-                f"| {count} | {floor[0]:.1f} | {camlens[0]:.1f} | {camlens[0] / floor[0]:.2f}x "
+                f"| {count} | {model[0]:.1f} | {floor[0]:.1f} | {camlens[0]:.1f} "
+                f"| {camlens[0] / floor[0]:.2f}x | {camlens[0] / model[0]:.2f}x "
                 f"| {written:.0f} | {floor[1]:.0f} | {camlens[1]:.0f} |",
                 flush=True,
             )

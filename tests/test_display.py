@@ -52,3 +52,14 @@ def test_png_without_inputs_shows_heatmaps():
     assert exp._repr_html_().count("<img ") == 2  # heatmaps only
     picture = Image.open(io.BytesIO(exp._repr_png_()))
     assert picture.size[0] == 300  # one 3-inch column at 100 dpi
+
+
+def test_a_clip_shows_its_middle_frame():
+    exp = explain(2)
+    maps = torch.rand(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    clip = camlens.Explanation(**{**exp.__dict__, "maps": maps, "inputs": None})
+    text = clip._repr_html_()
+    (first, _) = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(first))))
+    np.testing.assert_array_equal(picture, camlens.render.colorize(maps[0, 2]))
+    assert Image.open(io.BytesIO(clip._repr_png_())).format == "PNG"

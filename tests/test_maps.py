@@ -39,8 +39,19 @@ def test_bicubic_option(small_cnn, images):
 
 
 def test_bad_shapes_and_modes():
-    expected = r"expected maps of shape \(B, H, W\), got \(3, 224\)"
+    expected = r"expected maps of shape \(B, H, W\) or \(B, T, H, W\), got \(3, 224\)"
     with pytest.raises(camlens.CamlensValueError, match=expected):
         camlens.minmax(torch.zeros(3, 224))
     with pytest.raises(camlens.CamlensValueError, match="upsample must be one of bilinear"):
         upsample(torch.zeros(1, 2, 2), (4, 4), "area")
+
+
+def test_clips_are_upsampled_trilinearly_and_scaled_per_clip():
+    raw = torch.arange(2 * 2 * 2 * 2, dtype=torch.float32).reshape(2, 2, 2, 2)
+    raw[1] *= -1  # all negative: rectified to a constant clip, zeros
+    maps = camlens.maps.finalize(raw, (4, 6, 6))
+    expected = torch.nn.functional.interpolate(
+        raw[:1, None], size=(4, 6, 6), mode="trilinear", align_corners=False
+    )[:, 0]
+    torch.testing.assert_close(maps[0], (expected[0] - 0) / 7)
+    assert maps[0].amin() == 0 and maps[0].amax() == 1 and maps[1].abs().max() == 0

@@ -1,4 +1,4 @@
-"""Model specs: torchvision, timm, TorchScript, pickles, factories, and their errors."""
+"""Model specs: torchvision, timm, torch.export, TorchScript, pickles, factories, errors."""
 
 from __future__ import annotations
 
@@ -139,3 +139,47 @@ def test_class_names():
     assert class_names("torchvision:resnet18", model, 10) is None
     model.class_names = ["a", "b"]
     assert class_names("tinynet:build", model) == ["a", "b"]
+
+
+def _export(model, path, dynamic: bool = True):
+    x = torch.randn(2, 3, 8, 8)
+    shapes = ({0: torch.export.Dim("batch")},) if dynamic else None
+    torch.export.save(torch.export.export(model, (x,), dynamic_shapes=shapes), str(path))
+
+
+def test_torch_export_program(tmp_path, tiny_module):
+    import tinynet
+
+    import camlens
+
+    torch.manual_seed(0)
+    model = tinynet.build().eval()
+    _export(model, tmp_path / "tiny.pt2")
+    loaded = load_spec(str(tmp_path / "tiny.pt2"))
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(loaded(x), model(x))
+    for method in ("gradcam", "eigencam", "saliency"):  # hooks on the unflattened modules
+        ours = camlens.explain(loaded, x, method, target=[0, 1, 1])
+        original = camlens.explain(model, x, method, target=[0, 1, 1])
+        assert ours.layer == original.layer == ("features" if method != "saliency" else "")
+        torch.testing.assert_close(ours.maps, original.maps)
+    with pytest.raises(camlens.CamlensValueError) as error:
+        camlens.explain(loaded, x, "guided-backprop")
+    assert str(error.value) == (
+        "guided backpropagation replaces the model's ReLU calls, which a torch.export program "
+        "has compiled into its graph; use 'saliency' or 'gradcam', or the original nn.Module"
+    )
+
+
+def test_torch_export_program_needs_a_dynamic_batch(tmp_path, tiny_module):
+    import tinynet
+
+    _export(tinynet.build().eval(), tmp_path / "fixed.pt2", dynamic=False)
+    with pytest.raises(CamlensValueError) as error:
+        load_spec(str(tmp_path / "fixed.pt2"))
+    assert str(error.value) == (
+        f"model file {str(tmp_path / 'fixed.pt2')!r} is a torch.export program for batches of "
+        "exactly 2 (input shape (2, 3, 8, 8)); camlens runs other batch sizes, so re-export it "
+        "with a dynamic batch: torch.export.export(model, (x,), "
+        "dynamic_shapes=({0: torch.export.Dim('batch')},))"
+    )

@@ -62,3 +62,142 @@ def test_errors_are_value_and_type_errors():
     assert issubclass(camlens.CamlensValueError, ValueError)
     assert issubclass(camlens.CamlensTypeError, TypeError)
     assert issubclass(camlens.CamlensValueError, camlens.CamlensError)
+
+
+# --------------------------------------------------------------------- segmentation and detection
+DENSE = torch.tensor(
+    [
+        [[[1.0, 0.0], [0.0, 2.0]], [[0.5, 3.0], [-1.0, 0.0]], [[0.0, 1.0], [4.0, 1.0]]],
+    ]
+)  # (1, 3, 2, 2): argmax per pixel [[0, 1], [2, 0]]
+
+
+class _HFOutput:
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.logits = logits
+
+
+def test_segmentation_sums_the_class_over_its_predicted_pixels():
+    # class 0 is predicted at (0, 0) and (1, 1): 1 + 2; class 2 at (1, 0): 4
+    for output in (DENSE, {"out": DENSE, "aux": DENSE * 0}, _HFOutput(DENSE)):
+        assert camlens.targets.segmentation(0)(output).tolist() == [3.0]
+        assert camlens.targets.segmentation(2)(output).tolist() == [4.0]
+    mask = torch.tensor([[1, 1], [0, 0]])
+    assert camlens.targets.segmentation(1, mask)(DENSE).tolist() == [3.5]
+
+
+def test_segmentation_resizes_a_mask_at_the_input_size():
+    # a (4, 4) mask for a (2, 2) output (a SegFormer's 1/4-size logits): nearest resize
+    mask = torch.zeros(4, 4)
+    mask[:2, 2:] = 1  # the top-right output pixel
+    assert camlens.targets.segmentation(1, mask)(DENSE).tolist() == [3.0]
+
+
+def test_segmentation_of_a_one_channel_model():
+    logits = torch.tensor([[[[2.0, -1.0], [0.5, -3.0]]]])  # (1, 1, 2, 2)
+    assert camlens.targets.segmentation(1)(logits).tolist() == [2.5]  # logit > 0: 2 + 0.5
+    assert camlens.targets.segmentation(0)(logits).tolist() == [4.0]  # negative: 1 + 3
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (
+            lambda: camlens.targets.segmentation(3)(DENSE),
+            "category 3 is out of range for a segmentation model with 3 classes (expected 0..2)",
+        ),
+        (
+            lambda: camlens.targets.segmentation(0)(torch.zeros(2, 3)),
+            "targets.segmentation expects the model to return logits of shape (B, K, H, W) as a "
+            "tensor, a dict with 'out' or 'logits', or an object with .logits, got Tensor of "
+            "shape (2, 3) and dtype torch.float32",
+        ),
+        (
+            lambda: camlens.targets.segmentation(0, torch.ones(2, 2, 2))(DENSE),
+            "mask has 2 maps but the batch has 1 images; pass one (H, W) mask or one per image",
+        ),
+        (lambda: camlens.targets.segmentation("cat"), "category must be an int, got 'cat'"),
+    ],
+)
+def test_segmentation_errors(build, message):
+    with pytest.raises(camlens.CamlensError) as error:
+        build()
+    assert str(error.value) == message
+
+
+DETECTIONS = [
+    {
+        "boxes": torch.tensor(
+            [
+                [0.0, 0.0, 10.0, 10.0],
+                [1.0, 1.0, 10.0, 10.0],
+                [0.0, 0.0, 10.0, 10.0],
+                [20, 20, 30, 30],
+            ]
+        ),
+        "labels": torch.tensor([1, 2, 2, 1]),
+        "scores": torch.tensor([0.9, 0.6, 0.3, 0.8]),
+    }
+]
+
+
+def test_detection_takes_the_same_label_with_the_highest_iou():
+    # the reference box (0, 0, 10, 10) with label 2: detection 2 (IoU 1) beats detection 1 (0.81);
+    # detection 0 has IoU 1 too but label 1
+    target = camlens.targets.detection([[0, 0, 10, 10]], [2])
+    assert target.matches(DETECTIONS) == [[2]]
+    torch.testing.assert_close(target(DETECTIONS), torch.tensor([0.3]))
+    both = camlens.targets.detection([[0, 0, 10, 10], [21, 21, 30, 30]], [1, 1])
+    assert both.matches(DETECTIONS) == [[0, 3]]
+    torch.testing.assert_close(both(DETECTIONS), torch.tensor([1.7]))
+    # IoU of (21, 21, 30, 30) with (20, 20, 30, 30) is 0.81: below iou=0.9, no match adds 0
+    strict = camlens.targets.detection([[0, 0, 10, 10], [21, 21, 30, 30]], [1, 1], iou=0.9)
+    torch.testing.assert_close(strict(DETECTIONS), torch.tensor([0.9]))
+
+
+def test_detection_reads_raw_ultralytics_anchors():
+    # (B=1, 4 + 2 classes, 3 anchors), boxes as centre x, centre y, width, height
+    raw = torch.tensor(
+        [
+            [
+                [5.0, 25.0, 5.0],
+                [5.0, 25.0, 5.0],
+                [10.0, 10.0, 8.0],
+                [10.0, 10.0, 8.0],
+                [0.7, 0.2, 0.1],
+                [0.1, 0.6, 0.4],
+            ]
+        ]
+    )
+    boxes, labels, scores = targets.detections_of((raw, []))[0]
+    torch.testing.assert_close(boxes[0], torch.tensor([0.0, 0.0, 10.0, 10.0]))
+    assert labels.tolist() == [0, 1, 1]
+    target = camlens.targets.detection([[0, 0, 10, 10], [20, 20, 30, 30]], [1, 1])
+    # box 0 with label 1: anchor 2 (IoU 0.64, label 1); anchor 0 has label 0
+    assert target.matches(raw) == [[2, 1]]
+    torch.testing.assert_close(target(raw), torch.tensor([1.0]))
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (
+            lambda: camlens.targets.detection([[0, 0, 1, 1]], [1, 2]),
+            "detection got 1 boxes but 2 labels; pass one label per box",
+        ),
+        (
+            lambda: camlens.targets.detection([[0, 0, 1, 1]], [1], iou=2),
+            "iou must be a number in [0, 1], got 2",
+        ),
+        (
+            lambda: camlens.targets.detection([[0, 0, 1, 1]], [1])(torch.zeros(2, 5)),
+            "targets.detection expects a detector's output: a list of dicts with 'boxes', "
+            "'labels' and 'scores' (torchvision) or a (B, 4 + classes, anchors) tensor "
+            "(ultralytics), got Tensor of shape (2, 5) and dtype torch.float32",
+        ),
+    ],
+)
+def test_detection_errors(build, message):
+    with pytest.raises(camlens.CamlensError) as error:
+        build()
+    assert str(error.value) == message

@@ -1,6 +1,8 @@
 """camlens: where an image classifier looks. Class activation maps and their relatives."""
 
+from camlens import targets
 from camlens.boxes import boxes
+from camlens.detect import Detections, explain_detections
 from camlens.errors import (
     CamlensError,
     CamlensImportError,
@@ -66,6 +68,7 @@ __all__ = [
     "CamlensTypeError",
     "CamlensValueError",
     "CamlensWarning",
+    "Detections",
     "Classifier",
     "EigenCAM",
     "Explainer",
@@ -84,6 +87,7 @@ __all__ = [
     "XGradCAM",
     "boxes",
     "explain",
+    "explain_detections",
     "layers",
     "load_model",
     "load_images",
@@ -92,5 +96,6 @@ __all__ = [
     "minmax",
     "overlay",
     "plot",
+    "targets",
     "train",
 ]

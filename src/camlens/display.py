@@ -58,6 +58,12 @@ def _caption(exp: Explanation, i: int) -> str:
     return label_text(f"class {int(exp.targets[i])}", float(exp.probs[i]))
 
 
+def _heat(exp: Explanation, i: int):
+    """Image ``i``'s map (H, W) in [0, 1]; a clip's or volume's (T, H, W) shows its middle frame."""
+    heat = exp.maps[i].detach().float().cpu().clamp(0, 1)
+    return heat[heat.shape[0] // 2] if heat.ndim == 3 else heat
+
+
 def to_html(exp: Explanation, size: int = 160) -> str:
     """An HTML table: one row per image (the first :data:`SHOWN`), original | heatmap | overlay."""
     originals = _originals(exp)
@@ -65,7 +71,7 @@ def to_html(exp: Explanation, size: int = 160) -> str:
     cell = f'style="width:{size}px;image-rendering:auto"'
     rows = []
     for i in range(min(len(exp), SHOWN)):
-        heat = exp.maps[i].detach().float().cpu().clamp(0, 1)
+        heat = _heat(exp, i)
         pictures = [colorize(heat)]
         if originals:
             pictures = [originals[i], pictures[0], overlay(originals[i], heat)]
@@ -87,8 +93,7 @@ def to_png(exp: Explanation) -> bytes | None:
     try:
         if _originals(exp) is None:
             rows = [
-                [(_caption(exp, i), exp.maps[i].detach().float().cpu().clamp(0, 1).numpy())]
-                for i in range(min(len(exp), SHOWN))
+                [(_caption(exp, i), _heat(exp, i).numpy())] for i in range(min(len(exp), SHOWN))
             ]
             return figure_png(grid(rows, exp.method))
         return figure_png(plot(None, _head(exp, SHOWN), kinds=("heatmap", "overlay")))

@@ -14,10 +14,12 @@ class Explanation:
 
     Attributes:
         maps: float32 (B, H, W) in [0, 1] at the input's resolution, on the CPU (raw values at the
-            input's resolution when the method ran with ``normalize=False``).
+            input's resolution when the method ran with ``normalize=False``); (B, T, H, W) for
+            clips and volumes (B, C, T, H, W), scaled per clip.
         raw: float32 (B, h, w) at the layer's resolution (the input's for pixel-space methods),
-            signed: before the final ReLU.
-        targets: int64 (B,) the class explained for each image (-1 for a callable target).
+            signed: before the final ReLU; (B, t, h, w) for clips and volumes.
+        targets: int64 (B,) the class explained for each image (-1 for a callable target, such as
+            ``camlens.targets.segmentation`` or ``.detection``).
         scores: float32 (B,) the explained score (pre-softmax logit).
         probs: float32 (B,) softmax probability of that class (sigmoid for a one-logit head, NaN
             for a callable target).

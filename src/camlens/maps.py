@@ -1,7 +1,8 @@
 """Turning a raw map at the layer's resolution into the map shown: rectify, upsample, min-max.
 
 ``maps = minmax(upsample(relu(raw)))`` per image. A constant map becomes all zeros, never NaN, and
-no epsilon is added anywhere, so maps of tiny magnitude (1e-11) keep their exact shape.
+no epsilon is added anywhere, so maps of tiny magnitude (1e-11) keep their exact shape. Maps of
+clips and volumes are (B, T, H, W): upsampled trilinearly and min-max scaled per clip.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from camlens.errors import CamlensValueError
 UPSAMPLE_MODES = ("bilinear", "bicubic", "nearest")
 
 
-def check_batch(maps: torch.Tensor, name: str = "maps") -> None:
-    """Raise unless ``maps`` is a (B, H, W) tensor."""
-    if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
+def check_batch(maps: torch.Tensor, name: str = "maps", volumes: bool = False) -> None:
+    """Raise unless ``maps`` is a (B, H, W) tensor ((B, T, H, W) too with ``volumes``)."""
+    ranks = (3, 4) if volumes else (3,)
+    if not isinstance(maps, torch.Tensor) or maps.ndim not in ranks:
         shape = tuple(maps.shape) if hasattr(maps, "shape") else type(maps).__name__
-        raise CamlensValueError(f"expected {name} of shape (B, H, W), got {shape}")
+        expected = "(B, H, W) or (B, T, H, W)" if volumes else "(B, H, W)"
+        raise CamlensValueError(f"expected {name} of shape {expected}, got {shape}")
 
 
 def as_heatmaps(heatmap: Any, name: str = "heatmap") -> torch.Tensor:
@@ -37,30 +40,35 @@ def as_heatmaps(heatmap: Any, name: str = "heatmap") -> torch.Tensor:
 
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:
-    """Scale each map of a (B, H, W) batch to [0, 1]; a constant map becomes zeros."""
-    check_batch(maps)
-    low = maps.amin(dim=(1, 2), keepdim=True)
-    span = maps.amax(dim=(1, 2), keepdim=True) - low
+    """Scale each map of a (B, H, W) batch (or each clip of a (B, T, H, W) batch) to [0, 1]; a
+    constant map becomes zeros."""
+    check_batch(maps, volumes=True)
+    dims = tuple(range(1, maps.ndim))
+    low = maps.amin(dim=dims, keepdim=True)
+    span = maps.amax(dim=dims, keepdim=True) - low
     safe = torch.where(span > 0, span, torch.ones_like(span))
     return torch.where(span > 0, (maps - low) / safe, torch.zeros_like(maps))
 
 
-def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
-    """Resize a (B, h, w) batch to ``size`` = (H, W) (``align_corners=False``)."""
-    check_batch(maps)
+def upsample(maps: torch.Tensor, size: tuple[int, ...], mode: str = "bilinear") -> torch.Tensor:
+    """Resize a (B, h, w) batch to ``size`` = (H, W) (``align_corners=False``); a (B, t, h, w)
+    batch to (T, H, W), trilinearly ("nearest" stays nearest)."""
+    check_batch(maps, volumes=True)
     if mode not in UPSAMPLE_MODES:
         raise CamlensValueError(
             f"upsample must be one of {', '.join(UPSAMPLE_MODES)}, got {mode!r}"
         )
     if tuple(maps.shape[1:]) == tuple(size):
         return maps
+    if maps.ndim == 4 and mode != "nearest":
+        mode = "trilinear"
     kwargs = {} if mode == "nearest" else {"align_corners": False}
     return F.interpolate(maps[:, None], size=tuple(size), mode=mode, **kwargs)[:, 0]
 
 
 def finalize(
     raw: torch.Tensor,
-    size: tuple[int, int],
+    size: tuple[int, ...],
     *,
     relu: bool = True,
     mode: str = "bilinear",

@@ -4,7 +4,11 @@ A spec is one of:
 
 - ``torchvision:NAME`` (weights: ``DEFAULT`` downloads, ``none`` random, or a local ``.pth``),
 - ``timm:NAME`` (same weights choices),
-- a TorchScript file (``torch.jit.save``),
+- a TorchScript file (``torch.jit.save``; deprecated in torch 2.14),
+- a ``torch.export`` program (``.pt2``, ``torch.export.save``), explained through its unflattened
+  modules (``torch.export.unflatten``): the original layer names and hooks work; its batch
+  dimension must be dynamic, and methods that patch calls (guided backpropagation) or read a
+  linear head (CAM) cannot apply to its compiled graph,
 - a full pickled ``nn.Module`` saved with ``torch.save(model)`` (only with ``trust_pickle=True``:
   unpickling runs code from the file),
 - a camlens checkpoint folder (``model.safetensors`` + ``camlens.json``) or ``demo``,
@@ -23,7 +27,8 @@ from camlens.errors import CamlensValueError
 from camlens.weights import is_random, load_state, timm_model, torchvision_model
 
 FORMS = (
-    "torchvision:NAME, timm:NAME, a TorchScript file, a camlens checkpoint folder or 'demo', "
+    "torchvision:NAME, timm:NAME, a torch.export .pt2 file, a TorchScript file, a camlens "
+    "checkpoint folder or 'demo', "
     "a .keras file, keras:NAME, or package.module:factory"
 )
 
@@ -94,9 +99,40 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
 
 
+def _is_exported(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("archive_format") for n in archive.namelist())
+
+
+def load_exported(path: Path) -> Any:
+    """A ``torch.export`` program as an explainable module: ``torch.export.unflatten`` gives back
+    the original module tree (names, hooks); the batch dimension must be dynamic, since camlens
+    surveys layers on one image and explains batches of any size."""
+    import torch
+
+    program = torch.export.load(str(path))
+    nodes = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    user = program.graph_signature.user_inputs
+    value = nodes[user[0]].meta.get("val") if user and user[0] in nodes else None
+    shape = getattr(value, "shape", None)
+    if shape is not None and len(shape) and isinstance(shape[0], int):
+        raise CamlensValueError(
+            f"model file {str(path)!r} is a torch.export program for batches of exactly "
+            f"{shape[0]} (input shape {tuple(shape)}); camlens runs other batch sizes, so "
+            "re-export it with a dynamic batch: torch.export.export(model, (x,), "
+            "dynamic_shapes=({0: torch.export.Dim('batch')},))"
+        )
+    return torch.export.unflatten(program)
+
+
 def _file(path: Path, weights: str | None, trust_pickle: bool) -> Any:
     import torch
 
+    if _is_exported(path):
+        model = load_exported(path)
+        return model.eval() if is_random(weights) else load_state(model, weights)
     if _is_torchscript(path):
         model = torch.jit.load(str(path), map_location="cpu")
         return model if is_random(weights) else load_state(model, weights)

@@ -51,7 +51,7 @@ def schema() -> Any:
 
 def read_rows(folder: Path) -> Any:
     """Every row of a run folder as a pandas DataFrame: ``results.parquet`` and then the parts
-    (a run going on or interrupted), the last row kept per image and method, a failure dropped
+    (a run going on or interrupted), the last row kept per image, stem and method, a failure dropped
     when its image was explained later."""
     import pandas as pd
     import pyarrow as pa
@@ -72,7 +72,8 @@ def read_rows(folder: Path) -> Any:
     frame = pa.concat_tables(tables).to_pandas(types_mapper=nullable)
     frame["_order"] = np.arange(len(frame))
     key = frame["method"].fillna("\0failed")
-    frame = frame.assign(_key=key).drop_duplicates(["path", "_key"], keep="last")
+    # a detection run has a row per detection: its own stem (<image>_<n>) for the same path
+    frame = frame.assign(_key=key).drop_duplicates(["path", "stem", "_key"], keep="last")
     explained = set(frame.loc[frame["error"].isna(), "path"])
     frame = frame[frame["error"].isna() | ~frame["path"].isin(explained)]
     frame = frame.sort_values("_order").drop(columns=["_order", "_key"])

@@ -1,4 +1,4 @@
-"""The Keras adapter (camlens/backends/keras.py) on the TensorFlow and the torch backends.
+"""The Keras adapter (camlens/backends/keras.py) on the TensorFlow, torch and JAX backends.
 
 Keras fixes its backend once per process, so the checks in ``keras_cases.py`` run in one child
 ``pytest`` per backend, started together with ``KERAS_BACKEND`` set; each test here waits for its
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-BACKENDS = ("tensorflow", "torch")
+BACKENDS = ("tensorflow", "torch", "jax")
 ROOT = Path(__file__).resolve().parents[2]
 CASES = Path(__file__).with_name("keras_cases.py")
 

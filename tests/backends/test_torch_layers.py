@@ -21,7 +21,8 @@ AUTO = [
     ("convnext_tiny", 64, "features", "nchw", (2, 2)),
     ("regnet_y_400mf", 64, "trunk_output", "nchw", (2, 2)),
     ("vit_b_16", 64, "encoder.layers.encoder_layer_11.ln_1", "tokens", (4, 4)),
-    ("swin_t", 64, "norm", "nhwc", (2, 2)),
+    # the last block's input norm, as for every attention model (not the final norm)
+    ("swin_t", 64, "features.7.1.norm1", "nhwc", (2, 2)),
 ]
 
 
@@ -122,6 +123,21 @@ TIMM_AUTO = [
     ("vit_tiny_patch16_224", {"img_size": 64}, "blocks.11.norm1", "tokens", (4, 4)),
     # class and distillation tokens: two prefix tokens dropped
     ("deit_tiny_distilled_patch16_224", {"img_size": 64}, "blocks.11.norm1", "tokens", (4, 4)),
+    # mean-pooled tokens: the final norm receives gradient too, the block's input norm is chosen
+    (
+        "beit_base_patch16_224",
+        {"img_size": 64, "patch_size": 16, "depth": 2, "embed_dim": 32, "num_heads": 2},
+        "blocks.1.norm1",
+        "tokens",
+        (4, 4),
+    ),
+    (
+        "swin_tiny_patch4_window7_224",
+        {"img_size": 64, "window_size": 4, "depths": (1, 1), "num_heads": (1, 2), "embed_dim": 16},
+        "layers.1.blocks.0.norm1",
+        "nhwc",
+        (8, 8),
+    ),
 ]
 
 
@@ -136,3 +152,39 @@ def test_auto_layer_on_timm(arch, kwargs, name, kind, grid):
     info = next(i for i in infos if i.name == auto)
     assert (info.layout.kind, info.layout.grid) == (kind, grid)
     assert info.layout.prefix == (2 if "distilled" in arch else 1 if kind == "tokens" else 0)
+
+
+def _hf_models():
+    """Tiny Hugging Face attention classifiers from their configs (random weights, no download)."""
+    t = pytest.importorskip("transformers")
+    vit = dict(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=2, num_labels=3)
+    vit.update(num_attention_heads=2, intermediate_size=64)
+    swin = dict(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2])
+    return {
+        "vit": (t.ViTForImageClassification, t.ViTConfig(**vit)),
+        "deit": (t.DeiTForImageClassificationWithTeacher, t.DeiTConfig(**vit)),
+        "beit": (t.BeitForImageClassification, t.BeitConfig(use_mean_pooling=True, **vit)),
+        "swin": (t.SwinForImageClassification, t.SwinConfig(window_size=4, num_labels=3, **swin)),
+    }
+
+
+HF_AUTO = [
+    ("vit", "vit.layers.1.layernorm_before", (4, 4), 1),  # not attention.v_proj
+    ("deit", "deit.layers.1.layernorm_before", (4, 4), 2),
+    ("beit", "beit.layers.1.layernorm_before", (4, 4), 1),
+    ("swin", "swin.encoder.layers.1.blocks.0.layernorm_before", (8, 8), 0),
+]
+
+
+@pytest.mark.parametrize(("family", "name", "grid", "prefix"), HF_AUTO)
+def test_auto_layer_on_hugging_face(family, name, grid, prefix):
+    build, config = _hf_models()[family]
+    torch.manual_seed(0)
+    model = build(config).eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    infos, auto = camlens.layers(model, x)
+    assert auto == name
+    info = next(i for i in infos if i.name == auto)
+    assert (info.layout.grid, info.layout.prefix) == (grid, prefix)
+    exp = camlens.explain(model, x, method="gradcam")
+    assert exp.layer == name and exp.raw.shape == (1, *grid) and exp.maps.max() == 1

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from camlens.backends import Adapter, adapter_for
-from camlens.errors import CamlensValueError
+from camlens.errors import CamlensTypeError, CamlensValueError
 from camlens.labels import class_name
 from camlens.preprocessing import Preprocess
 
@@ -153,6 +153,8 @@ class Session:
         blank = prepare(torch.zeros(1, 3, side, side))  # canonical (B, C, H, W), as logits takes
         try:
             classes = int(adapter.logits(blank).shape[1])
+        except CamlensTypeError:  # a detector's list of dicts: as many classes as names given
+            classes = len(names) if names is not None else 0
         except RuntimeError as error:
             raise CamlensValueError(
                 f"the model failed on a (1, 3, {side}, {side}) input: {error}; check --size and "

@@ -20,6 +20,15 @@ from camlens.errors import CamlensTypeError, describe
 _ADAPTERS: weakref.WeakKeyDictionary[Any, TorchAdapter] = weakref.WeakKeyDictionary()
 
 
+def unwrap(model: Any) -> Any:
+    """The network inside an ultralytics ``YOLO`` object (its ``.model``): the wrapper's
+    ``train()``, which ``nn.Module.eval()`` calls, starts training, so camlens never touches it."""
+    engine = sys.modules.get("ultralytics.engine.model")
+    if engine is not None and isinstance(model, engine.Model):
+        return model.model
+    return model
+
+
 def adapter_for(model: Any) -> Adapter:
     """The adapter for ``model``: a ``torch.nn.Module`` (the same adapter for every call on the
     same model), (Keras installed) a Keras model, or an adapter, returned as it is."""
@@ -36,6 +45,7 @@ def adapter_for(model: Any) -> Adapter:
 
         return keras_backend.KerasAdapter(model)
     if isinstance(model, nn.Module):
+        model = unwrap(model)
         adapter = _ADAPTERS.get(model)
         if adapter is None:
             adapter = _ADAPTERS[model] = TorchAdapter(model, weak=True)

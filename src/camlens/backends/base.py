@@ -19,15 +19,16 @@ from camlens.targets import Target
 
 @dataclass(frozen=True)
 class Layout:
-    """How a layer's output maps to (B, C, h, w): ``kind`` is "nchw", "nhwc" or "tokens"."""
+    """How a layer's output maps to (B, C, h, w): ``kind`` is "nchw", "nhwc" or "tokens"; a clip's
+    or volume's (B, C, t, h, w) is "ncthw" and stays as it is."""
 
     kind: str
-    grid: tuple[int, int]
+    grid: tuple[int, ...]
     prefix: int = 0
 
     def to_nchw(self, tensor: torch.Tensor) -> torch.Tensor:
         """The output as (B, C, h, w): channels-last permuted, prefix tokens dropped."""
-        if self.kind == "nchw":
+        if self.kind in ("nchw", "ncthw"):
             return tensor
         if self.kind == "nhwc":
             return tensor.permute(0, 3, 1, 2)
@@ -60,7 +61,7 @@ class Capture:
 
     activations: list[torch.Tensor]
     gradients: list[torch.Tensor] | None
-    logits: torch.Tensor
+    logits: Any  # (B, K) float32; the whole output for a targets.OutputTarget
     target: targets_.ResolvedTarget
     scores: torch.Tensor
     probs: torch.Tensor
@@ -76,8 +77,8 @@ class Adapter(Protocol):
     def model(self) -> Any:
         """The wrapped model (explainer calls hold its lock: camlens.locks)."""
 
-    def input_size(self, x: Any) -> tuple[int, int]:
-        """Spatial size (H, W) of a native input batch."""
+    def input_size(self, x: Any) -> tuple[int, ...]:
+        """Spatial size (H, W) of a native input batch ((T, H, W) for clips and volumes)."""
 
     def as_tensor(self, x: Any) -> torch.Tensor:
         """A native input batch as a canonical float32 (B, C, H, W) torch tensor."""

@@ -27,6 +27,7 @@ from camlens import targets as targets_
 from camlens.backends.base import Capture, Head, LayerInfo, Layout
 from camlens.backends.quantize import GAP_WARNING, probability_gap, quantize_int8, run_int8
 from camlens.backends.torch_layers import (
+    detector_layers,
     layout_of,
     main_tensor,
     module_by_name,
@@ -35,6 +36,7 @@ from camlens.backends.torch_layers import (
     survey,
 )
 from camlens.errors import CamlensTypeError, CamlensValueError, CamlensWarning, describe
+from camlens.inputs import Inputs
 
 log = logging.getLogger("camlens")
 
@@ -56,9 +58,15 @@ def logits_of(output: Any) -> torch.Tensor:
     if isinstance(value, (tuple, list)) and value:
         return logits_of(value[0])
     if not isinstance(value, torch.Tensor):
+        detector = isinstance(value, dict) and "boxes" in value
         raise CamlensTypeError(
             "the model must return logits as a tensor, a tuple, a dict with 'logits' or an object "
             f"with .logits, got {describe(output)}"
+            + (
+                "; for a detector pass target=camlens.targets.detection(boxes, labels)"
+                if detector
+                else ""
+            )
         )
     return value[:, None] if value.ndim == 1 else value
 
@@ -145,20 +153,36 @@ class TorchAdapter:
         yield from self.model.parameters()
         yield from self.model.buffers()
 
-    def input_size(self, x: torch.Tensor) -> tuple[int, int]:
-        """The spatial size (H, W) of an input batch."""
-        return int(x.shape[-2]), int(x.shape[-1])
+    def input_size(self, x: Any) -> tuple[int, ...]:
+        """The spatial size (H, W) of an input batch ((T, H, W) for clips and volumes (B, C, T,
+        H, W); its image's, for several inputs)."""
+        return tuple(int(n) for n in x.shape[2:]) if x.ndim == 5 else (x.shape[-2], x.shape[-1])
+
+    def prepare_inputs(self, x: Any) -> Any:
+        """:meth:`prepare` for a tensor; for :class:`~camlens.inputs.Inputs`, the image prepared
+        and the other tensors moved to the model's device."""
+        if isinstance(x, Inputs):
+            return x.replace(self.prepare(x.image), self.device)
+        return self.prepare(x)
+
+    def _call(self, x: Any) -> Any:
+        """The model on one input batch or on several inputs."""
+        return x.call(self.model) if isinstance(x, Inputs) else self.model(x)
 
     def prepare(self, x: Any) -> torch.Tensor:
-        """Check ``x`` is a float (B, C, H, W) tensor; move it to the model's device and dtype."""
+        """Check ``x`` is a float (B, C, H, W) or (B, C, T, H, W) tensor; move it to the model's
+        device and dtype."""
         if not isinstance(x, torch.Tensor):
             raise CamlensTypeError(
                 f"expected x as a torch.Tensor of shape (B, C, H, W), got {describe(x)}; "
                 "camlens.load_images turns files into such a batch"
             )
-        if x.ndim != 4:
+        if x.ndim not in (4, 5):
             hint = "; add a batch dimension with x[None]" if x.ndim == 3 else ""
-            raise CamlensValueError(f"expected x of shape (B, C, H, W), got {tuple(x.shape)}{hint}")
+            raise CamlensValueError(
+                "expected x of shape (B, C, H, W), or (B, C, T, H, W) for clips and volumes, got "
+                f"{tuple(x.shape)}{hint}"
+            )
         if not x.is_floating_point():
             raise CamlensTypeError(
                 f"expected x as a float tensor, got dtype {x.dtype}; scale images to floats "
@@ -170,8 +194,9 @@ class TorchAdapter:
         return x.detach().to(device=self.device, dtype=self.dtype)
 
     def as_tensor(self, x: Any) -> torch.Tensor:
-        """The canonical (B, C, H, W) float32 view of an input batch, on the model's device."""
-        return self.prepare(x).float()
+        """The canonical (B, C, H, W) float32 view of an input batch (its image for several
+        inputs), on the model's device."""
+        return self.prepare(x.image if isinstance(x, Inputs) else x).float()
 
     def module(self, name: str) -> nn.Module:
         return module_by_name(self.model, name)
@@ -181,7 +206,7 @@ class TorchAdapter:
         self._current()
         key = tuple(x.shape[1:])
         if key not in self._surveys:
-            x = self.prepare(x)[:1]
+            x = self.prepare_inputs(x)[:1]
             with self._explaining():
                 self._surveys[key] = survey(self.model, x, self._logits)
         return self._surveys[key]
@@ -203,6 +228,10 @@ class TorchAdapter:
                 + describe(layer)
             )
         if layer == "auto":
+            fused = detector_layers(self.model)
+            if fused:
+                log.info("layer='auto' resolved to the detector's feature maps %s", fused)
+                return fused
             infos, auto = self.layers(x)
             if auto is None:
                 raise CamlensValueError(
@@ -230,8 +259,22 @@ class TorchAdapter:
     def _logits(self, output: Any) -> torch.Tensor:
         return logits_of(output)
 
-    def _forward(self, x: torch.Tensor, watch_linear: bool = False) -> tuple[torch.Tensor, Any]:
-        """Run the model; returns the logits (the input of a final Softmax) and the head record."""
+    def _forward(
+        self,
+        x: torch.Tensor,
+        watch_linear: bool = False,
+        target: targets_.Target = None,
+        whole: bool = False,
+    ) -> tuple[Any, Any]:
+        """Run the model; returns the logits (the input of a final Softmax) and the head record.
+
+        For an :class:`~camlens.targets.OutputTarget` the model's whole output is returned as the
+        logits (a detector's list of dicts, a segmentation model's dict) and no head is looked for;
+        with ``whole``, also when the output holds no logit tensor (calls that do not know the
+        target: the many forwards of Score-CAM, Ablation-CAM, SmoothGrad's reference).
+        """
+        if isinstance(target, targets_.OutputTarget):
+            return self._call(x), None
         seen: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
         handles = []
 
@@ -244,10 +287,16 @@ class TorchAdapter:
                 probability = isinstance(module, (nn.Softmax, nn.LogSoftmax))
                 if probability or (watch_linear and isinstance(module, nn.Linear)):
                     handles.append(module.register_forward_hook(watch))
-            logits = logits_of(self.model(x))
+            output = self._call(x)
         finally:
             for handle in handles:
                 handle.remove()
+        try:
+            logits = logits_of(output)
+        except CamlensTypeError:
+            if whole:
+                return output, None
+            raise
         for module, inputs, output in reversed(seen):
             if isinstance(module, (nn.Softmax, nn.LogSoftmax)) and output.data_ptr() == (
                 logits.data_ptr()
@@ -278,6 +327,13 @@ class TorchAdapter:
             logits, _ = self._forward(x)
         return logits.float()
 
+    def outputs(self, x: torch.Tensor) -> Any:
+        """The model's whole output for ``x`` in eval mode, without hooks or graph (a detector's
+        list of dicts, a segmentation model's dict)."""
+        x = self.prepare_inputs(x)
+        with self._explaining(), torch.no_grad():
+            return self._call(x)
+
     def capture(
         self,
         x: torch.Tensor,
@@ -291,7 +347,7 @@ class TorchAdapter:
 
         Activations and gradients are returned as float32 (B, C, h, w) on the model's device.
         """
-        x = self.prepare(x)
+        x = self.prepare_inputs(x)
         size = self.input_size(x)
         kept: list[torch.Tensor | None] = [None] * len(layers)
         modules = [self.module(name) for name in layers]
@@ -323,8 +379,8 @@ class TorchAdapter:
                 for index, module in enumerate(modules):
                     handles.append(module.register_forward_hook(keep(index)))
                 with torch.no_grad():  # the first hook switches recording on
-                    logits, linear = self._forward(x, watch_linear=head)
-                    resolved = targets_.resolve(target, logits.detach())
+                    logits, linear = self._forward(x, watch_linear=head, target=target)
+                    resolved = targets_.resolve(target, logits)
                     score = targets_.scores(logits, resolved)
                 missing = [name for name, tensor in zip(layers, kept) if tensor is None]
                 if missing:
@@ -366,14 +422,14 @@ class TorchAdapter:
         return Capture(
             activations=acts,
             gradients=grads_nchw,
-            logits=logits.detach().float(),
+            logits=_detached(logits),
             target=resolved,
             scores=score.detach().float().cpu(),
             probs=targets_.probabilities(logits, resolved),
             head=head_record,
         )
 
-    def _layout(self, name: str, tensor: torch.Tensor, size: tuple[int, int]) -> Layout:
+    def _layout(self, name: str, tensor: torch.Tensor, size: tuple[int, ...]) -> Layout:
         layout = layout_of(tuple(tensor.shape), size)
         if layout is None:
             raise CamlensValueError(
@@ -399,19 +455,26 @@ class TorchAdapter:
         """
         from camlens.backends.guided import guided_relu
 
-        x = self.prepare(x).requires_grad_()
+        if guided and type(self.model).__name__ == "UnflattenedModule":
+            raise CamlensValueError(
+                "guided backpropagation replaces the model's ReLU calls, which a torch.export "
+                "program has compiled into its graph; use 'saliency' or 'gradcam', or the "
+                "original nn.Module"
+            )
+        x = self.prepare_inputs(x)
+        image = (x.image if isinstance(x, Inputs) else x).requires_grad_()
         relu = guided_relu() if guided else nullcontext()
         with self._explaining(), torch.enable_grad(), relu:
-            logits, _ = self._forward(x)
-            resolved = targets_.resolve(target, logits.detach())
+            logits, _ = self._forward(x, target=target)
+            resolved = targets_.resolve(target, logits)
             score = targets_.scores(logits, resolved)
             if not score.requires_grad:
                 raise CamlensValueError("the explained score does not depend on the input")
-            (grad,) = torch.autograd.grad(score.sum(), x)
+            (grad,) = torch.autograd.grad(score.sum(), image)
         return Capture(
-            activations=[x.detach().float()],
+            activations=[image.detach().float()],
             gradients=[grad.detach().float()],
-            logits=logits.detach().float(),
+            logits=_detached(logits),
             target=resolved,
             scores=score.detach().float().cpu(),
             probs=targets_.probabilities(logits, resolved),
@@ -429,12 +492,15 @@ class TorchAdapter:
             if self._int8 is None:
                 raise CamlensValueError("precision='int8' is only valid inside adapter.int8(...)")
             return logits_of(run_int8(self._int8, self.prepare(x))).float()
-        x = self.prepare(x).contiguous(memory_format=torch.channels_last)
+        x = self.prepare(x)
+        x = x.contiguous(
+            memory_format=torch.channels_last if x.ndim == 4 else torch.contiguous_format
+        )
         device = x.device.type
         autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
         with self._explaining(), torch.inference_mode(), autocast:
-            logits, _ = self._forward(x)
-        return logits.float()
+            logits, _ = self._forward(x, whole=True)
+        return _floats(logits)
 
     @contextmanager
     def int8(self, calibration: torch.Tensor, *, reuse: bool = True) -> Iterator[None]:
@@ -515,7 +581,7 @@ class TorchAdapter:
         x: torch.Tensor,
         module: nn.Module,
         layer: str,
-        size: tuple[int, int],
+        size: tuple[int, ...],
         activations: torch.Tensor,
         keep_original: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -537,17 +603,17 @@ class TorchAdapter:
         with self._explaining(), torch.inference_mode():
             handle = module.register_forward_hook(hook)
             try:
-                logits, _ = self._forward(x)
+                logits, _ = self._forward(x, whole=True)
             finally:
                 handle.remove()
-        return logits.float(), (seen[0] if seen else None)
+        return _floats(logits), (seen[0] if seen else None)
 
     def _check_broadcast(
         self,
         x: torch.Tensor,
         module: nn.Module,
         layer: str,
-        size: tuple[int, int],
+        size: tuple[int, ...],
         probe: torch.Tensor,
     ) -> bool:
         """Whether running the layers below on one row and above on N rows gives plain logits."""
@@ -555,16 +621,33 @@ class TorchAdapter:
             logits, _ = self._replaced(x, module, layer, size, probe, keep_original=True)
         except (RuntimeError, ValueError, IndexError):
             return False
-        if logits.shape[0] != 2:
-            return False
+        if not isinstance(logits, torch.Tensor) or logits.shape[0] != 2:
+            return False  # a whole output (a detector's): the image runs N times
         plain = self.logits(x)
         scale = float(plain.abs().max()) or 1.0
         return bool((logits[:1] - plain).abs().max() <= 1e-4 * scale)
 
 
+def _floats(logits: Any) -> Any:
+    """Float32 logits; a whole output (a detector's list of dicts) as it is."""
+    return logits.float() if isinstance(logits, torch.Tensor) else logits
+
+
+def _detached(logits: Any) -> Any:
+    """Float32 detached logits; a whole output read by an :class:`~camlens.targets.OutputTarget`
+    (a detector's list of dicts, a dict) with its tensors detached."""
+    if isinstance(logits, torch.Tensor):
+        return logits.detach().float()
+    if isinstance(logits, dict):
+        return {key: _detached(value) for key, value in logits.items()}
+    if isinstance(logits, (list, tuple)):
+        return type(logits)(_detached(value) for value in logits)
+    return logits
+
+
 def _from_nchw(layout: Layout, rows: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     """Canonical (N, C, h, w) rows in the native layout of ``original`` (batch 1 or N)."""
-    if layout.kind == "nchw":
+    if layout.kind in ("nchw", "ncthw"):
         return rows.contiguous()
     if layout.kind == "nhwc":
         return rows.permute(0, 2, 3, 1).contiguous()

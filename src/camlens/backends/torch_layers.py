@@ -4,8 +4,10 @@ A layer is explainable when its output is a spatial map: (B, C, h, w), channels-
 as in torchvision's Swin, or a vision transformer's token sequence (B, p + h*w, C) whose p prefix
 (class, distillation, register) tokens are dropped. ``"auto"`` surveys one forward pass of the first
 image and picks the last such layer that (a) is not a pooling, dropout, flatten or layout-only
-module, (b) runs once, and (c) receives gradient from the output: in a ViT only the tokens entering
-the last attention block still influence the class token, so the last block's first norm is chosen.
+module, (b) runs once, and (c) receives gradient from the output. In attention models (ViT, DeiT,
+BEiT, Swin; timm and Hugging Face alike) the last block's input norm is chosen: in a ViT only the
+tokens entering the last attention block still influence the class token, and the value projection
+(which still receives gradient) would drop the attention weights.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import difflib
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from camlens.backends.base import LayerInfo, Layout
-from camlens.errors import CamlensValueError
+from camlens.errors import CamlensError, CamlensValueError
+from camlens.inputs import Inputs
 
 #: Module classes never chosen by "auto": they pool, drop, flatten or only re-lay out a map.
 EXCLUDED = re.compile(r"Pool|Dropout|Flatten|Unflatten|Identity|Permute|Softmax|Upsample")
@@ -32,8 +36,17 @@ def _fits(h: int, w: int, height: int, width: int) -> bool:
     return 1 <= h <= height and 1 <= w <= width and abs(h * width - w * height) <= 0.25 * w * height
 
 
-def layout_of(shape: tuple[int, ...], size: tuple[int, int]) -> Layout | None:
-    """The layout of an output of ``shape`` for an input of spatial ``size``, or None."""
+def layout_of(shape: tuple[int, ...], size: tuple[int, ...]) -> Layout | None:
+    """The layout of an output of ``shape`` for an input of spatial ``size``, or None; a clip's
+    or volume's ``size`` is (T, H, W) and its maps (B, C, t, h, w)."""
+    if len(size) == 3:
+        if len(shape) != 5:
+            return None
+        frames, height, width = size
+        t, h, w = shape[2:]
+        if 1 <= t <= frames and h * w > 1 and _fits(h, w, height, width):
+            return Layout("ncthw", (t, h, w))
+        return None
     height, width = size
     if len(shape) == 4:
         _, a, b, c = shape
@@ -110,12 +123,14 @@ class _Call:
     inputs: torch.Tensor | None
 
 
-def survey(model: nn.Module, x: torch.Tensor, logits_of) -> tuple[list[LayerInfo], str | None]:
-    """Every explainable layer for input ``x`` (one image) in forward order, and the auto choice.
+def survey(model: nn.Module, x: Any, logits_of) -> tuple[list[LayerInfo], str | None]:
+    """Every explainable layer for input ``x`` (one image, or one row of several inputs) in
+    forward order, and the auto choice.
 
     ``logits_of`` extracts the score tensor from the model's output.
     """
-    size = (int(x.shape[-2]), int(x.shape[-1]))
+    image = x.image if isinstance(x, Inputs) else x
+    size = tuple(int(n) for n in image.shape[2:]) if image.ndim == 5 else tuple(image.shape[-2:])
     calls: list[_Call] = []
     counts: dict[int, int] = {}
     handles = []
@@ -134,11 +149,15 @@ def survey(model: nn.Module, x: torch.Tensor, logits_of) -> tuple[list[LayerInfo
             if name:
                 handles.append(module.register_forward_hook(record(name)))
         with torch.enable_grad():
-            probe = x.detach().clone().requires_grad_()
-            output = logits_of(model(probe))
+            probe = image.detach().clone().requires_grad_()
+            returned = x.replace(probe).call(model) if isinstance(x, Inputs) else model(probe)
     finally:
         for handle in handles:
             handle.remove()
+    try:
+        output = logits_of(returned)
+    except CamlensError:  # a detector's list of dicts: no logit tensor to probe with
+        output = torch.zeros(0)
 
     groups: dict[int, list[_Call]] = {}
     for call in calls:
@@ -168,6 +187,14 @@ def survey(model: nn.Module, x: torch.Tensor, logits_of) -> tuple[list[LayerInfo
         )
         tensors.append(producer.tensor)
 
+    dense = output.ndim == 4 and len(size) == 2
+    dense = dense and _fits(output.shape[2], output.shape[3], size[0], size[-1])
+    if dense:
+        # a dense (segmentation) output: the class projection and its upsampling only restate the
+        # prediction, so "auto" explains the last feature map before them
+        while infos and infos[-1].shape[1] == output.shape[1]:
+            infos.pop()
+            tensors.pop()
     # The score that must reach the layer: the largest output, or, for a head initialised to
     # zero (torchvision's ViT), a random projection of the features entering the last linear layer.
     linear_inputs = [call for call in calls if isinstance(call.module, nn.Linear)]
@@ -187,13 +214,64 @@ def survey(model: nn.Module, x: torch.Tensor, logits_of) -> tuple[list[LayerInfo
         for info, t in zip(infos, tensors)
         if t.requires_grad and (info.layout.kind != "tokens" or info.shape[-1] == widths[-1])
     ]
-    for score in probes:
-        if not score.requires_grad or not reachable:
-            continue
-        gradients = torch.autograd.grad(
-            score, [t for _, t in reachable], retain_graph=True, allow_unused=True
-        )
-        for (info, _), gradient in zip(reversed(reachable), reversed(gradients)):
-            if gradient is not None and info.layout.to_nchw(gradient).abs().amax() > 0:
-                return infos, info.name
+    # in attention models, the last block's input norm: later token maps either reach the output
+    # only through the attention's value average (Grad-CAM there drops the attention weights,
+    # where the spatial information is) or, in a class-token model, not at all; a dense model's
+    # decoder comes after its attention blocks
+    inputs = set() if dense else block_inputs(model, infos)
+    preferred = [(info, t) for info, t in reachable if info.name in inputs]
+    for candidates in (preferred, reachable):
+        for score in probes:
+            if not score.requires_grad or not candidates:
+                continue
+            gradients = torch.autograd.grad(
+                score, [t for _, t in candidates], retain_graph=True, allow_unused=True
+            )
+            for (info, _), gradient in zip(reversed(candidates), reversed(gradients)):
+                if gradient is not None and info.layout.to_nchw(gradient).abs().amax() > 0:
+                    return infos, info.name
     return infos, (infos[-1].name if infos else None)
+
+
+def block_inputs(model: nn.Module, infos: list[LayerInfo]) -> set[str]:
+    """Names of the input norms of attention blocks: the first norm (in forward order) of a module
+    with an attention module among its direct children (timm's ``blocks.i.norm1``, Hugging Face's
+    ``layer.i.layernorm_before``, Swin's likewise)."""
+    modules = dict(model.named_modules())
+    seen: set[str] = set()
+    names: set[str] = set()
+    for info in infos:
+        if "Norm" not in info.kind or "." not in info.name:
+            continue
+        parent = info.name.rsplit(".", 1)[0]
+        if parent in seen:
+            continue
+        seen.add(parent)
+        if any("Attention" in type(child).__name__ for child in modules[parent].children()):
+            names.add(info.name)
+    return names
+
+
+def detector_layers(model: nn.Module) -> list[str] | None:
+    """The "auto" layers of a detector, fused as for ``layer=[...]``, or None for other models.
+
+    torchvision's FPN detectors (Faster R-CNN, RetinaNet, FCOS): the FPN's output convolutions,
+    one per pyramid level (``backbone.fpn.layer_blocks.i``); SSD: its two finest feature maps
+    (``backbone.features`` and ``backbone.extra.0``; SSDlite: its two feature stages);
+    ultralytics YOLO: the maps its detection head reads.
+    """
+    modules = dict(model.named_modules())
+    blocks = modules.get("backbone.fpn.layer_blocks")
+    if isinstance(blocks, nn.ModuleList) and len(blocks):
+        return [f"backbone.fpn.layer_blocks.{i}" for i in range(len(blocks))]
+    if type(model).__name__ == "SSD":
+        if type(modules.get("backbone")).__name__ == "SSDLiteFeatureExtractorMobileNet":
+            return ["backbone.features.0", "backbone.features.1"]  # run one by one
+        if {"backbone.features", "backbone.extra.0"} <= set(modules):
+            return ["backbone.features", "backbone.extra.0"]
+    for name, module in modules.items():
+        if type(module).__name__ in ("Detect", "v10Detect", "YOLOEDetect") and hasattr(module, "f"):
+            parent = name.rsplit(".", 1)[0] if "." in name else ""
+            prefix = f"{parent}." if parent else ""
+            return [f"{prefix}{index}" for index in module.f]
+    return None

@@ -23,6 +23,9 @@ Examples:
 
   camlens explain photos/ --model torchvision:resnet18 --out out/ --resume
 
+  camlens explain photos/ --model torchvision:fasterrcnn_resnet50_fpn --task detect
+  --min-score 0.7 --out out/
+
   camlens explain s3://bucket/val/ --model torchvision:resnet50 --out out/
   --engine ray --address auto --workers 8 --gpus-per-worker 1
 
@@ -49,7 +52,8 @@ def explain(
     model: str = typer.Option(
         ...,
         "--model",
-        help="torchvision:NAME, timm:NAME, a TorchScript file, a camlens checkpoint folder or "
+        help="torchvision:NAME, timm:NAME, a torch.export .pt2 file, a TorchScript file, a "
+        "camlens checkpoint folder or "
         "'demo', a .keras file, keras:NAME, or package.module:factory.",
     ),
     out: Path = typer.Option(..., "--out", help="Output folder."),
@@ -139,6 +143,18 @@ def explain(
     gpus_per_worker: float = typer.Option(
         0.0, "--gpus-per-worker", help="--engine ray: GPUs per actor (0: CPU actors)."
     ),
+    task: str = typer.Option(
+        "classify",
+        "--task",
+        help="classify; detect (a detector: each detection's own map with its box and label); "
+        "segment (a segmentation model: the --target class's predicted region).",
+    ),
+    min_score: float = typer.Option(
+        0.5, "--min-score", help="--task detect: the lowest detection score explained."
+    ),
+    detections: int = typer.Option(
+        20, "--detections", min=1, help="--task detect: at most this many detections per image."
+    ),
 ) -> None:
     """Explain images with a model: maps as data, overlays, results.parquet and a report.
 
@@ -150,6 +166,7 @@ def explain(
     from camlens.app.engine import RunSettings, explain_files
     from camlens.app.records import OVERLAY_FORMATS, RenderOptions
     from camlens.app.session import Session, method_names
+    from camlens.app.tasks import TaskSettings, explain_task_files, preprocess_for
     from camlens.cli.progress import progress_bar
     from camlens.render import colormap_table
 
@@ -175,6 +192,11 @@ def explain(
             usage_error(f"--engine must be local or ray, got {engine!r}")
         elif address is not None or workers != 1 or gpus_per_worker:
             usage_error("--address, --workers and --gpus-per-worker need --engine ray")
+        preprocess = preprocess_for(task, preprocess)
+        if task != "classify" and cluster is not None:
+            usage_error(f"--task {task} runs on the local engine; drop --engine ray")
+        if not 0.0 <= min_score <= 1.0:
+            usage_error(f"--min-score must be in [0, 1], got {min_score}")
         spec: dict[str, Any] = dict(
             spec=model, weights=weights, preprocess=preprocess, size=size, labels=labels,
             trust_pickle=trust_pickle,
@@ -183,6 +205,8 @@ def explain(
         for note in session.notes:
             typer.echo(f"note: {note}", err=True)
         chosen_target = session.target(target)
+        if chosen_target == "label" and task != "classify":
+            usage_error(f"--task {task} takes --target pred or a class, not label")
         if chosen_target == "label" and not labels_from_folders:
             usage_error("--target label explains the true class: add --labels-from-folders")
         session.check(chosen, layer, precision)
@@ -214,7 +238,10 @@ def explain(
             advance=advance,
             title=f"camlens: {model} ({', '.join(chosen)})",
         )
-        if cluster is None:
+        if task != "classify":
+            chosen_task = TaskSettings(task, min_score, detections)
+            summary = explain_task_files(session, paths, out, settings, chosen_task, **run)
+        elif cluster is None:
             summary = explain_files(session, paths, out, settings, **run)
         else:
             try:

@@ -29,6 +29,7 @@ from camlens.backends import adapter_for
 from camlens.backends.base import Capture
 from camlens.errors import CamlensTypeError, CamlensValueError, CamlensWarning
 from camlens.explanation import Explanation
+from camlens.inputs import Inputs, as_inputs
 from camlens.locks import model_lock
 from camlens.maps import UPSAMPLE_MODES, finalize, minmax, upsample
 from camlens.targets import Target
@@ -70,13 +71,16 @@ class Explainer:
     Gradient methods take ``smooth=N`` (average over N noisy copies, ``noise`` the standard
     deviation as a fraction of each image's value range, ``seed`` for the noise: 0 by default, so
     the same call gives the same map; None draws from torch's global generator, ``batch_size``
-    copies per pass); CAM methods take ``augment=True`` (test-time augmentation).
+    copies per pass); CAM methods take ``augment=True`` (test-time augmentation). ``image``
+    names the explained input when ``x`` is a tuple or dict of inputs (:mod:`camlens.inputs`).
     """
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     uses_layer: ClassVar[bool] = True
     smoothable: ClassVar[bool] = False
+    #: whether the method runs on several inputs (it needs no forwards on altered copies)
+    several_inputs: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -91,6 +95,7 @@ class Explainer:
         augment: bool = False,
         seed: int | None = 0,
         batch_size: int | None = None,
+        image: int | str | None = None,
     ) -> None:
         self.adapter = adapter_for(model)
         self.model = model
@@ -132,8 +137,12 @@ class Explainer:
         self.augment = augment
         self.seed = seed
         self.batch_size = batch_size
+        self.image = image
 
     def __call__(self, x: Any, target: Target = None) -> Explanation:
+        x = as_inputs(x, self.image)
+        if isinstance(x, Inputs):
+            self._check_several(x)
         with model_lock(self.adapter.model):  # hooks and train/eval flags: one call at a time
             return self._call(x, target)
 
@@ -148,13 +157,30 @@ class Explainer:
             extra["attribution"] = step.attribution.detach().float().cpu()
         return self._finish(step.raw, x, step.capture, step.layer, **extra)
 
+    def _check_several(self, x: Inputs) -> None:
+        """Refuse what cannot run on several inputs: other frameworks, altered copies."""
+        if self.adapter.framework != "torch":
+            raise CamlensTypeError(
+                f"several inputs are for PyTorch models, got a {self.adapter.framework} model"
+            )
+        if not self.several_inputs or self.smooth or self.augment:
+            what = "smooth=N" if self.smooth else "augment=True" if self.augment else self.name
+            raise CamlensValueError(
+                f"{what} runs the model on altered copies of the image, which camlens does not do "
+                f"for several inputs (x has {len(x.values)}); use a gradient method such as "
+                "'gradcam', 'eigencam' or 'saliency'"
+            )
+
     def _step(self, x: Any, target: Target) -> Step:
         """One pass of the method on the native batch ``x``."""
         raise NotImplementedError
 
     def _reference(self, xc: torch.Tensor, target: Target) -> Capture:
         """Target, scores and probabilities of the clean canonical batch (no gradients)."""
-        logits = self.adapter.logits(xc)
+        if isinstance(target, targets_.OutputTarget):  # the whole output: PyTorch models only
+            logits = self.adapter.outputs(xc)  # type: ignore[attr-defined]
+        else:
+            logits = self.adapter.logits(xc)
         resolved = targets_.resolve(target, logits)
         return Capture(
             activations=[],
@@ -176,12 +202,13 @@ class Explainer:
         xc = self.adapter.as_tensor(x)
         ref = self._reference(xc, target)
         batch = xc.shape[0]
-        span = xc.amax(dim=(1, 2, 3)) - xc.amin(dim=(1, 2, 3))
+        dims = tuple(range(1, xc.ndim))
+        span = xc.amax(dim=dims) - xc.amin(dim=dims)
         sigma = (self.noise * span).repeat_interleave(samples)
         generator = None
         if self.seed is not None:
             generator = torch.Generator(device=xc.device).manual_seed(self.seed)
-        std = sigma[:, None, None, None].expand(batch * samples, *xc.shape[1:])
+        std = sigma.reshape(-1, *(1,) * (xc.ndim - 1)).expand(batch * samples, *xc.shape[1:])
         noisy = xc.repeat_interleave(samples, dim=0) + torch.normal(0.0, std, generator=generator)
         tgt = self._copies_target(ref, samples)
         rows = self.batch_size or auto_batch(xc, 64 * xc[0].numel() * 4, 64)
@@ -209,6 +236,11 @@ class Explainer:
         A model that accepts only its own input size (a ViT) gets flips only, with a warning.
         """
         xc = self.adapter.as_tensor(x)
+        if xc.ndim == 5:
+            raise CamlensValueError(
+                f"augment=True flips and rescales images, got a clip or volume of shape "
+                f"{tuple(xc.shape)}; drop augment"
+            )
         ref = self._reference(xc, target)
         tgt = self._copies_target(ref, 1)
         height, width = xc.shape[-2:]
@@ -312,6 +344,6 @@ class LayerMethod(Explainer):
 
 def fuse(raws: list[torch.Tensor], relu: bool = True) -> torch.Tensor:
     """Average of per-layer maps, each rectified and min-max scaled at the finest resolution."""
-    height, width = max((tuple(r.shape[1:]) for r in raws), key=lambda s: s[0] * s[1])
-    scaled = [minmax(upsample(r.clamp_min(0) if relu else r, (height, width))) for r in raws]
+    finest = max((tuple(r.shape[1:]) for r in raws), key=lambda s: torch.Size(s).numel())
+    scaled = [minmax(upsample(r.clamp_min(0) if relu else r, finest)) for r in raws]
     return torch.stack(scaled).mean(dim=0)

@@ -18,7 +18,7 @@ def cam(activations: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
     ``activations`` (B, C, h, w), ``weights`` (B, C): each image's class row of the linear layer.
     """
-    return torch.einsum("bchw,bc->bhw", activations, weights)
+    return torch.einsum("bc...,bc->b...", activations, weights)
 
 
 @register("cam")
@@ -38,7 +38,8 @@ class CAM(LayerMethod):
                 "model's output is not produced by an nn.Linear. Use method='gradcam', which "
                 "works with any head"
             )
-        pooled = activations.mean(dim=(2, 3))
+        space = tuple(range(2, activations.ndim))
+        pooled = activations.mean(dim=space)
         if head.features.shape != pooled.shape:
             raise CamlensValueError(
                 f"method 'cam' needs the linear head to read the global average of the explained "
@@ -46,7 +47,7 @@ class CAM(LayerMethod):
                 f"{pooled.shape[1]} channels. Use method='gradcam', or the last conv layer"
             )
         if not _close(head.features, pooled):
-            if _close(head.features, activations.clamp_min(0).mean(dim=(2, 3))):
+            if _close(head.features, activations.clamp_min(0).mean(dim=space)):
                 activations = activations.clamp_min(0)  # a ReLU between layer and pooling
             else:
                 raise CamlensValueError(

@@ -21,15 +21,15 @@ def eigencam(activations: torch.Tensor) -> torch.Tensor:
     The sign rule makes the map correlate positively with the activations (an SVD's sign is
     arbitrary; pytorch-grad-cam leaves it so). Class-agnostic: the target changes nothing.
     """
-    batch, channels, h, w = activations.shape
-    x = activations.reshape(batch, channels, h * w).transpose(1, 2)
+    batch, channels, *grid = activations.shape  # (h, w), or (t, h, w) for clips and volumes
+    x = activations.flatten(2).transpose(1, 2)
     x = x - x.mean(dim=1, keepdim=True)
     _, _, vh = torch.linalg.svd(x, full_matrices=False)
     projection = x @ vh[:, 0, :, None]  # (B, hw, 1)
-    mean_map = activations.mean(dim=1).reshape(batch, h * w, 1)
+    mean_map = activations.mean(dim=1).reshape(batch, -1, 1)
     mean_map = mean_map - mean_map.mean(dim=1, keepdim=True)
     sign = torch.where((projection * mean_map).sum(dim=(1, 2)) < 0, -1.0, 1.0)
-    return (projection[..., 0] * sign[:, None]).reshape(batch, h, w)
+    return (projection[..., 0] * sign[:, None]).reshape(batch, *grid)
 
 
 @register("eigencam", "eigen-cam")

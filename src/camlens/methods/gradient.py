@@ -2,7 +2,8 @@
 
 With activations :math:`A^k` of the explained layer and gradients :math:`g^k = \\partial y^c /
 \\partial A^k` of the target's pre-softmax score, every method here is a weighted sum over channels
-computed in float32 without epsilons (a zero denominator gives a zero weight).
+computed in float32 without epsilons (a zero denominator gives a zero weight). Clips and volumes
+(B, C, t, h, w) are the same with the sums over :math:`ij` taken over :math:`tij`.
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ from camlens.methods.base import LayerMethod
 from camlens.registry import register
 
 
+def _space(activations: torch.Tensor) -> tuple[int, ...]:
+    """The location dimensions: (2, 3) of a (B, C, h, w) map, (2, 3, 4) of a (B, C, t, h, w) one."""
+    return tuple(range(2, activations.ndim))
+
+
 def gradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
     r"""Grad-CAM (Selvaraju et al. 2017, arXiv:1610.02391).
 
     .. math:: \alpha_k = \frac{1}{hw}\sum_{ij} g^k_{ij}, \qquad L = \sum_k \alpha_k A^k
     """
-    weights = gradients.mean(dim=(2, 3), keepdim=True)
+    weights = gradients.mean(dim=_space(activations), keepdim=True)
     return (weights * activations).sum(dim=1)
 
 
@@ -33,10 +39,10 @@ def gradcam_plus_plus(activations: torch.Tensor, gradients: torch.Tensor) -> tor
     pytorch-grad-cam no 1e-6 is added to the denominator (it dominates gradients of ~1e-3).
     """
     g2 = gradients.pow(2)
-    denominator = 2 * g2 + activations.sum(dim=(2, 3), keepdim=True) * g2 * gradients
+    denominator = 2 * g2 + activations.sum(dim=_space(activations), keepdim=True) * g2 * gradients
     nonzero = denominator != 0
     alpha = torch.where(nonzero, g2 / torch.where(nonzero, denominator, 1.0), 0.0)
-    weights = (alpha * gradients.clamp_min(0)).sum(dim=(2, 3), keepdim=True)
+    weights = (alpha * gradients.clamp_min(0)).sum(dim=_space(activations), keepdim=True)
     return (weights * activations).sum(dim=1)
 
 
@@ -48,10 +54,10 @@ def xgradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor
 
     A channel whose activations sum to 0 gets weight 0.
     """
-    total = activations.sum(dim=(2, 3), keepdim=True)
+    total = activations.sum(dim=_space(activations), keepdim=True)
     nonzero = total != 0
     share = torch.where(nonzero, activations / torch.where(nonzero, total, 1.0), 0.0)
-    weights = (share * gradients).sum(dim=(2, 3), keepdim=True)
+    weights = (share * gradients).sum(dim=_space(activations), keepdim=True)
     return (weights * activations).sum(dim=1)
 
 

@@ -62,6 +62,7 @@ def _row_target(target: targets_.ResolvedTarget, images: torch.Tensor) -> target
 
 
 class _PerturbationCAM(LayerMethod):
+    several_inputs = False
     needs_gradients = False
 
     def __init__(
@@ -133,7 +134,8 @@ class ScoreCAM(_PerturbationCAM):
         batch, count = activations.shape[:2]
         if self.top_k_channels is None or self.top_k_channels >= count:
             return torch.arange(count, device=activations.device).expand(batch, count)
-        return activations.mean(dim=(2, 3)).topk(self.top_k_channels, dim=1).indices
+        space = tuple(range(2, activations.ndim))
+        return activations.mean(dim=space).topk(self.top_k_channels, dim=1).indices
 
     def layer_raw(
         self,
@@ -146,10 +148,11 @@ class ScoreCAM(_PerturbationCAM):
         xc = self.adapter.as_tensor(x)
         index = self.channels(activations)
         batch, count = index.shape
-        h, w = activations.shape[-2:]
-        chosen = activations.gather(1, index[..., None, None].expand(-1, -1, h, w))
+        grid = activations.shape[2:]  # (h, w), or (t, h, w) for clips and volumes
+        ones = (1,) * len(grid)
+        chosen = activations.gather(1, index.reshape(batch, count, *ones).expand(-1, -1, *grid))
         weights = torch.softmax(self.masked_scores(xc, chosen, capture.target), dim=1)
-        return (weights[..., None, None] * chosen).sum(dim=1)
+        return (weights.reshape(batch, count, *ones) * chosen).sum(dim=1)
 
     def masked_scores(
         self, xc: torch.Tensor, chosen: torch.Tensor, target: targets_.ResolvedTarget
@@ -165,9 +168,8 @@ class ScoreCAM(_PerturbationCAM):
         images = torch.arange(batch, device=xc.device).repeat_interleave(count)
 
         def masked(rows: torch.Tensor) -> torch.Tensor:
-            masks = F.interpolate(
-                flat[rows], size=xc.shape[-2:], mode="bilinear", align_corners=True
-            )
+            mode = "trilinear" if flat.ndim == 5 else "bilinear"
+            masks = F.interpolate(flat[rows], size=xc.shape[2:], mode=mode, align_corners=True)
             return xc[images[rows]] * minmax(masks[:, 0])[:, None]
 
         scores = torch.empty(batch * count, device=xc.device)
@@ -225,7 +227,8 @@ class AblationCAM(_PerturbationCAM):
                 images = torch.full((1,), image, device=activations.device)
                 for start in range(0, count, rows):
                     stop = min(start + rows, count)
-                    copies = activations[image].expand(stop - start, -1, -1, -1).clone()
+                    copies = activations[image].expand(stop - start, *activations.shape[1:])
+                    copies = copies.clone()
                     copies[torch.arange(stop - start), torch.arange(start, stop)] = 0
                     logits = self.adapter.logits_above(x, name, copies, image)
                     row_target = _row_target(capture.target, images.expand(stop - start))
@@ -236,4 +239,5 @@ class AblationCAM(_PerturbationCAM):
         nonzero = score != 0
         safe = torch.where(nonzero, score, torch.ones_like(score))[:, None]
         weights = torch.where(nonzero[:, None], (score[:, None] - ablated) / safe, 0.0)
-        return (weights[..., None, None] * activations).sum(dim=1)
+        weights = weights.reshape(*weights.shape, *(1,) * (activations.ndim - 2))
+        return (weights * activations).sum(dim=1)

@@ -95,7 +95,7 @@ class GuidedGradCAM(PixelMethod):
         resolved = cam.target.function or cam.target.indices
         capture = self.adapter.input_gradients(x, resolved, guided=True)
         grads = capture.gradients[0]
-        weight = upsample(raw.clamp_min(0), tuple(grads.shape[-2:]), self.upsample)
+        weight = upsample(raw.clamp_min(0), tuple(grads.shape[2:]), self.upsample)
         attribution = grads * weight[:, None].to(grads.device)
         return Step(self.reduce(attribution), capture, "+".join(names), {}, attribution)
 
@@ -142,6 +142,7 @@ class IntegratedGradients(PixelMethod):
     """
 
     paper = "Sundararajan et al. 2017, Axiomatic Attribution (arXiv:1703.01365)"
+    several_inputs = False
 
     def __init__(
         self,
@@ -182,17 +183,18 @@ class IntegratedGradients(PixelMethod):
         rows = self.batch_size or auto_batch(xc, 64 * xc[0].numel() * 4, 64)
         total = torch.zeros_like(xc)
         path_scores = torch.empty(batch * steps)
+        ones = (1,) * (xc.ndim - 1)  # (C, H, W) or (C, T, H, W)
         for start in range(0, batch * steps, rows):
             images = row_images[start : start + rows]
-            alpha = row_alphas[start : start + rows, None, None, None]
+            alpha = row_alphas[start : start + rows].reshape(-1, *ones)
             points = base[images] + alpha * (xc[images] - base[images])
             part = resolved.function or resolved.indices[images]
             capture = self.adapter.input_gradients(self.adapter.native(points), part)
-            weight = weights[start : start + rows, None, None, None]
+            weight = weights[start : start + rows].reshape(-1, *ones)
             total.index_add_(0, images.to(xc.device), capture.gradients[0] * weight)
             path_scores[start : start + rows] = capture.scores
         attribution = (xc - base) * total
         path_scores = path_scores.reshape(batch, steps)
-        gap = attribution.sum(dim=(1, 2, 3)).cpu() - (path_scores[:, -1] - path_scores[:, 0])
+        gap = attribution.flatten(1).sum(dim=1).cpu() - (path_scores[:, -1] - path_scores[:, 0])
         extra = {"completeness_gap": gap, "baseline_scores": path_scores[:, 0]}
         return Step(self.reduce(attribution), reference, "", extra, attribution)

@@ -1,0 +1,80 @@
+"""camlens.app.tasks: a detector and a segmentation model explained into run folders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import camlens
+from camlens.app.engine import RunSettings
+from camlens.app.session import Session
+from camlens.app.tasks import TaskSettings, explain_task_files, preprocess_for
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        pixels = np.random.default_rng(i).integers(0, 256, (100, 140, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"im{i}.png")
+    return folder
+
+
+def test_detect_run_has_a_row_and_map_per_detection(images, tmp_path):
+    session = Session.from_spec(
+        "task_models:detector", preprocess=preprocess_for("detect", "auto"), size=128,
+        labels=["background", "cat", "dog"],
+    )  # fmt: skip
+    assert session.prepare.name == "unit" and session.classes == 3
+    summary = explain_task_files(
+        session, [str(images)], tmp_path / "out", RunSettings(methods=["gradcam"]),
+        TaskSettings("detect", threshold=0.3, limit=2), echo=lambda text: None,
+    )  # fmt: skip
+    assert summary.done == 2 and not summary.failures
+    run = camlens.load_run(tmp_path / "out")
+    assert run.info["task"] == "detect" and run.info["threshold"] == 0.3
+    assert sorted(run.results["stem"]) == ["im0_0", "im0_1", "im1_0", "im1_1"]
+    row = run.results.iloc[0]
+    # the stored map is the detection's own map (8-bit), the box in the image's pixels
+    found = camlens.explain_detections(session.model, _unit(session, images / "im0.png"),
+                                       threshold=0.3, limit=2)  # fmt: skip
+    assert row["predicted_name"] == session.name(int(found.labels[0]))
+    assert abs(row["probability"] - float(found.scores[0])) < 1e-5
+    assert np.abs(run.map(0) - found.explanation.maps[0].numpy()).max() <= 0.5 / 255 + 1e-6
+    x0, y0, x1, y1 = found.boxes[0].tolist()
+    assert list(row["boxes"][0]) == [round(x0 * 140 / 128), round(y0 * 100 / 128),
+                                     round(x1 * 140 / 128), round(y1 * 100 / 128)]  # fmt: skip
+    assert run.overlay(0).shape == (100, 140, 3)
+
+
+def _unit(session, path):
+    from camlens.app.session import resize_unit
+
+    image = np.asarray(Image.open(path).convert("RGB"))
+    return session.native(resize_unit(image, session.size)[None])
+
+
+def test_segment_run_explains_the_largest_class(images, tmp_path):
+    session = Session.from_spec("task_models:segmenter", size=64)
+    summary = explain_task_files(
+        session, [str(images)], tmp_path / "out", RunSettings(methods=["gradcam"]),
+        TaskSettings("segment"), echo=lambda text: None,
+    )  # fmt: skip
+    assert summary.done == 2
+    run = camlens.load_run(tmp_path / "out")
+    x = _unit(session, images / "im0.png")
+    logits = session.model(x)["out"]
+    category = int(logits[0].argmax(0).flatten().mode().values)
+    exp = camlens.explain(session.model, x, "gradcam", camlens.targets.segmentation(category))
+    row = run.results.iloc[0]
+    assert row["stem"] == "im0" and row["target"] == category
+    assert abs(row["score"] - float(exp.scores[0])) <= 1e-4 * abs(float(exp.scores[0]))
+    assert np.abs(run.map(0) - exp.maps[0].numpy()).max() <= 0.5 / 255 + 1e-6
+
+
+def test_unknown_task():
+    with pytest.raises(camlens.CamlensValueError) as error:
+        preprocess_for("count", "auto")
+    assert str(error.value) == "--task must be one of classify, detect, segment, got 'count'"
