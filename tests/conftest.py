@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import PIL.Image
 import pytest
 import torch
 from toy_models import SmallCNN, TinyDense, TinyGAP
+
+#: What ultralytics replaces on import (PIL.Image.open, to try installing a HEIF plugin on any
+#: file Pillow cannot identify; torch.save): put back after every test, so that one YOLO test
+#: cannot change how every later test reads images.
+_PATCHED_BY_ULTRALYTICS = ((PIL.Image, "open", PIL.Image.open), (torch, "save", torch.save))
+
+
+@pytest.fixture(autouse=True)
+def _undo_ultralytics_patches():
+    yield
+    for owner, name, original in _PATCHED_BY_ULTRALYTICS:
+        setattr(owner, name, original)
 
 
 @pytest.fixture
