@@ -135,3 +135,16 @@ def test_image_files_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(CamlensValueError, match=r"holds no images \(\.bmp, \.gif"):
         image_files(tmp_path)
+
+
+def test_a_patched_image_open_that_wants_a_plugin_is_still_a_bad_file(tmp_path, monkeypatch):
+    """ultralytics replaces Image.open on import with one that tries to import a HEIF plugin
+    when Pillow cannot identify a file: that file is still reported, not a crash."""
+    (tmp_path / "notes.txt").write_text("hello")
+
+    def patched(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'pi_heif'")
+
+    monkeypatch.setattr(Image, "open", patched)
+    with pytest.raises(ValueError, match=r"^not an image \(Pillow cannot identify its format: No"):
+        read_image(tmp_path / "notes.txt")

@@ -127,6 +127,8 @@ def read_image(path: Path | bytes) -> np.ndarray:
             return np.array(to_rgb(opened))
     except UnidentifiedImageError as error:
         raise ValueError("not an image (Pillow cannot identify its format)") from error
+    except ImportError as error:  # ultralytics' patched Image.open looks for a HEIF plugin
+        raise ValueError(f"not an image (Pillow cannot identify its format: {error})") from error
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ValueError(f"corrupt or truncated image ({error})") from error
 
