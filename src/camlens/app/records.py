@@ -185,10 +185,8 @@ def render(
             target = int(explained.targets[method][i])
             prob = float(explained.probs[method][i])
             picture = overlay(image, heat, options.colormap, options.alpha, options.threshold)
-            found = [
-                scale_box(box, heat.shape, (height, width))
-                for box in explained.boxes.get(method, [[]] * (i + 1))[i]
-            ]
+            in_map = explained.boxes[method][i] if method in explained.boxes else []
+            found = [scale_box(box, heat.shape, (height, width)) for box in in_map]
             if found:
                 picture = draw_boxes(picture, found)
             if options.contours:
