@@ -31,7 +31,15 @@ from typing import Any, cast
 import numpy as np
 
 from camlens.app.engine import RunSettings, Summary, manifest, output_names, to_do
-from camlens.app.inputs import Failure, class_indices, collect, decode, folder_labels, read_image
+from camlens.app.inputs import (
+    Failure,
+    class_indices,
+    collect,
+    decode,
+    folder_labels,
+    read_image,
+    require_labels,
+)
 from camlens.app.records import RenderOptions, explain_batch, render
 from camlens.app.session import Session
 from camlens.app.writer import RunWriter
@@ -150,15 +158,15 @@ class ObjectPath(str):
             return bytes(stream.read())
 
 
-def read_object(path: Path) -> np.ndarray:
+def read_object(path: Path, size: int | None = None) -> np.ndarray:
     """:func:`~camlens.app.inputs.read_image` for a local path or an :class:`ObjectPath`."""
     if not isinstance(path, ObjectPath):
-        return read_image(path)
+        return read_image(path, size)
     try:
         data = path.read_bytes()
     except OSError as error:
         raise ValueError(f"cannot be read ({error})") from error
-    return read_image(data)
+    return read_image(data, size)
 
 
 def list_uris(uris: Sequence[str]) -> tuple[list[ObjectPath], list[Failure], dict[str, str]]:
@@ -320,23 +328,28 @@ def explain_files(
     texts = [os.fspath(p) for p in paths]
     local = [t for t in texts if not _is_uri(t)]
     remote = [t for t in texts if _is_uri(t)]
-    found, failures = collect(local, exclude=out)
+    found, failures, ignored = collect(local, exclude=out)
     objects, listing, object_classes = list_uris(remote)
     failures += listing
     files: list[Path] = [*found, *cast(list[Path], objects)]
-    summary = Summary(failures=list(failures))
+    summary = Summary(failures=list(failures), ignored=ignored)
     for failure in failures:
         echo(f"failed: {failure.path}: {failure.reason}")
+    if ignored:
+        echo(f"{ignored} non-image file(s) ignored")
+    classes: dict[str, str] = {}
+    if settings.labels_from_folders:
+        classes = {str(k): v for k, v in folder_labels(found, local).items()} | object_classes
+    require_labels(classes, settings.target)
+    indices = class_indices(
+        list(classes.values()), session.names, session.classes, settings.class_map, echo
+    )
     begun = start(cluster.address)
     try:  # Ray stops (if this run started it) however the run ends
         _check_resources(cluster)
         writer = RunWriter(out, manifest(session, settings, engine="ray"), resume=settings.resume)
         todo = to_do(files, writer, settings.methods, summary, echo, total)
         stems = _names(files)
-        classes: dict[str, str] = {}
-        if settings.labels_from_folders:
-            classes = {str(k): v for k, v in folder_labels(found, local).items()} | object_classes
-        indices = class_indices(list(classes.values()), session.names) if classes else {}
         rows = [
             {
                 "path": str(f),

@@ -3,7 +3,8 @@
 Presets: ``"imagenet"`` resizes the shorter side to 256, centre-crops 224 and normalises with the
 ImageNet mean and std (torchvision's recipe); ``"unit"`` keeps [0, 1] floats. ``size`` overrides the
 crop (the resize keeps the 256/224 ratio). Grayscale, palette, RGBA and 16-bit images become 8-bit
-RGB first.
+RGB first. Files are decoded by :func:`camlens.app.inputs.read_image` (EXIF orientation, a
+format allow-list, a pixel limit), as every camlens reader decodes them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,9 +21,14 @@ from PIL import Image
 
 from camlens.errors import CamlensTypeError, CamlensValueError, describe
 
-#: File suffixes taken as images when a folder is searched for them (camlens train, evaluate).
+#: File suffixes taken as images when a folder or glob is searched for them (explain, train,
+#: evaluate); other files there are counted as ignored.
 IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+    {
+        *(".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".bmp", ".dib", ".gif", ".webp"),
+        *(".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm", ".ico", ".pcx", ".tga", ".qoi"),
+        *(".jp2", ".j2k", ".psd", ".dds", ".avif", ".heic", ".heif"),
+    }
 )
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,25 +55,22 @@ ImageLike = str | os.PathLike | Image.Image | np.ndarray
 def to_rgb(image: ImageLike) -> np.ndarray:
     """Any image (path, PIL image, array) as an 8-bit RGB array (H, W, 3).
 
-    16-bit images are scaled by 1/257, grayscale is stacked to three channels, alpha is dropped.
+    A path is decoded by :func:`camlens.app.inputs.read_image`. 16-bit values are shifted down
+    by 8 bits (65535 -> 255), floats in [0, 1] scaled to 255, grayscale is stacked to three
+    channels, alpha is dropped.
     """
     if isinstance(image, (str, os.PathLike)):
+        from camlens.app.inputs import read_image
+
         path = os.fspath(image)
         if not os.path.exists(path):
             raise CamlensValueError(f"image {path!r} does not exist")
         try:
-            with Image.open(path) as opened:
-                opened.load()
-                image = opened.copy()
-        except (OSError, SyntaxError, ValueError) as error:
+            return read_image(Path(path))
+        except ValueError as error:
             raise CamlensValueError(f"image {path!r} cannot be read: {error}") from error
     if isinstance(image, Image.Image):
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            array = np.asarray(image, dtype=np.float64)
-            top = 65535.0 if array.max(initial=0) > 255 or image.mode.startswith("I;16") else 255.0
-            array = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-            return np.repeat(array[..., None], 3, axis=2)
-        return np.array(image.convert("RGB"), dtype=np.uint8)
+        return pil_rgb(image)
     if isinstance(image, np.ndarray):
         array = image
         if array.ndim == 2:
@@ -77,14 +81,32 @@ def to_rgb(image: ImageLike) -> np.ndarray:
                 f"{image.shape}"
             )
         if array.dtype == np.uint16:
-            array = (array.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
+            array = (array >> 8).astype(np.uint8)
         elif array.dtype != np.uint8:
-            array = np.clip(array.astype(np.float64), 0, 1) * 255.0 + 0.5
+            array = np.clip(array.astype(np.float32, copy=False), 0, 1) * 255.0 + 0.5
             array = array.astype(np.uint8)
         if array.shape[2] == 1:
             array = np.repeat(array, 3, axis=2)
         return np.ascontiguousarray(array[..., :3])
     raise CamlensTypeError(f"expected an image path, PIL image or array, got {describe(image)}")
+
+
+def pil_rgb(image: Image.Image) -> np.ndarray:
+    """A PIL image as uint8 RGB (H, W, 3) without float copies: 16-bit and 32-bit integer
+    images (``I;16*``, ``I``) are shifted down 8 bits in place (``I`` only when it holds values
+    over 255), palette images with transparency go through RGBA (no Pillow warning)."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        array = np.array(image)  # uint16 (or int32 for "I"): the one copy made
+        if image.mode == "I":
+            np.clip(array, 0, 65535, out=array)
+        if image.mode != "I" or array.max(initial=0) > 255:
+            np.right_shift(array, 8, out=array)
+        gray = array.astype(np.uint8)
+        del array
+        return np.repeat(gray[..., None], 3, axis=2)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return np.array(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
 def _crop_box(height: int, width: int, preset: Preset, size: int) -> tuple[int, int, int, int]:

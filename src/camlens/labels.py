@@ -62,3 +62,48 @@ def class_name(names: list[str] | tuple[str, ...] | None, index: int) -> str:
     if names is not None and 0 <= index < len(names):
         return names[index]
     return str(index)
+
+
+def load_class_map(path: str | os.PathLike) -> dict[str, str | int]:
+    """``--class-map``: which class each class folder is, folder -> class name or index.
+
+    Accepted: a JSON object (``{"misc": "golden retriever", "kitten": 281}``) or a two-column
+    CSV/TSV file, one folder a line (a first line ``folder,class`` is a header and skipped).
+    """
+    file = Path(path)
+    where = f"--class-map {str(path)!r}"
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise CamlensValueError(f"{where} cannot be read: {error}") from error
+    if file.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise CamlensValueError(f"{where} is not valid JSON: {error}") from error
+        if not isinstance(data, dict) or not all(
+            isinstance(v, (str, int)) and not isinstance(v, bool) for v in data.values()
+        ):
+            raise CamlensValueError(
+                f'{where}: expected a JSON object {{"folder": "class name" or index, ...}}'
+            )
+        return {str(k): v for k, v in data.items()}
+    import csv
+
+    found: dict[str, str | int] = {}
+    lines = text.splitlines()
+    dialect = "excel-tab" if any("\t" in line for line in lines) else "excel"
+    for number, row in enumerate(csv.reader(lines, dialect=dialect), start=1):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != 2:
+            raise CamlensValueError(
+                f"{where} line {number}: expected two columns, folder and class (name or index)"
+            )
+        folder, value = (cell.strip() for cell in row)
+        if number == 1 and folder.lower() == "folder":
+            continue
+        found[folder] = int(value) if value.isdigit() else value
+    if not found:
+        raise CamlensValueError(f"{where} is empty; expected one folder and its class a line")
+    return found

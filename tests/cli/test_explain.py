@@ -27,8 +27,12 @@ def explained(out):
     return [line for line in results(out) if line["error"] is None]
 
 
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n0 0 moveto 10 10 lineto stroke\n"
+
+
 def test_folder_with_bad_files(images, model_args, tmp_path):
     out = tmp_path / "out"
+    (images / "trap.jpg").write_bytes(EPS)  # an EPS named .jpg: refused, no Ghostscript
     args = [
         "explain",
         str(images),
@@ -47,27 +51,31 @@ def test_folder_with_bad_files(images, model_args, tmp_path):
     assert len(lines) == 3 * 2 and {line["method"] for line in lines} == {"gradcam", "cam"}
     # both failures named with their reasons, in the log and in the closing summary
     assert f"{images / 'corrupt.jpg'}: corrupt or truncated image" in result.output
-    assert (
-        f"{images / 'notes.txt'}: not an image (Pillow cannot identify its format)" in result.output
-    )
+    assert f"{images / 'trap.jpg'}: not a supported image format (EPS)" in result.output
     assert "2 input(s) failed:" in result.output
+    assert "notes.txt" not in result.output  # not an image file: ignored, and counted
+    assert ", 1 non-image file(s) ignored;" in result.output
     page = (out / "report.html").read_text()
     assert html_problems(page) == []
-    assert "corrupt.jpg" in page and "notes.txt" in page
+    assert "corrupt.jpg" in page and "trap.jpg" in page
     with open(out / "results.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 8  # 6 rows and the 2 failures
     run = camlens.load_run(out)
     assert len(run) == 6 and sorted(run.failures["path"]) == [
         str(images / "corrupt.jpg"),
-        str(images / "notes.txt"),
+        str(images / "trap.jpg"),
     ]
     for line in lines:
         assert line["layer"] == "layer4"
         assert line["predicted_name"] in camlens.labels.imagenet_classes()
         assert 0 < line["probability"] <= 1 and line["load_s"] >= 0 and line["render_s"] > 0
         with Image.open(out / line["overlay"]) as overlay, Image.open(line["path"]) as original:
-            assert overlay.size == original.size == (line["width"], line["height"])
+            assert overlay.size == (line["width"], line["height"])
             assert overlay.format == "JPEG"
+            # the image's own size, but a JPEG over 4x the model's side (64) is decoded reduced
+            drafted = original.format == "JPEG" and min(original.size) > 4 * 64
+            scale = 2 if drafted else 1  # chelsea, 451x300: half size, at least 2 x 64
+            assert overlay.size == (-(-original.width // scale), -(-original.height // scale))
         with Image.open(out / line["map"]) as stored:
             assert stored.mode == "L" and stored.size == (64, 64)
         (box,) = line["boxes"]
@@ -115,8 +123,8 @@ def test_resume_after_an_interrupted_run(images, model_args, tmp_path, monkeypat
 
     monkeypatch.setattr(engine, "explain_batch", counting)
     second = runner.invoke(app, [*args, "--resume"])
-    assert second.exit_code == 1, second.output  # the two bad files fail again
-    assert f"resume: 1 image(s) already in {out}, 4 to do" in second.output
+    assert second.exit_code == 1, second.output  # the corrupt file fails again
+    assert f"resume: 1 image(s) already in {out}, 3 to do" in second.output
     assert done[0] not in seen and len(seen) == 2
     paths = list(camlens.load_run(out).results["path"])
     assert len(paths) == len(set(paths)) == 3
@@ -140,6 +148,49 @@ def test_labels_from_folders_and_target_label(tmp_path):
     assert missing.exit_code == 2
     assert "--target label explains the true class: add --labels-from-folders" in missing.output
     assert not (tmp_path / "o").exists()
+
+
+def _class_folders(root, folders):
+    """Two demo samples in each of ``folders`` below ``root``."""
+    from camlens.checkpoint import demo_path
+
+    samples = sorted((demo_path() / "samples").glob("*/*.png"))
+    for i, folder in enumerate(folders):
+        (root / folder).mkdir(parents=True)
+        for sample in samples[2 * i : 2 * i + 2]:
+            (root / folder / sample.name).write_bytes(sample.read_bytes())
+    return root
+
+
+def test_a_folder_that_is_no_class_is_a_usage_error_unless_mapped(tmp_path):
+    data = _class_folders(tmp_path / "data", ["3", "misc", "7"])
+    args = ["explain", str(data), "--model", "demo", "--method", "cam", "-q"]
+    args += ["--labels-from-folders", "--out", str(tmp_path / "out")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "2 class folder(s) match no class name" not in result.output
+    assert "1 class folder(s) match no class name of the model: 'misc'; " in result.output
+    assert "--class-map FILE" in result.output and not (tmp_path / "out").exists()
+    (tmp_path / "map.csv").write_text("folder,class\nmisc,5\n")
+    result = runner.invoke(app, [*args, "--class-map", str(tmp_path / "map.csv")])
+    assert result.exit_code == 0, result.output
+    rows = camlens.load_run(tmp_path / "out").results
+    truth = dict(zip(rows["path"].map(lambda p: p.split("/")[-2]), rows["true_label"]))
+    assert truth == {"3": 3, "misc": 5, "7": 7}  # not renumbered 0, 1, 2
+
+
+def test_target_label_needs_an_input_in_a_class_folder(tmp_path):
+    data = _class_folders(tmp_path / "data", ["3"])
+    args = ["explain", *map(str, (data / "3").iterdir()), "--model", "demo", "--method", "cam"]
+    args += ["--labels-from-folders", "--target", "label", "-q", "--out", str(tmp_path / "out")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "--target label: no input is in a class folder" in result.output
+    assert not (tmp_path / "out").exists()
+    lone = ["explain", str(data), "--model", "demo", "--class-map", str(tmp_path / "m.json")]
+    result = runner.invoke(app, [*lone, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "--class-map names the classes of folders: add --labels-from-folders" in result.output
 
 
 @pytest.mark.parametrize(

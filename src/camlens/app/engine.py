@@ -18,7 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from camlens.app.inputs import Failure, class_indices, collect, folder_labels, stream
+from camlens.app.inputs import (
+    Failure,
+    class_indices,
+    collect,
+    folder_labels,
+    require_labels,
+    stream,
+)
 from camlens.app.records import Explained, RenderOptions, explain_batch, render
 from camlens.app.session import Session
 from camlens.app.writer import RunWriter
@@ -39,6 +46,7 @@ class RunSettings:
     resume: bool = False
     labels_from_folders: bool = False
     decoders: int = 2
+    class_map: dict[str, str | int] | None = None  # --class-map: folder -> class name or index
 
 
 @dataclass
@@ -48,6 +56,7 @@ class Summary:
     done: int = 0
     resumed: int = 0
     failures: list[Failure] = field(default_factory=list)
+    ignored: int = 0  # non-image files in the folders and globs given
     seconds: float = 0.0
     rows: Any = None  # the run's rows (a DataFrame) once finished
 
@@ -91,6 +100,7 @@ def manifest(session: Session, settings: RunSettings, engine: str = "local") -> 
         "labels": session.names,
         "classes": session.classes,
         "labels_from_folders": settings.labels_from_folders,
+        "class_map": settings.class_map,
         **{k: v for k, v in asdict(settings.render).items() if k != "contours"},
     }
 
@@ -135,15 +145,20 @@ def explain_files(
         raise CamlensValueError("--target label explains the true class: add --labels-from-folders")
     started = time.perf_counter()
     out = Path(out)
-    files, failures = collect(paths, exclude=out)
-    summary = Summary(failures=list(failures))
+    files, failures, ignored = collect(paths, exclude=out)
+    summary = Summary(failures=list(failures), ignored=ignored)
     for failure in failures:
         echo(f"failed: {failure.path}: {failure.reason}")
+    if ignored:
+        echo(f"{ignored} non-image file(s) ignored")
+    classes = folder_labels(files, paths) if settings.labels_from_folders else {}
+    require_labels(classes, settings.target)
+    indices = class_indices(
+        list(classes.values()), session.names, session.classes, settings.class_map, echo
+    )
     writer = RunWriter(out, manifest(session, settings), resume=settings.resume)
     todo = to_do(files, writer, settings.methods, summary, echo, total)
     stems = output_names(files)
-    classes = folder_labels(files, paths) if settings.labels_from_folders else {}
-    indices = class_indices(list(classes.values()), session.names) if classes else {}
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camlens-write")
     pending: list[Future] = []
 

@@ -1,26 +1,54 @@
 """Paths in, decoded batches out: file collection, decoding ahead of the model, folder labels.
 
-``collect`` expands files, folders (recursive, hidden files skipped) and globs; ``stream`` decodes
-them in background threads, a batch at a time and a few batches ahead of the model, each image
-kept at its own size (for overlays) and resized whole to the model's side (for the model). A file
-that cannot be decoded becomes a :class:`Failure` with its reason; the stream goes on.
+``collect`` expands files, folders (recursive, hidden files skipped) and globs; folders and globs
+give their image files (by suffix) and count the others as ignored. ``read_image`` is the one
+decoder of every reader (explain, evaluate, train, serve, ``load_images``, ``Run.image``): EXIF
+orientation applied, an allow-list of raster formats Pillow decodes itself (never EPS, PDF or a
+format that runs another program), a pixel limit read from the header before decoding, 16-bit
+images without float copies, large JPEGs decoded reduced (``draft``) when only the model's side
+is needed. ``stream`` decodes in background threads, a batch at a time and a few batches ahead
+of the model, each image kept at its decoded size (for overlays) and resized whole to the model's
+side (for the model). A file that cannot be decoded becomes a :class:`Failure` with its reason;
+the stream goes on. ``class_indices`` matches class folders to the model's class names.
 """
 
 from __future__ import annotations
 
+import difflib
 import glob
+import io
 import os
 import queue
+import re
+import stat
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from camlens.io import IMAGE_SUFFIXES
+from camlens.errors import CamlensValueError
+from camlens.io import IMAGE_SUFFIXES, pil_rgb
+
+#: The Pillow formats :func:`read_image` decodes (those this Pillow has): raster formats it
+#: decodes itself. EPS/PS/PDF (Ghostscript) and formats that need another program are refused.
+FORMATS = (
+    *("JPEG", "MPO", "PNG", "WEBP", "AVIF", "HEIF", "BMP", "DIB", "TIFF", "GIF", "PPM", "ICO"),
+    *("CUR", "PCX", "QOI", "JPEG2000", "PSD", "SGI", "DDS", "TGA"),
+)
+#: Images with more pixels than this are refused from their header, before decoding.
+MAX_PIXELS = 100_000_000
+#: A JPEG whose shorter side is over this many times the model's side is decoded reduced
+#: (Pillow's ``draft``: 1/2, 1/4 or 1/8) to at least twice the model's side.
+DRAFT_RATIO = 4
+_BOMB_WARNINGS = threading.Lock()
 
 
 @dataclass
@@ -44,52 +72,110 @@ class Batch:
     load_s: float = 0.0
 
 
-def collect(
-    paths: Sequence[str | os.PathLike], exclude: Path | None = None
-) -> tuple[list[Path], list[Failure]]:
+class Collected(NamedTuple):
+    """What :func:`collect` found: the files in order, the inputs that failed, and how many
+    non-image files folders and globs held (left out, not failures)."""
+
+    files: list[Path]
+    failures: list[Failure]
+    ignored: int
+
+
+def collect(paths: Sequence[str | os.PathLike], exclude: Path | None = None) -> Collected:
     """Expand files, folders (recursive, hidden files skipped) and globs into files, in order.
 
-    Returns ``(files, failures)``; a path that does not exist, an empty folder or a glob without
-    a match is a failure. Files under ``exclude`` (the output folder) are left out.
+    Folders and globs give their image files (by suffix, :data:`camlens.io.IMAGE_SUFFIXES`); their
+    other files are counted in ``ignored``. A file named on its own is always taken. A path that
+    does not exist, cannot be read (a failure with the reason, e.g. "permission denied"), a
+    folder without images or a glob without a match is a failure. Files under ``exclude`` (the
+    output folder) are left out.
     """
     files: list[Path] = []
     failures: list[Failure] = []
     seen: set[Path] = set()
+    ignored: set[Path] = set()
     skip = exclude.resolve() if exclude is not None else None
 
-    def add(path: Path) -> None:
-        resolved = path.resolve()
-        if skip is not None and skip in resolved.parents:
-            return
-        if resolved not in seen:
-            seen.add(resolved)
-            files.append(resolved)
+    def add(found: Sequence[Path], into: list[Path] | set[Path]) -> None:
+        for path in found:
+            resolved = path.resolve()
+            if skip is not None and skip in resolved.parents:
+                continue
+            if isinstance(into, set):
+                into.add(resolved)
+            elif resolved not in seen:
+                seen.add(resolved)
+                into.append(resolved)
 
     for item in paths:
         text = os.fspath(item)
         path = Path(text)
-        if path.is_file():
-            add(path)
-        elif path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-            if not found:
-                failures.append(Failure(text, "folder holds no files"))
-            for p in found:
-                add(p)
+        try:
+            mode = os.stat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            mode = None
+        except OSError as error:
+            failures.append(Failure(text, os_reason(error)))
+            continue
+        if mode is not None and stat.S_ISDIR(mode):
+            images, others = _scan(path, failures)
+            add(others, ignored)
+            if not images:
+                failures.append(Failure(text, "folder holds no image files"))
+            add(images, files)
+        elif mode is not None:
+            add([path], files)
         elif any(c in text for c in "*?["):
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
-            if not matches:
-                failures.append(Failure(text, "no file matches this pattern"))
-            for p in matches:
-                add(p)
+            images = [p for p in matches if p.suffix.lower() in IMAGE_SUFFIXES]
+            add([p for p in matches if p.suffix.lower() not in IMAGE_SUFFIXES], ignored)
+            if not images:
+                reason = "no image file matches" if matches else "no file matches"
+                failures.append(Failure(text, f"{reason} this pattern"))
+            add(images, files)
         else:
             failures.append(Failure(text, "no such file or folder"))
-    return files, failures
+    return Collected(files, failures, len(ignored))
+
+
+def _scan(folder: Path, failures: list[Failure]) -> tuple[list[Path], list[Path]]:
+    """The image files and the other files below ``folder`` (sorted, hidden ones skipped); a
+    folder that cannot be listed is added to ``failures`` with the reason."""
+    images: list[Path] = []
+    others: list[Path] = []
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            with os.scandir(current) as listing:
+                entries = list(listing)
+        except OSError as error:
+            failures.append(Failure(str(current), os_reason(error)))
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                    continue
+                if not entry.is_file():
+                    continue
+            except OSError as error:
+                failures.append(Failure(entry.path, os_reason(error)))
+                continue
+            path = Path(entry.path)
+            (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
+    return sorted(images), others
+
+
+def os_reason(error: OSError) -> str:
+    """A short reason for an operating-system error: "permission denied", "no such file"..."""
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    if isinstance(error, FileNotFoundError):
+        return "no such file or folder"
+    return f"cannot be read ({(error.strerror or str(error)).lower()})"
 
 
 def image_files(folder: Path, argument: str = "--data") -> list[Path]:
@@ -106,38 +192,117 @@ def image_files(folder: Path, argument: str = "--data") -> list[Path]:
     return files
 
 
-def read_image(path: Path | bytes) -> np.ndarray:
-    """Decode an image file (or its bytes) as uint8 RGB; raise ``ValueError`` with a short reason
-    otherwise."""
-    import io
+def read_image(
+    source: Path | bytes, size: int | None = None, max_pixels: int | None = MAX_PIXELS
+) -> np.ndarray:
+    """Decode an image file (or its bytes) as uint8 RGB (H, W, 3), upright (EXIF orientation
+    applied); raise ``ValueError`` with a short reason otherwise.
 
-    from PIL import Image, UnidentifiedImageError
-
-    from camlens.io import to_rgb
+    Only the raster formats in :data:`FORMATS` are decoded; an image over ``max_pixels`` (None:
+    Pillow's own limit only) is refused from its header. With ``size`` (the model's side), a
+    JPEG whose shorter side is over :data:`DRAFT_RATIO` times ``size`` is decoded reduced by 2,
+    4 or 8, to at least ``2 * size``: the array is then that size, not the file's.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        size = len(path) if isinstance(path, bytes) else path.stat().st_size
+        handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
     except OSError as error:
-        raise ValueError(f"cannot be read ({error.strerror})") from error
-    if size == 0:
-        raise ValueError("empty file (0 bytes)")
-    try:
-        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as opened:
-            opened.load()
-            return np.array(to_rgb(opened))
-    except UnidentifiedImageError as error:
-        raise ValueError("not an image (Pillow cannot identify its format)") from error
-    except ImportError as error:  # ultralytics' patched Image.open looks for a HEIF plugin
-        raise ValueError(f"not an image (Pillow cannot identify its format: {error})") from error
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(f"corrupt or truncated image ({error})") from error
+        raise ValueError(os_reason(error)) from error
+    with handle:
+        try:
+            head = handle.read(64)
+            handle.seek(0)
+            if not head:
+                raise ValueError("empty file (0 bytes)")
+            with _no_bomb_warning(True):
+                opened = Image.open(handle, formats=_formats())
+        except UnidentifiedImageError as error:
+            raise ValueError(_unknown(head)) from error
+        except ImportError as error:  # ultralytics' patched Image.open looks for a HEIF plugin
+            raise ValueError(
+                f"not an image (Pillow cannot identify its format: {error})"
+            ) from error
+        except OSError as error:
+            raise ValueError(_decode_reason(error)) from error
+        except Image.DecompressionBombError as error:
+            raise ValueError(_too_large(error)) from error
+        with opened:
+            width, height = opened.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ValueError(
+                    f"too large: {width}x{height} = {width * height / 1e6:.1f} Mpx, over the "
+                    f"limit of {max_pixels / 1e6:.1f} Mpx"
+                )
+            if (
+                size
+                and opened.format in ("JPEG", "MPO")
+                and min(width, height) > DRAFT_RATIO * size
+            ):
+                opened.draft("RGB", (2 * size, 2 * size))
+            try:
+                with _no_bomb_warning(width * height > (Image.MAX_IMAGE_PIXELS or width * height)):
+                    opened.load()
+                ImageOps.exif_transpose(opened, in_place=True)
+                return pil_rgb(opened)
+            except Image.DecompressionBombError as error:
+                raise ValueError(_too_large(error)) from error
+            except (OSError, SyntaxError, ValueError, EOFError, IndexError) as error:
+                raise ValueError(_decode_reason(error)) from error
 
 
-def decode(
-    paths: Sequence[Path], size: int, read: Callable[[Path], np.ndarray] = read_image
-) -> Batch:
-    """Decode ``paths`` into one :class:`Batch` for a model of input side ``size`` (``read``
-    decodes one file, :func:`read_image` by default)."""
+def _formats() -> list[str]:
+    from PIL import Image
+
+    Image.init()
+    return [name for name in FORMATS if name in Image.OPEN]
+
+
+def _unknown(head: bytes) -> str:
+    """Why a file Pillow could not open among :data:`FORMATS` is refused: a format it knows but
+    camlens does not read (EPS...), or none."""
+    from PIL import Image
+
+    for name, (_, accept) in Image.OPEN.items():
+        try:
+            known = name not in FORMATS and accept is not None and bool(accept(head))
+        except Exception:  # noqa: BLE001  (a plugin's check on a short prefix)
+            known = False
+        if known:
+            return f"not a supported image format ({name})"
+    return "not an image (Pillow cannot identify its format)"
+
+
+def _decode_reason(error: Exception) -> str:
+    if isinstance(error, OSError) and error.errno is not None:
+        return os_reason(error)  # the file system's error, not the image's
+    return f"corrupt or truncated image ({error})"
+
+
+def _too_large(error: Exception) -> str:
+    numbers = re.findall(r"\d+", str(error))
+    if len(numbers) < 2:
+        return f"too large ({error})"
+    return f"too large: {numbers[0]} pixels, over Pillow's limit of {numbers[1]}"
+
+
+@contextmanager
+def _no_bomb_warning(active: bool) -> Iterator[None]:
+    """Pillow's DecompressionBombWarning silenced (camlens checks ``max_pixels`` itself); the
+    warning filters are process-wide, so one thread at a time changes them."""
+    if not active:
+        yield
+        return
+    from PIL import Image
+
+    with _BOMB_WARNINGS, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def decode(paths: Sequence[Path], size: int, read: Callable[..., np.ndarray] = read_image) -> Batch:
+    """Decode ``paths`` into one :class:`Batch` for a model of input side ``size`` (``read(path,
+    size)`` decodes one file, :func:`read_image` by default)."""
     from camlens.app.session import resize_unit
 
     begin = time.perf_counter()
@@ -145,7 +310,7 @@ def decode(
     units = []
     for path in paths:
         try:
-            image = read(path)
+            image = read(path, size)
         except ValueError as error:
             batch.failures.append(Failure(str(path), str(error)))
             continue
@@ -213,12 +378,94 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def class_indices(classes: Sequence[str], names: Sequence[str] | None) -> dict[str, int]:
-    """Folder class names to the model's class indices: by the model's own class names where
-    they match (case-insensitive), otherwise by ImageFolder's order (the sorted folder names,
-    as ``camlens train`` and torchvision's ``ImageFolder`` number them)."""
-    lookup = {name.lower(): i for i, name in reversed(list(enumerate(names or [])))}
-    ordered = sorted(set(classes))
-    if lookup and all(c.lower() in lookup for c in ordered):
-        return {c: lookup[c.lower()] for c in ordered}
-    return {c: i for i, c in enumerate(ordered)}
+def class_key(name: str) -> str:
+    """A class or folder name compared case- and separator-insensitively: ``golden_retriever``,
+    ``Golden-Retriever`` and ``golden retriever`` are one key."""
+    return " ".join(re.split(r"[\s_\-.]+", name.strip().lower())).strip()
+
+
+def class_indices(
+    folders: Sequence[str],
+    names: Sequence[str] | None,
+    classes: int,
+    class_map: Mapping[str, str | int] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, int]:
+    """The model's class index of each class folder name.
+
+    A folder is what ``class_map`` (folder -> class name or index) says, else the class whose
+    name matches it (:func:`class_key`). A folder that matches none is an error listing it with
+    the closest class names. A model without class ``names`` takes the folders in sorted order
+    only when there are as many as its ``classes`` (and ``echo`` says so); otherwise an error.
+    """
+    wanted = sorted(set(folders))
+    if not wanted:
+        return {}
+    lookup: dict[str, int] = {}
+    for index, name in enumerate(names or []):
+        lookup.setdefault(class_key(name), index)
+    mapped = {class_key(k): v for k, v in (class_map or {}).items()}
+    found: dict[str, int] = {}
+    for folder in wanted:
+        if class_key(folder) in mapped:
+            found[folder] = _mapped_index(folder, mapped[class_key(folder)], lookup, classes)
+        elif class_key(folder) in lookup:
+            found[folder] = lookup[class_key(folder)]
+    missing = [f for f in wanted if f not in found]
+    if not missing:
+        return found
+    if names:
+        keys = list(lookup)
+        by_key = {class_key(n): n for n in reversed(list(names))}
+
+        def closest(folder: str) -> str:
+            near = difflib.get_close_matches(class_key(folder), keys, n=3, cutoff=0.6)
+            return f" (closest: {', '.join(repr(by_key[k]) for k in near)})" if near else ""
+
+        listed = ", ".join(f"{f!r}{closest(f)}" for f in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise CamlensValueError(
+            f"--labels-from-folders: {len(missing)} class folder(s) match no class name of the "
+            f"model: {listed}{more}; rename them, leave them out, or pass --class-map FILE "
+            "(folder -> class name or index)"
+        )
+    if not found and len(wanted) == classes:
+        if echo is not None:
+            echo(
+                f"note: the model has no class names: the {len(wanted)} class folders are taken "
+                f"in sorted order as classes 0..{len(wanted) - 1} ({', '.join(wanted)}); pass "
+                "--labels FILE or --class-map FILE to say otherwise"
+            )
+        return {f: i for i, f in enumerate(wanted)}
+    raise CamlensValueError(
+        f"--labels-from-folders: {len(wanted)} class folders but the model has {classes} classes "
+        "and no class names; pass --labels FILE (its class names) or --class-map FILE "
+        "(folder -> class index)"
+    )
+
+
+def _mapped_index(folder: str, value: str | int, lookup: dict[str, int], classes: int) -> int:
+    """A ``--class-map`` entry's class index: an index, or a class name of the model."""
+    if isinstance(value, str) and class_key(value) in lookup:
+        return lookup[class_key(value)]
+    if isinstance(value, int) or value.strip().isdigit():
+        index = int(value)
+        if 0 <= index < classes:
+            return index
+        raise CamlensValueError(
+            f"--class-map: {folder!r} -> {index} is out of range: the model has {classes} "
+            f"classes (0..{classes - 1})"
+        )
+    raise CamlensValueError(
+        f"--class-map: {folder!r} -> {value!r} is no class name of the model"
+        + ("" if lookup else " (it has none: give class indices or pass --labels FILE)")
+    )
+
+
+def require_labels(labels: Mapping[object, str], target: object) -> None:
+    """``--target label`` needs at least one input in a class folder."""
+    if target == "label" and not labels:
+        raise CamlensValueError(
+            "--target label: no input is in a class folder (ROOT/<class>/<image>); give the "
+            "folder above the class folders, or another --target"
+        )

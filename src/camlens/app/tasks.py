@@ -219,8 +219,8 @@ def explain_task_files(
     folder ``out``, one image at a time (a detector's batch is its detections)."""
     started = time.perf_counter()
     out = Path(out)
-    files, failures = collect(paths, exclude=out)
-    summary = Summary(failures=list(failures))
+    files, failures, ignored = collect(paths, exclude=out)
+    summary = Summary(failures=list(failures), ignored=ignored)
     info = {**manifest(session, settings), "task": task.task}
     if task.task == "detect":
         info.update(threshold=task.threshold, limit=task.limit)

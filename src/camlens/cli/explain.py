@@ -125,6 +125,12 @@ def explain(
         help="Inputs are in class folders (root/<class>/<image>): record the true class and "
         "whether the prediction is right.",
     ),
+    class_map: Path = typer.Option(
+        None,
+        "--class-map",
+        help="With --labels-from-folders: the class of each folder not named as one of the "
+        "model's classes: a JSON object or a two-column CSV/TSV, folder -> class name or index.",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Skip images already in the run."),
     trust_pickle: bool = typer.Option(
         False, "--trust-pickle", help="Allow a model file that is a full pickle (runs its code)."
@@ -168,6 +174,7 @@ def explain(
     from camlens.app.session import Session, method_names
     from camlens.app.tasks import TaskSettings, explain_task_files, preprocess_for
     from camlens.cli.progress import progress_bar
+    from camlens.labels import load_class_map
     from camlens.render import colormap_table
 
     # everything that can be wrong with the command is checked before any work starts
@@ -209,6 +216,9 @@ def explain(
             usage_error(f"--task {task} takes --target pred or a class, not label")
         if chosen_target == "label" and not labels_from_folders:
             usage_error("--target label explains the true class: add --labels-from-folders")
+        if class_map is not None and not labels_from_folders:
+            usage_error("--class-map names the classes of folders: add --labels-from-folders")
+        folder_classes = load_class_map(class_map) if class_map is not None else None
         session.check(chosen, layer, precision)
     except camlens.CamlensError as error:
         usage_error(str(error))
@@ -230,6 +240,7 @@ def explain(
         ),
         resume=resume,
         labels_from_folders=labels_from_folders,
+        class_map=folder_classes,
     )
     with progress_bar("explaining", enabled=not quiet) as (total, advance):
         run: dict[str, Any] = dict(
@@ -242,7 +253,10 @@ def explain(
             chosen_task = TaskSettings(task, min_score, detections)
             summary = explain_task_files(session, paths, out, settings, chosen_task, **run)
         elif cluster is None:
-            summary = explain_files(session, paths, out, settings, **run)
+            try:
+                summary = explain_files(session, paths, out, settings, **run)
+            except camlens.CamlensValueError as error:  # folder labels: said before any work
+                usage_error(str(error))
         else:
             try:
                 summary = distributed.explain_files(
@@ -253,6 +267,7 @@ def explain(
     typer.echo(
         f"{summary.done} image(s) explained with {', '.join(chosen)} in {summary.seconds:.1f} s"
         + (f", {summary.resumed} already done" if summary.resumed else "")
+        + (f", {summary.ignored} non-image file(s) ignored" if summary.ignored else "")
         + f"; report: {out / 'report.html'}"
     )
     if summary.failures:
