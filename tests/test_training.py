@@ -95,8 +95,26 @@ def test_corrupt_image_is_skipped_and_reported(tmp_path):
     data = gray_folder(tmp_path / "data")
     (data / "normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     result = camlens.train(data, tmp_path / "ckpt", **FAST)
-    assert [s["path"] for s in result.report["skipped"]] == [str(data / "normal" / "broken.png")]
-    assert "UnidentifiedImageError" in result.report["skipped"][0]["reason"]
+    assert result.report["skipped"] == [
+        {
+            "path": str(data / "normal" / "broken.png"),
+            "reason": "not an image (Pillow cannot identify its format)",
+        }
+    ]
+
+
+def test_a_truncated_jpeg_is_skipped_and_listed_as_explain_does(tmp_path, capsys):
+    data = gray_folder(tmp_path / "data")
+    noise = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "whole.jpg")
+    cut = data / "abnormal" / "cut.jpg"  # a valid header: it passes a first look, not a decode
+    cut.write_bytes((tmp_path / "whole.jpg").read_bytes()[:-200])
+    (data / "normal" / "notes.txt").write_text("not an image file: not looked at")
+    result = camlens.train(data, tmp_path / "ckpt", **{**FAST, "progress": True})
+    (skipped,) = result.report["skipped"]
+    assert skipped["path"] == str(cut)
+    assert skipped["reason"].startswith("corrupt or truncated image (image file is truncated")
+    assert f"skipped unreadable image {cut} (corrupt or truncated" in capsys.readouterr().out
 
 
 def test_a_class_of_corrupt_images_is_refused(tmp_path):
@@ -159,3 +177,21 @@ def test_report_golden_numbers():
     assert result["per_class"]["a"] == {"precision": 0.6, "recall": 0.75, "support": 4}
     assert result["per_class"]["b"] == {"precision": 0.8, "recall": 4 / 6, "support": 6}
     assert result["confusion"] == [[3, 1], [2, 4]]
+
+
+def test_an_unreadable_sub_folder_is_listed_with_the_reason(tmp_path, monkeypatch):
+    import os
+
+    data = gray_folder(tmp_path / "data", per_class=3)
+    (data / "normal" / "locked").mkdir()
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    split = scan(data, size=32)
+    assert split.skipped == [(data / "normal" / "locked", "permission denied")]
+    assert len(split.train) + len(split.val) == 6

@@ -1,9 +1,11 @@
 """Training CAM-ready classifiers on an image folder: ``camlens.train(data_dir, out)``.
 
 The folder holds one sub-folder per class (``train/`` and ``val/`` sub-folders are used when both
-exist, otherwise a seeded stratified split holds out ``val_split`` of each class). Images are read
-as RGB (grayscale stacked to three channels) and resized whole to ``image_size`` x ``image_size``
-(as ``camlens explain`` feeds them); training adds a random resized crop and a horizontal flip.
+exist, otherwise a seeded stratified split holds out ``val_split`` of each class). Images are
+decoded as ``camlens explain`` decodes them (:func:`camlens.app.inputs.read_image`: RGB, EXIF
+orientation) and resized whole to ``image_size`` x ``image_size``; every image is decoded once
+when the folder is scanned, and one that fails (a truncated JPEG, a file that is no image) is
+skipped and listed. Training adds a random resized crop and a horizontal flip.
 The backbone's head is replaced by global average pooling + one linear layer
 (:class:`camlens.Classifier`), so ``cam`` applies. The best model on the validation set is written
 as a checkpoint (atomically) whenever it improves; the final report (accuracy, per-class precision
@@ -15,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from camlens.app.inputs import Failure, read_image, scan_folder
 from camlens.checkpoint import Classifier, check_destination, save_checkpoint, to_uint8
 from camlens.errors import CamlensValueError
 from camlens.io import IMAGE_SUFFIXES
@@ -53,30 +57,31 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------- the folder
-def _class_folders(folder: Path) -> dict[str, list[Path]]:
+def _class_folders(folder: Path, skipped: list[tuple[Path, str]]) -> dict[str, list[Path]]:
+    """The image files of each class folder (hidden ones skipped); a sub-folder that cannot be
+    read is added to ``skipped`` with the reason."""
+    failures: list[Failure] = []
     classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return {
-        c.name: sorted(
-            p for p in c.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-        )
-        for c in classes
-    }
+    found = {c.name: scan_folder(c, failures)[0] for c in classes}
+    skipped += [(Path(f.path), f.reason) for f in failures]
+    return found
 
 
-def _check_image(path: Path) -> str | None:
-    """None when ``path`` opens as an image, else the reason."""
-    from PIL import Image
-
+def _check_image(path: Path, size: int | None) -> str | None:
+    """None when ``path`` decodes as an image (as :func:`read_image` reads it for a model of
+    side ``size``), else the reason."""
     try:
-        with Image.open(path) as image:
-            image.verify()
-    except Exception as error:  # noqa: BLE001  (PIL raises many kinds for broken files)
-        return f"{type(error).__name__}: {error}"
+        read_image(path, size)
+    except ValueError as error:
+        return str(error)
     return None
 
 
-def scan(data_dir: str | os.PathLike, val_split: float = 0.2, seed: int = 0) -> Split:
-    """Find classes and images in ``data_dir``; unreadable images are skipped and listed."""
+def scan(
+    data_dir: str | os.PathLike, val_split: float = 0.2, seed: int = 0, size: int | None = None
+) -> Split:
+    """Find classes and images in ``data_dir``; images that do not decode (for a model of side
+    ``size``) are skipped and listed."""
     root = Path(data_dir)
     if not root.is_dir():
         raise CamlensValueError(
@@ -84,16 +89,17 @@ def scan(data_dir: str | os.PathLike, val_split: float = 0.2, seed: int = 0) -> 
         )
     parts = {"train": root / "train", "val": root / "val"}
     layout = "train/val" if all(p.is_dir() for p in parts.values()) else "flat"
-    folders = {"train": _class_folders(parts["train"])} if layout == "train/val" else {}
+    skipped: list[tuple[Path, str]] = []
+    folders = {"train": _class_folders(parts["train"], skipped)} if layout == "train/val" else {}
     if layout == "train/val":
-        folders["val"] = _class_folders(parts["val"])
+        folders["val"] = _class_folders(parts["val"], skipped)
         if sorted(folders["train"]) != sorted(folders["val"]):
             raise CamlensValueError(
                 f"{str(parts['train'])!r} and {str(parts['val'])!r} must hold the same class "
                 f"folders, got {sorted(folders['train'])} and {sorted(folders['val'])}"
             )
     else:
-        folders["all"] = _class_folders(root)
+        folders["all"] = _class_folders(root, skipped)
     classes = sorted(next(iter(folders.values())))
     where = str(parts["train"] if layout == "train/val" else root)
     if len(classes) < 2:
@@ -101,14 +107,16 @@ def scan(data_dir: str | os.PathLike, val_split: float = 0.2, seed: int = 0) -> 
             f"DATA_DIR {where!r} has {len(classes)} class folder(s) {classes}; training needs at "
             "least 2 (one sub-folder per class, e.g. DATA_DIR/cats and DATA_DIR/dogs)"
         )
-    skipped: list[tuple[Path, str]] = []
     kept: dict[str, dict[str, list[Path]]] = {}
+    every = [p for by_class in folders.values() for name in classes for p in by_class[name]]
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1), "camlens-scan") as pool:
+        reasons = dict(zip(every, pool.map(lambda p: _check_image(p, size), every)))
     for part, by_class in folders.items():
         kept[part] = {}
         for name in classes:
             good = []
             for path in by_class[name]:
-                reason = _check_image(path)
+                reason = reasons[path]
                 if reason is None:
                     good.append(path)
                 else:
@@ -157,7 +165,7 @@ class ImageFolderData(torch.utils.data.Dataset):
         if self.cache is not None and index in self.cache:
             return self.cache[index], self.items[index][1]
         path, label = self.items[index]
-        image = to_uint8(path, self.size)
+        image = to_uint8(read_image(path, self.size), self.size)
         if self.cache is not None:
             self.cache[index] = image
         return image, label
@@ -289,7 +297,7 @@ def train(
         ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     )
     echo = _Echo(progress)
-    split = scan(data_dir, val_split, seed)
+    split = scan(data_dir, val_split, seed, image_size)
     for path, reason in split.skipped:
         echo(f"skipped unreadable image {path} ({reason})")
     classes = split.classes

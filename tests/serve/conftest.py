@@ -94,10 +94,11 @@ def run_folder(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("run") / "demo-run"
     samples = demo_path() / "samples"
-    args = ["explain", str(samples), "--model", "demo", "--method", "gradcam,cam", "-q"]
+    args = ["explain", str(samples), str(samples / "boxes.csv"), "--model", "demo"]
+    args += ["--method", "gradcam,cam", "-q"]
     args += ["--labels-from-folders", "--copy-images", "--out", str(out)]
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1, result.output  # boxes.csv is not an image
+    assert result.exit_code == 1, result.output  # boxes.csv, named on its own, is not an image
     return out
 
 

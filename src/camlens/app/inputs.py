@@ -118,7 +118,7 @@ def collect(paths: Sequence[str | os.PathLike], exclude: Path | None = None) -> 
             failures.append(Failure(text, os_reason(error)))
             continue
         if mode is not None and stat.S_ISDIR(mode):
-            images, others = _scan(path, failures)
+            images, others = scan_folder(path, failures)
             add(others, ignored)
             if not images:
                 failures.append(Failure(text, "folder holds no image files"))
@@ -138,7 +138,7 @@ def collect(paths: Sequence[str | os.PathLike], exclude: Path | None = None) -> 
     return Collected(files, failures, len(ignored))
 
 
-def _scan(folder: Path, failures: list[Failure]) -> tuple[list[Path], list[Path]]:
+def scan_folder(folder: Path, failures: list[Failure]) -> tuple[list[Path], list[Path]]:
     """The image files and the other files below ``folder`` (sorted, hidden ones skipped); a
     folder that cannot be listed is added to ``failures`` with the reason."""
     images: list[Path] = []
@@ -179,12 +179,14 @@ def os_reason(error: OSError) -> str:
 
 
 def image_files(folder: Path, argument: str = "--data") -> list[Path]:
-    """The image files below ``folder`` (by suffix, sorted); an error names what is missing."""
-    from camlens.errors import CamlensValueError
-
+    """The image files below ``folder`` (by suffix, sorted, hidden ones skipped); an error names
+    what is missing or cannot be read."""
     if not folder.is_dir():
         raise CamlensValueError(f"{argument} {str(folder)!r} is not a folder of images")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    failures: list[Failure] = []
+    files, _ = scan_folder(folder, failures)
+    if failures:
+        raise CamlensValueError(f"{argument}: {failures[0].path}: {failures[0].reason}")
     if not files:
         raise CamlensValueError(
             f"{argument} {str(folder)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
