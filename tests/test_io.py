@@ -61,3 +61,35 @@ def test_errors_name_the_file(tmp_path):
         camlens.load_images([tmp_path / "bad.jpg"], preset="imagnet")
     with pytest.raises(camlens.CamlensValueError, match="different sizes"):
         camlens.load_images([np.zeros((4, 4)), np.zeros((5, 5))], preset="unit")
+
+
+def test_phone_photos_are_upright_everywhere(tmp_path):
+    """EXIF orientation 6 (turn 90 degrees clockwise): load_images, to_rgb, a run's overlays
+    and Run.image all see the upright picture."""
+    from camlens.app.engine import RunSettings, explain_files
+    from camlens.app.session import Session
+
+    ramp = np.linspace(0, 255, 30 * 60 * 3).reshape(30, 60, 3).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(ramp).save(tmp_path / "phone.jpg", quality=95, exif=exif)
+    with Image.open(tmp_path / "phone.jpg") as stored:
+        upright = np.rot90(np.array(stored), k=-1)
+    assert np.array_equal(to_rgb(tmp_path / "phone.jpg"), upright)
+    _, originals = camlens.load_images(tmp_path / "phone.jpg", preset="unit", size=16)
+    assert np.array_equal(originals[0], upright[15:45])  # the centre square of the upright
+    explain_files(Session.from_spec("demo"), [tmp_path / "phone.jpg"], tmp_path / "run",
+                  RunSettings(["cam"]), echo=lambda _: None)  # fmt: skip
+    run = camlens.load_run(tmp_path / "run")
+    assert np.array_equal(run.image(0), upright)
+    assert (run.results["width"][0], run.results["height"][0]) == (30, 60)
+    with Image.open(tmp_path / "run" / run.results["overlay"][0]) as overlay:
+        assert overlay.size == (30, 60)
+
+
+def test_16_bit_arrays_are_shifted_not_floated():
+    deep = np.array([[0, 257, 257 * 128, 65535]], dtype=np.uint16)
+    assert to_rgb(deep)[0, :, 1].tolist() == [0, 1, 128, 255]
+    assert to_rgb(np.array([[0.0, 0.5, 1.0, 2.0]], dtype=np.float32))[0, :, 0].tolist() == [
+        0, 128, 255, 255
+    ]  # fmt: skip
