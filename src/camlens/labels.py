@@ -20,6 +20,14 @@ def imagenet_classes() -> tuple[str, ...] | None:
     return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
+@lru_cache(maxsize=1)
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k WordNet ids in index order (``n01440764`` is class 0, tench): the
+    class-folder names of ImageNet's train and val sets (the list timm ships)."""
+    text = (Path(__file__).parent / "data" / "imagenet_wnids.txt").read_text(encoding="ascii")
+    return tuple(text.split())
+
+
 def load_labels(path: str | os.PathLike) -> list[str]:
     """Class names from a file, index order.
 

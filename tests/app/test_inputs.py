@@ -339,3 +339,13 @@ def test_read_image_os_errors_say_what_happened(tmp_path, monkeypatch):
     monkeypatch.setattr(inputs, "open", denied, raising=False)
     with pytest.raises(ValueError, match=r"^permission denied$"):
         read_image(tmp_path / "locked.png")
+
+
+def test_imagenet_class_folders_by_wordnet_id():
+    from camlens.labels import imagenet_classes
+
+    names = list(imagenet_classes())
+    got = class_indices(["n01484850", "n15075141", "tench"], names, 1000)
+    assert got == {"n01484850": 2, "n15075141": 999, "tench": 0}  # a subset keeps its indices
+    with pytest.raises(CamlensValueError, match=r"'n01484850'"):
+        class_indices(["n01484850"], ["cat", "dog"], 2)  # other models: no WordNet ids

@@ -36,6 +36,7 @@ import torch
 
 from camlens.errors import CamlensValueError
 from camlens.io import IMAGE_SUFFIXES, pil_rgb
+from camlens.labels import imagenet_classes, imagenet_wnids
 
 #: The Pillow formats :func:`read_image` decodes (those this Pillow has): raster formats it
 #: decodes itself. EPS/PS/PDF (Ghostscript) and formats that need another program are refused.
@@ -406,6 +407,9 @@ def class_indices(
     lookup: dict[str, int] = {}
     for index, name in enumerate(names or []):
         lookup.setdefault(class_key(name), index)
+    if names and tuple(names) == imagenet_classes():  # ImageNet's own folders: n01440764/...
+        for index, wnid in enumerate(imagenet_wnids()):
+            lookup.setdefault(wnid, index)
     mapped = {class_key(k): v for k, v in (class_map or {}).items()}
     found: dict[str, int] = {}
     for folder in wanted:
