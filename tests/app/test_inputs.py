@@ -275,6 +275,9 @@ def test_read_image_refuses_eps_at_once_without_ghostscript(tmp_path, monkeypatc
         with pytest.raises(ValueError, match=r"^not a supported image format \(EPS\)$"):
             read_image(source)
     assert time.perf_counter() - begin < 1.0
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"  # an iPhone photo's first bytes
+    with pytest.raises(ValueError, match=r"^not a supported image format \(HEIF: install pillow-h"):
+        read_image(heic)
 
 
 def test_read_image_16_bit_without_float_copies(tmp_path):

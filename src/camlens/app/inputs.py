@@ -266,6 +266,8 @@ def _unknown(head: bytes) -> str:
     camlens does not read (EPS...), or none."""
     from PIL import Image
 
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"hevc"):
+        return "not a supported image format (HEIF: install pillow-heif to read it)"
     for name, (_, accept) in Image.OPEN.items():
         try:
             known = name not in FORMATS and accept is not None and bool(accept(head))
