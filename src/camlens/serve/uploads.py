@@ -11,6 +11,7 @@ the model's input is kept while the request waits for the model.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -82,10 +83,32 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 def decode_for_model(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> Any:
     """The upload decoded and resized at once to the model's input (a [0, 1] (3, size, size)
-    tensor, as ``camlens explain`` resizes): the full-size pixels are freed before returning."""
+    tensor, as ``camlens explain`` resizes): the full-size pixels are freed, and given back to
+    the system, before returning."""
     from camlens.app.session import resize_unit
 
-    return resize_unit(decode_image(data, max_pixels), size)
+    try:
+        return resize_unit(decode_image(data, max_pixels), size)
+    finally:
+        _give_back()
+
+
+def _give_back() -> None:
+    """Return freed heap memory to the system (glibc keeps what a thread's arena freed)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
+        return None
 
 
 class Decoders:
