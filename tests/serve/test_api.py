@@ -253,3 +253,30 @@ def test_a_failing_model_is_a_json_500_and_the_server_keeps_serving(cnn_service,
         assert answer.status_code == 200 and answer.json()["layer"] == "inner.features"
     finally:
         service.close()
+
+
+def test_target_takes_class_names_as_the_cli_does(tmp_path, png) -> None:
+    from camlens.app.session import Session
+    from camlens.serve import ModelService
+
+    labels = tmp_path / "classes.txt"
+    labels.write_text("cat\ngolden retriever\ndog\nfox\nowl\n")
+    session = Session.from_spec("toy_models:SmallCNN", size=64, labels=labels)
+    service = ModelService(session)
+    try:
+        client = TestClient(create_app(service), base_url="http://127.0.0.1")
+        for target, index in [("Golden Retriever", 1), ("dog", 2), ("4", 4), ("pred", None)]:
+            answer = client.post(
+                "/api/explain", files={"image": ("x.png", png(photo(5)))}, data={"target": target}
+            ).json()
+            assert answer["target"] == (answer["predicted"] if index is None else index)
+            assert answer["target_name"] == session.name(answer["target"])
+        answer = client.post(
+            "/api/explain", files={"image": ("x.png", png(photo(5)))}, data={"target": "label"}
+        )
+        assert (answer.status_code, answer.json()) == (
+            400,
+            {"error": "target: expected 'pred', a class index 0..4 or a class name, got 'label'"},
+        )
+    finally:
+        service.close()
