@@ -219,3 +219,8 @@ def test_a_damaged_run_is_skipped_and_the_others_served(
     client = TestClient(create_app(demo_service, runs=runs), base_url="http://127.0.0.1")
     assert [run["name"] for run in client.get("/api/runs").json()] == ["demo-run"]
     assert client.get("/api/runs/0/rows").json()["total"] == 32
+    # camlens serve says it on the terminal instead (launch echoes build's list)
+    from camlens.serve.launch import Settings, build
+
+    _, skipped = build(Settings(runs=[broken, run_folder]))
+    assert skipped == runs.skipped

@@ -117,11 +117,11 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refused = self._refused(scope)
+        headers = dict(scope["headers"])
+        refused = self._refused(scope, headers)
         if refused:
             await _error(send, *refused)
             return
-        headers = dict(scope["headers"])
         try:
             declared = int(headers.get(b"content-length", b"0"))
         except ValueError:
@@ -161,9 +161,8 @@ class Guard:
             if not started:
                 await _error(send, 413, str(too_large))
 
-    def _refused(self, scope: dict) -> tuple[int, str] | None:
+    def _refused(self, scope: dict, headers: dict[bytes, bytes]) -> tuple[int, str] | None:
         """``(status, message)`` of a request refused from its head alone, else None."""
-        headers = dict(scope["headers"])
         host = headers.get(b"host", b"").decode("latin-1")
         if not _allowed(host, self.allowed_hosts):
             return 400, (

@@ -122,9 +122,9 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def protocol() -> type:
-    """uvicorn's h11 protocol with a request-head timeout and room made at the connection cap
-    (see the module's docstring)."""
+def protocol(head_timeout: float = HEAD_TIMEOUT) -> type:
+    """uvicorn's h11 protocol with a request-head timeout of ``head_timeout`` seconds and room
+    made at the connection cap (see the module's docstring)."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class Bounded(H11Protocol):
@@ -154,7 +154,7 @@ def protocol() -> type:
             if self._timer is not None:
                 self._timer.cancel()
             self._since = self.loop.time()
-            self._timer = self.loop.call_later(self.config.head_timeout, self._expire)
+            self._timer = self.loop.call_later(head_timeout, self._expire)
 
         def _expire(self) -> None:
             self._timer = None
@@ -184,16 +184,14 @@ def config(app: Any, *, head_timeout: float = HEAD_TIMEOUT, **options: Any) -> A
     import uvicorn
 
     settings = {
-        "http": protocol(),
+        "http": protocol(head_timeout),
         "timeout_keep_alive": KEEP_ALIVE,
         "h11_max_incomplete_event_size": MAX_HEAD,
         "limit_concurrency": MAX_CONNECTIONS,
         "log_level": "warning",
         **options,
     }
-    result = uvicorn.Config(app, **settings)
-    result.head_timeout = head_timeout  # read by the protocol
-    return result
+    return uvicorn.Config(app, **settings)
 
 
 def build(settings: Settings, *, trust_pickle: bool = False, **limits: Any) -> tuple[Any, list]:
