@@ -17,7 +17,7 @@ from camlens.app.session import resize_unit
 from camlens.serve import create_app
 from camlens.serve.uploads import Decoders
 
-#: A PostScript file that loops for ever once Ghostscript runs it (70 bytes).
+#: A PostScript file that loops for ever once Ghostscript runs it (73 bytes).
 LOOPING_EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\n{ 1 pop } loop\nshowpage\n"
 
 
