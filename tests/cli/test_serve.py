@@ -75,3 +75,56 @@ def test_serve_alone_starts_offline_with_the_demo_model() -> None:
         server.terminate()
         output, _ = server.communicate(timeout=10)
     assert f"camlens serve: demo on http://127.0.0.1:{port}/" in output
+
+
+def test_non_ascii_token_is_refused_at_start() -> None:
+    result = CliRunner().invoke(app, ["serve", "--token", "s\u00e9cret"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: --token must be printable ASCII (letters, digits, punctuation; it travels in an "
+        "HTTP header), got one with '\u00e9'"
+    )
+
+
+def test_port_in_use_is_said_before_anything_claims_the_server_is_up() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.perf_counter()
+        result = CliRunner().invoke(app, ["serve", "--port", str(port)])
+    assert result.exit_code == 2
+    assert result.output == f"error: port {port} on 127.0.0.1 is in use; choose --port\n"
+    assert time.perf_counter() - started < 5  # said before the model loads
+
+
+def test_serving_on_another_loopback_address() -> None:
+    import threading
+
+    import uvicorn
+
+    from camlens.serve.launch import Settings, allowed_hosts, bind, build, config, url
+
+    assert url("::1", 8765, "t") == "http://[::1]:8765/#token=t"
+    assert allowed_hosts("0.0.0.0") == ["*"]
+    try:
+        sock = bind("127.0.0.2", 0)
+    except Exception as error:  # noqa: BLE001 (a system without 127.0.0.0/8 on loopback)
+        pytest.skip(f"127.0.0.2 cannot be bound here: {error}")
+    port = sock.getsockname()[1]
+    assert url("127.0.0.2", port) == f"http://127.0.0.2:{port}/"
+    assert "127.0.0.2" in allowed_hosts("127.0.0.2")
+    app, skipped = build(Settings(host="127.0.0.2", port=port))
+    server = uvicorn.Server(config(app, log_level="error"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline and thread.is_alive():
+            time.sleep(0.05)
+        answer = httpx.get(f"{url('127.0.0.2', port)}api/model", timeout=10)
+        assert (answer.status_code, answer.json()["spec"], skipped) == (200, "demo", [])
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

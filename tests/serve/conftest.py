@@ -57,12 +57,14 @@ def client(demo_service):
 
 
 @contextlib.contextmanager
-def _serving(app):
-    """``app`` under uvicorn on 127.0.0.1 (a free port), in a thread: its base URL."""
+def _serving(app, **options):
+    """``app`` under uvicorn on 127.0.0.1 (a free port) with camlens serve's settings
+    (``options``: uvicorn's and ``head_timeout``), in a thread: its base URL."""
     import uvicorn
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error")
-    server = uvicorn.Server(config)
+    from camlens.serve.launch import config
+
+    server = uvicorn.Server(config(app, host="127.0.0.1", port=0, log_level="error", **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -97,21 +97,24 @@ def test_served_map_is_the_librarys(spec, fields, demo_service, cnn_service, png
 
 
 @pytest.mark.parametrize(
-    ("fields", "upload", "message"),
+    ("fields", "upload", "status", "message"),
     [
         (
             {"target": "10"},
             None,
-            "target: expected 'pred' or a class index 0..9, got '10'",
+            400,
+            "target: expected 'pred', a class index 0..9 or a class name, got '10'",
         ),
         (
             {"target": "cat"},
             None,
-            "target: expected 'pred' or a class index 0..9, got 'cat'",
+            400,
+            "target: expected 'pred', a class index 0..9 or a class name, got 'cat'",
         ),
         (
             {"layer": "fc"},
             None,
+            400,
             "layer: expected 'auto' or one of the model's explainable layers (backbone.block1.0, "
             "backbone.block1, backbone.block2.0, backbone.block2, backbone.block3.0, "
             "backbone.block3, backbone.block4.0, backbone.block4, backbone.block5.0, "
@@ -120,20 +123,23 @@ def test_served_map_is_the_librarys(spec, fields, demo_service, cnn_service, png
         (
             {"method": "gradkam"},
             None,
+            400,
             "method: unknown method 'gradkam'; valid methods: " + ", ".join(camlens.methods()),
         ),
         (
             {},
             b"%PDF-1.4 not an image",
-            "image: expected an image file (PNG, JPEG, WebP...), got bytes Pillow cannot identify",
+            415,
+            "image: expected an image file (JPEG, PNG, WEBP, BMP, DIB, TIFF, GIF, PPM, ICO), got "
+            "bytes of another format or not an image",
         ),
-        ({}, b"", "image: expected an image file, got an empty upload (0 bytes)"),
+        ({}, b"", 400, "image: expected an image file, got an empty upload (0 bytes)"),
     ],
 )
-def test_bad_requests_are_400_naming_the_problem(client, fields, upload, message, png) -> None:
+def test_bad_requests_name_the_problem(client, fields, upload, status, message, png) -> None:
     data = png(photo(2)) if upload is None else upload
     answer = client.post("/api/explain", files={"image": ("x.png", data)}, data=fields)
-    assert (answer.status_code, answer.json()) == (400, {"error": message})
+    assert (answer.status_code, answer.json()) == (status, {"error": message})
     # the server keeps serving
     assert client.post("/api/explain", files={"image": ("x.png", png(photo(2)))}).status_code == 200
 
@@ -245,5 +251,32 @@ def test_a_failing_model_is_a_json_500_and_the_server_keeps_serving(cnn_service,
         )
         answer = client.post("/api/explain", files={"image": ("p.png", png(photo(4)))})
         assert answer.status_code == 200 and answer.json()["layer"] == "inner.features"
+    finally:
+        service.close()
+
+
+def test_target_takes_class_names_as_the_cli_does(tmp_path, png) -> None:
+    from camlens.app.session import Session
+    from camlens.serve import ModelService
+
+    labels = tmp_path / "classes.txt"
+    labels.write_text("cat\ngolden retriever\ndog\nfox\nowl\n")
+    session = Session.from_spec("toy_models:SmallCNN", size=64, labels=labels)
+    service = ModelService(session)
+    try:
+        client = TestClient(create_app(service), base_url="http://127.0.0.1")
+        for target, index in [("Golden Retriever", 1), ("dog", 2), ("4", 4), ("pred", None)]:
+            answer = client.post(
+                "/api/explain", files={"image": ("x.png", png(photo(5)))}, data={"target": target}
+            ).json()
+            assert answer["target"] == (answer["predicted"] if index is None else index)
+            assert answer["target_name"] == session.name(answer["target"])
+        answer = client.post(
+            "/api/explain", files={"image": ("x.png", png(photo(5)))}, data={"target": "label"}
+        )
+        assert (answer.status_code, answer.json()) == (
+            400,
+            {"error": "target: expected 'pred', a class index 0..4 or a class name, got 'label'"},
+        )
     finally:
         service.close()

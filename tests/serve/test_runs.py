@@ -195,3 +195,32 @@ def test_fifty_thousand_rows_page_fast(tmp_path) -> None:
     expected = frame[keep].sort_values("probability", kind="stable").index[540:600].tolist()
     assert [row["row"] for row in page["rows"]] == expected
     assert seconds < 0.5, f"{seconds:.3f} s a page"
+
+
+@pytest.mark.parametrize("damaged", ["results.parquet", "parts/part-000099.parquet"])
+def test_a_damaged_run_is_skipped_and_the_others_served(
+    demo_service, run_folder, tmp_path, damaged
+) -> None:
+    import shutil
+
+    from camlens.errors import CamlensWarning
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run_folder, broken)
+    (broken / damaged).parent.mkdir(exist_ok=True)
+    (broken / damaged).write_bytes(b"PAR1 not a parquet file at all")
+    with pytest.warns(CamlensWarning) as caught:
+        runs = Runs([broken, run_folder])
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert message.startswith(f"run {str(broken)!r} skipped: it cannot be read (")
+    assert message.endswith("); the other runs are served (camlens explain --resume repairs a run)")
+    assert [folder for folder, _ in runs.skipped] == [str(broken)]
+    client = TestClient(create_app(demo_service, runs=runs), base_url="http://127.0.0.1")
+    assert [run["name"] for run in client.get("/api/runs").json()] == ["demo-run"]
+    assert client.get("/api/runs/0/rows").json()["total"] == 32
+    # camlens serve says it on the terminal instead (launch echoes build's list)
+    from camlens.serve.launch import Settings, build
+
+    _, skipped = build(Settings(runs=[broken, run_folder]))
+    assert skipped == runs.skipped

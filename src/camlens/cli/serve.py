@@ -20,7 +20,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8765, "--port", help="Port to bind."),
     token: str = typer.Option(
-        None, "--token", help="Required on other hosts than loopback: the page sends it."
+        None, "--token", help="Required off loopback: the page sends it (printable ASCII)."
     ),
     size: int | None = typer.Option(None, "--size", min=8, help="The model's input side."),
     preprocess: str = typer.Option("auto", "--preprocess", help="As camlens explain."),

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from camlens.errors import CamlensValueError
+from camlens.errors import CamlensValueError, CamlensWarning
+from camlens.serve.guards import shown
 
 #: Sort keys of :meth:`Runs.rows`: a column each (``row``: the run's own order).
 SORTS = {
@@ -69,13 +71,38 @@ def _clean(value: Any) -> Any:
 
 
 class Runs:
-    """Run folders by number (``"0"``, ``"1"``...), in the order given."""
+    """Run folders by number (``"0"``, ``"1"``...), in the order given. A folder that is not a
+    run (no ``run.json``) is a ``CamlensValueError``; a run that cannot be read (a damaged
+    ``results.parquet`` or part) is skipped with a :class:`~camlens.errors.CamlensWarning` naming
+    it and the reason, listed in ``skipped``, and the others are served."""
 
     def __init__(self, folders: Sequence[str | os.PathLike]) -> None:
-        import camlens
-
-        self.runs = [camlens.load_run(folder) for folder in folders]
+        self.runs: list[Any] = []
+        self.skipped: list[tuple[str, str]] = []
+        for folder in folders:
+            run = self._load(Path(folder))
+            if run is not None:
+                self.runs.append(run)
         self.roots = [Path(run.folder).resolve() for run in self.runs]
+
+    def _load(self, folder: Path) -> Any:
+        import camlens
+        from camlens.run import MANIFEST
+
+        if not (folder / MANIFEST).is_file():
+            return camlens.load_run(folder)  # the error says what a run folder is
+        try:
+            return camlens.load_run(folder)
+        except Exception as error:  # a damaged file: pyarrow's errors, OSError, a CamlensError
+            reason = f"{type(error).__name__}: {error}"
+            self.skipped.append((str(folder), reason))
+            warnings.warn(
+                f"run {str(folder)!r} skipped: it cannot be read ({reason}); the other runs are "
+                "served (camlens explain --resume repairs a run)",
+                CamlensWarning,
+                stacklevel=3,
+            )
+            return None
 
     def get(self, run: int) -> Any:
         if not 0 <= run < len(self.runs):
@@ -132,7 +159,7 @@ class Runs:
         frame = self.get(run).results
         if filters.sort not in SORTS:
             raise CamlensValueError(
-                f"sort: expected one of {', '.join(SORTS)}, got {filters.sort!r}"
+                f"sort: expected one of {', '.join(SORTS)}, got {shown(filters.sort)}"
             )
         if not 1 <= filters.limit <= MAX_LIMIT or filters.offset < 0:
             raise CamlensValueError(
@@ -182,14 +209,18 @@ class Runs:
         it (``..``, an absolute path, a symbolic link out) is refused."""
         self.get(run)
         root = self.roots[run]
-        candidate = (root / relative).resolve()
+        try:
+            candidate = (root / relative).resolve()
+            candidate.is_file()
+        except OSError as error:  # a name too long for the file system, a loop of links
+            raise FileNotFoundError(relative) from error
         if not candidate.is_relative_to(root) or candidate == root:
             raise CamlensValueError(
-                f"path: expected a file inside run {run}'s folder, got {relative!r}"
+                f"path: expected a file inside run {run}'s folder, got {shown(relative)}"
             )
         if candidate.suffix.lower() not in SERVED:
             raise CamlensValueError(
-                f"path: expected an image ({', '.join(SERVED)}), got {relative!r}"
+                f"path: expected an image ({', '.join(SERVED)}), got {shown(relative)}"
             )
         if not candidate.is_file():
             raise FileNotFoundError(relative)

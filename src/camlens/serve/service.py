@@ -18,19 +18,23 @@ import numpy as np
 import torch
 
 from camlens.app.records import map_png
-from camlens.app.session import Session
+from camlens.app.session import LABEL, Session, resize_unit
 from camlens.errors import CamlensValueError
 from camlens.locks import model_lock
+from camlens.registry import methods as camlens_methods
 from camlens.serve.batcher import MicroBatcher
+from camlens.serve.guards import shown
 
 TOP = 5
 
 
 @dataclass
 class Request:
-    """One image to explain: uint8 RGB, and a checked method, layer and target (None: predicted)."""
+    """One image to explain: its [0, 1] (3, S, S) input before the model's preprocessing
+    (:func:`camlens.app.session.resize_unit`), a checked method, layer and target (None:
+    predicted)."""
 
-    image: np.ndarray
+    unit: torch.Tensor
     method: str
     layer: str
     target: int | None
@@ -66,33 +70,46 @@ class ModelService:
             self._run, max_batch=max_batch, window=window, max_pending=max_pending
         )
 
-    def request(self, image: np.ndarray, method: str, target: str | None, layer: str) -> Request:
-        """A checked request; ``CamlensValueError`` names the field that is wrong."""
+    def request(
+        self, image: np.ndarray | torch.Tensor, method: str, target: str | None, layer: str
+    ) -> Request:
+        """A checked request for ``image`` (uint8 RGB, or already :func:`resize_unit`'s tensor);
+        ``CamlensValueError`` names the field that is wrong."""
         from camlens.registry import get
 
         try:
             chosen = get(method).name
-        except CamlensValueError as error:
-            raise CamlensValueError(f"method: {error}") from None
+        except CamlensValueError:
+            raise CamlensValueError(
+                f"method: unknown method {shown(method)}; valid methods: "
+                f"{', '.join(camlens_methods())}"
+            ) from None
         layer = layer or "auto"
         known = [info.name for info in self.layers]
         if layer != "auto" and layer not in known:
             raise CamlensValueError(
                 f"layer: expected 'auto' or one of the model's explainable layers "
-                f"({', '.join(known)}), got {layer!r}"
+                f"({', '.join(known)}), got {shown(layer)}"
             )
-        index: int | None = None
-        classes = self.session.classes
-        if target not in (None, "", "pred"):
-            try:
-                index = int(str(target))
-            except ValueError:
-                index = -1
-            if not 0 <= index < classes or str(index) != str(target).strip():
-                raise CamlensValueError(
-                    f"target: expected 'pred' or a class index 0..{classes - 1}, got {target!r}"
-                )
-        return Request(image, chosen, (self.auto or "auto") if layer == "auto" else layer, index)
+        unit = image if isinstance(image, torch.Tensor) else resize_unit(image, self.session.size)
+        layer = (self.auto or "auto") if layer == "auto" else layer
+        return Request(unit, chosen, layer, self.target(target))
+
+    def target(self, text: str | None) -> int | None:
+        """The ``target`` field as ``camlens explain --target`` reads it (the session's parser):
+        "pred" or empty for the predicted class, a class index or a class name."""
+        if text in (None, ""):
+            return None
+        try:
+            index = self.session.target(text)
+        except CamlensValueError:
+            index = LABEL
+        if index == LABEL:
+            raise CamlensValueError(
+                f"target: expected 'pred', a class index 0..{self.session.classes - 1} or a class "
+                f"name, got {shown(text)}"
+            )
+        return cast(int | None, index)
 
     # ------------------------------------------------------------------ explaining
     def submit(self, request: Request) -> Future:
@@ -102,7 +119,7 @@ class ModelService:
     def _run(self, key: Hashable, requests: list[Request]) -> list[dict[str, Any]]:
         method, layer = cast(tuple[str, str], key)
         session = self.session
-        x = session.to_input([request.image for request in requests])
+        x = session.native(torch.stack([request.unit for request in requests]))
         with model_lock(session.model), torch.no_grad():
             probs = probabilities(session.adapter.logits(x))
         predicted = probs.argmax(dim=1)

@@ -1,9 +1,21 @@
-"""Decoding an uploaded image: bounded in bytes and in pixels, before anything is decompressed."""
+"""Decoding an uploaded image: bounded in bytes, pixels, formats, threads and time.
+
+The header is read first (Pillow reads no pixels to open a file): a format outside
+:data:`FORMATS` (EPS and PDF, which Pillow hands to Ghostscript, among them) is refused with 415,
+an image over the pixel limit with 400, before anything is decompressed. The pixels are then
+decoded by :func:`camlens.app.inputs.read_image`, the decode function of every reader, in a
+:class:`Decoders` pool of a few threads with a time limit per request; only the image resized to
+the model's input is kept while the request waits for the model.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import io
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -12,37 +24,111 @@ from camlens.errors import CamlensValueError
 #: Default limits: 20 MB of file, 40 megapixels of image (a 6,300 x 6,300 photo).
 MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
+#: Decoder threads and the seconds a request may wait for its image to be decoded.
+DECODERS = 2
+DECODE_TIMEOUT = 20.0
+#: Formats Pillow decodes itself; nothing that runs another program (EPS, PDF) is tried.
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "DIB", "TIFF", "GIF", "PPM", "ICO")
+# (JPEG covers MPO; each is known by its first bytes, which no EPS file shares: not TGA)
 
 
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """The uploaded bytes as uint8 RGB (H, W, 3); ``CamlensValueError`` when they are not an image
-    or when its header declares more than ``max_pixels`` pixels (a decompression bomb: a small
-    file that would inflate to gigabytes). Only the first frame of an animation is read."""
+class Unsupported(CamlensValueError):
+    """The upload is not an image of a served format (HTTP 415)."""
+
+
+class TimedOut(CamlensValueError):
+    """Decoding the upload took over the time limit (HTTP 503)."""
+
+
+def check_header(data: bytes, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse ``data`` from its header alone: empty, not one of :data:`FORMATS`
+    (:class:`Unsupported`), or declaring more than ``max_pixels`` pixels (a decompression bomb: a
+    small file that would inflate to gigabytes)."""
     from PIL import Image, UnidentifiedImageError
-
-    from camlens.io import to_rgb
 
     if not data:
         raise CamlensValueError("image: expected an image file, got an empty upload (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as opened:
+            with Image.open(io.BytesIO(data), formats=FORMATS) as opened:
                 width, height = opened.size
-                if width * height > max_pixels:
-                    raise CamlensValueError(
-                        f"image: expected at most {max_pixels:,} pixels, got {width} x {height} "
-                        f"= {width * height:,} (refused before decoding)"
-                    )
-                opened.load()
-                return np.array(to_rgb(opened))
     except UnidentifiedImageError as error:
-        raise CamlensValueError(
-            "image: expected an image file (PNG, JPEG, WebP...), got bytes Pillow cannot identify"
+        raise Unsupported(
+            f"image: expected an image file ({', '.join(FORMATS)}), got bytes of another format "
+            "or not an image"
         ) from error
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise CamlensValueError(f"image: refused as a decompression bomb ({error})") from error
     except (OSError, SyntaxError, ValueError) as error:
-        if isinstance(error, CamlensValueError):
-            raise
         raise CamlensValueError(f"image: corrupt or truncated image file ({error})") from error
+    if width * height > max_pixels:
+        raise CamlensValueError(
+            f"image: expected at most {max_pixels:,} pixels, got {width} x {height} "
+            f"= {width * height:,} (refused before decoding)"
+        )
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The uploaded bytes as uint8 RGB (H, W, 3), checked by :func:`check_header` first;
+    ``CamlensValueError`` saying why otherwise. Only the first frame of an animation is read."""
+    from camlens.app.inputs import read_image
+
+    check_header(data, max_pixels)
+    try:
+        return read_image(data)
+    except ValueError as error:
+        raise CamlensValueError(f"image: {error}") from error
+
+
+def decode_for_model(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> Any:
+    """The upload decoded and resized at once to the model's input (a [0, 1] (3, size, size)
+    tensor, as ``camlens explain`` resizes): the full-size pixels are freed, and given back to
+    the system, before returning."""
+    from camlens.app.session import resize_unit
+
+    try:
+        return resize_unit(decode_image(data, max_pixels), size)
+    finally:
+        _give_back()
+
+
+def _give_back() -> None:
+    """Return freed heap memory to the system (glibc keeps what a thread's arena freed)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
+        return None
+
+
+class Decoders:
+    """A pool of ``workers`` decoding threads; :meth:`decode` waits at most ``timeout`` seconds
+    for its turn and its decoding together (:class:`TimedOut` after that)."""
+
+    def __init__(self, workers: int = DECODERS, timeout: float = DECODE_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="camlens-decode")
+
+    async def decode(self, data: bytes, size: int, max_pixels: int) -> Any:
+        future = self._pool.submit(decode_for_model, data, size, max_pixels)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
+        except asyncio.TimeoutError:
+            future.cancel()  # not started yet: it never will be
+            raise TimedOut(
+                f"image: not decoded within {self.timeout:g} s (the server is busy decoding "
+                "other uploads); try again"
+            ) from None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -8,6 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
+from camlens.errors import CamlensValueError
+
 router = APIRouter(tags=["explain"])
 
 
@@ -43,19 +45,33 @@ class Explained(BaseModel):
     map: str
 
 
+#: The longest ``method``, ``target`` or ``layer`` value taken (a class or layer name fits).
+MAX_FIELD = 300
+
+
+def _check_fields(form: ExplainForm) -> None:
+    """A field too long to be a name, or holding a NUL byte, is refused without echoing it."""
+    for name, value in form.model_dump().items():
+        if len(value) > MAX_FIELD:
+            raise CamlensValueError(
+                f"{name}: expected at most {MAX_FIELD} characters, got {len(value):,}"
+            )
+        if "\x00" in value:
+            raise CamlensValueError(f"{name}: a NUL byte is not allowed")
+
+
 @router.post("/explain")
 async def explain(
     request: Request,
     image: Annotated[UploadFile, File()],
     form: Annotated[ExplainForm, Form()],
 ) -> Explained:
-    from starlette.concurrency import run_in_threadpool
-
-    from camlens.serve.uploads import decode_image
-
-    service = request.app.state.service
+    state = request.app.state
+    service = state.service
+    _check_fields(form)
     data = await image.read()
-    decoded = await run_in_threadpool(decode_image, data, request.app.state.max_pixels)
-    checked = service.request(decoded, form.method, form.target, form.layer)
+    unit = await state.decoders.decode(data, service.session.size, state.max_pixels)
+    del data  # only the image at the model's input side waits for the model
+    checked = service.request(unit, form.method, form.target, form.layer)
     answer = await asyncio.wrap_future(service.submit(checked))
     return Explained(**answer)

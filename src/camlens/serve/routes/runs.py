@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
+from camlens.serve.guards import shown
 from camlens.serve.runs import MAX_LIMIT, Filters
 
 router = APIRouter(tags=["runs"])
@@ -70,5 +71,5 @@ def file(request: Request, run: int, path: str) -> FileResponse:
     try:
         found = _needed(request).file(run, path)
     except FileNotFoundError:
-        raise HTTPException(404, f"no file {path!r} in run {run}") from None
+        raise HTTPException(404, f"no file {shown(path)} in run {run}") from None
     return FileResponse(found)
