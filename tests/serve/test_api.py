@@ -130,8 +130,7 @@ def test_served_map_is_the_librarys(spec, fields, demo_service, cnn_service, png
             {},
             b"%PDF-1.4 not an image",
             415,
-            "image: expected an image file (JPEG, PNG, WEBP, BMP, DIB, TIFF, GIF, PPM, ICO), got "
-            "bytes of another format or not an image",
+            "image: not an image (Pillow cannot identify its format)",
         ),
         ({}, b"", 400, "image: expected an image file, got an empty upload (0 bytes)"),
     ],
@@ -163,8 +162,7 @@ def test_upload_limit_and_decompression_bomb(demo_service, png) -> None:
     assert (answer.status_code, answer.json()) == (
         400,
         {
-            "error": "image: expected at most 1,000,000 pixels, got 4000 x 4000 = 16,000,000 "
-            "(refused before decoding)"
+            "error": "image: too large: 4000x4000 = 16.0 Mpx, over the limit of 1.0 Mpx"
         },
     )
 

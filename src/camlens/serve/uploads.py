@@ -1,9 +1,9 @@
 """Decoding an uploaded image: bounded in bytes, pixels, formats, threads and time.
 
-The header is read first (Pillow reads no pixels to open a file): a format outside
-:data:`FORMATS` (EPS and PDF, which Pillow hands to Ghostscript, among them) is refused with 415,
-an image over the pixel limit with 400, before anything is decompressed. The pixels are then
-decoded by :func:`camlens.app.inputs.read_image`, the decode function of every reader, in a
+Uploads are decoded by :func:`camlens.app.inputs.read_image`, the decode function of every
+reader: a format outside its allow-list (EPS and PDF, which Pillow would hand to Ghostscript,
+among them) is refused with 415, an image over the pixel limit with 400, both from the header
+before anything is decompressed. Decoding runs in a
 :class:`Decoders` pool of a few threads with a time limit per request; only the image resized to
 the model's input is kept while the request waits for the model.
 """
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import io
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,11 +25,6 @@ MAX_PIXELS = 40_000_000
 #: Decoder threads and the seconds a request may wait for its image to be decoded.
 DECODERS = 2
 DECODE_TIMEOUT = 20.0
-#: Formats Pillow decodes itself; nothing that runs another program (EPS, PDF) is tried.
-FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "DIB", "TIFF", "GIF", "PPM", "ICO")
-# (JPEG covers MPO; each is known by its first bytes, which no EPS file shares: not TGA)
-
-
 class Unsupported(CamlensValueError):
     """The upload is not an image of a served format (HTTP 415)."""
 
@@ -40,45 +33,20 @@ class TimedOut(CamlensValueError):
     """Decoding the upload took over the time limit (HTTP 503)."""
 
 
-def check_header(data: bytes, max_pixels: int = MAX_PIXELS) -> None:
-    """Refuse ``data`` from its header alone: empty, not one of :data:`FORMATS`
-    (:class:`Unsupported`), or declaring more than ``max_pixels`` pixels (a decompression bomb: a
-    small file that would inflate to gigabytes)."""
-    from PIL import Image, UnidentifiedImageError
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, size: int | None = None) -> np.ndarray:
+    """The uploaded bytes as uint8 RGB (H, W, 3), decoded by
+    :func:`camlens.app.inputs.read_image` (its format allow-list, EXIF orientation and pixel limit
+    checked from the header; ``size`` lets a large JPEG decode reduced): :class:`Unsupported` for a
+    format it does not read (EPS, PDF...), ``CamlensValueError`` saying why for anything else."""
+    from camlens.app.inputs import read_image
 
     if not data:
         raise CamlensValueError("image: expected an image file, got an empty upload (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=FORMATS) as opened:
-                width, height = opened.size
-    except UnidentifiedImageError as error:
-        raise Unsupported(
-            f"image: expected an image file ({', '.join(FORMATS)}), got bytes of another format "
-            "or not an image"
-        ) from error
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise CamlensValueError(f"image: refused as a decompression bomb ({error})") from error
-    except (OSError, SyntaxError, ValueError) as error:
-        raise CamlensValueError(f"image: corrupt or truncated image file ({error})") from error
-    if width * height > max_pixels:
-        raise CamlensValueError(
-            f"image: expected at most {max_pixels:,} pixels, got {width} x {height} "
-            f"= {width * height:,} (refused before decoding)"
-        )
-
-
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """The uploaded bytes as uint8 RGB (H, W, 3), checked by :func:`check_header` first;
-    ``CamlensValueError`` saying why otherwise. Only the first frame of an animation is read."""
-    from camlens.app.inputs import read_image
-
-    check_header(data, max_pixels)
-    try:
-        return read_image(data)
+        return read_image(data, size, max_pixels)
     except ValueError as error:
-        raise CamlensValueError(f"image: {error}") from error
+        refused = str(error).startswith(("not an image", "not a supported image format"))
+        raise (Unsupported if refused else CamlensValueError)(f"image: {error}") from error
 
 
 def decode_for_model(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> Any:
@@ -88,7 +56,7 @@ def decode_for_model(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> An
     from camlens.app.session import resize_unit
 
     try:
-        return resize_unit(decode_image(data, max_pixels), size)
+        return resize_unit(decode_image(data, max_pixels, size), size)
     finally:
         _give_back()
 
