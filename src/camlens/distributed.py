@@ -34,7 +34,7 @@ from camlens.app.engine import RunSettings, Summary, manifest, output_names, to_
 from camlens.app.inputs import Failure, class_indices, collect, decode, folder_labels, read_image
 from camlens.app.records import RenderOptions, explain_batch, render
 from camlens.app.session import Session
-from camlens.app.writer import RunWriter
+from camlens.app.writer import RunWriter, claim
 from camlens.errors import CamlensError, CamlensValueError
 from camlens.locks import model_lock
 
@@ -327,27 +327,29 @@ def explain_files(
     summary = Summary(failures=list(failures))
     for failure in failures:
         echo(f"failed: {failure.path}: {failure.reason}")
+    claim(out, resume=settings.resume, overwrite=settings.overwrite)  # before Ray starts
     begun = start(cluster.address)
     try:  # Ray stops (if this run started it) however the run ends
         _check_resources(cluster)
-        writer = RunWriter(out, manifest(session, settings, engine="ray"), resume=settings.resume)
-        todo = to_do(files, writer, settings.methods, summary, echo, total)
         stems = _names(files)
         classes: dict[str, str] = {}
         if settings.labels_from_folders:
             classes = {str(k): v for k, v in folder_labels(found, local).items()} | object_classes
         indices = class_indices(list(classes.values()), session.names) if classes else {}
-        rows = [
-            {
-                "path": str(f),
-                "stem": stems[str(f)],
-                "true_name": classes.get(str(f), ""),
-                "true_label": indices.get(classes.get(str(f), ""), -1),
-            }
-            for f in todo
-        ]
+        info = manifest(session, settings, engine="ray")
+        writer = RunWriter(out, info, settings.resume, settings.overwrite)  # the driver's lock
         complete = False
         try:
+            todo = to_do(files, writer, settings.methods, summary, echo, total)
+            rows = [
+                {
+                    "path": str(f),
+                    "stem": stems[str(f)],
+                    "true_name": classes.get(str(f), ""),
+                    "true_label": indices.get(classes.get(str(f), ""), -1),
+                }
+                for f in todo
+            ]
             if summary.failures:
                 writer.write([], summary.failures)
             if rows:
@@ -464,6 +466,7 @@ def explain(
     resume: bool = False,
     labels_from_folders: bool = False,
     address: str | None = None,
+    overwrite: bool = False,
     workers: int = 1,
     gpus_per_worker: float = 0.0,
     device: str = "auto",
@@ -510,5 +513,6 @@ def explain(
         render=render or RenderOptions(),
         resume=resume,
         labels_from_folders=labels_from_folders,
+        overwrite=overwrite,
     )
     return explain_files(session, spec, list(paths), Path(out), settings, cluster, echo=echo)
