@@ -161,8 +161,8 @@ def _check_writable(out: Path) -> None:
 
 
 def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """ "key: old -> new" for each key of :data:`RUN_KEYS` in the ``old`` manifest that ``new``
-    changes (methods compared as a set)."""
+    """Each change as "key: old -> new", for the keys of :data:`RUN_KEYS` in the ``old``
+    manifest that ``new`` changes (methods compared as a set)."""
     changed = []
     for key in RUN_KEYS:
         if key not in old:
@@ -175,6 +175,17 @@ def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if not same:
             changed.append(f"{key}: {json.dumps(before)} -> {json.dumps(after)}")
     return changed
+
+
+def _same_settings(out: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Refuse to resume the run ``old`` with the settings ``new`` when they differ."""
+    changed = _changes(old, new)
+    if changed:
+        raise CamlensValueError(
+            f"--resume: {str(out)!r} holds a run with other settings ("
+            + "; ".join(changed)
+            + "): use --overwrite to replace it or another --out"
+        )
 
 
 def complete_png(path: Path) -> bool:
@@ -247,6 +258,9 @@ class RunWriter:
     ) -> None:
         self.out = Path(out)
         claim(self.out, resume=resume, overwrite=overwrite)
+        old = _manifest(self.out)
+        if old is not None and resume:
+            _same_settings(self.out, old, info)  # before the lock: a refusal touches nothing
         self.out.mkdir(parents=True, exist_ok=True)
         self._lock = self._take_lock()
         self._release = weakref.finalize(self, os.close, self._lock)
@@ -293,13 +307,7 @@ class RunWriter:
     def _resume(self, old: dict[str, Any], info: dict[str, Any]) -> None:
         """Refuse other settings; set damaged files aside; keep as done the explained rows whose
         map is a whole PNG."""
-        changed = _changes(old, info)
-        if changed:
-            raise CamlensValueError(
-                f"--resume: {str(self.out)!r} holds a run with other settings ("
-                + "; ".join(changed)
-                + "): use --overwrite to replace it or another --out"
-            )
+        _same_settings(self.out, old, info)
         for stale in (self.out / PARTS).glob(".part-*.parquet.tmp"):
             stale.unlink()  # a part being written when the run was killed
         previous = read_rows(self.out, damaged=self.damaged)
