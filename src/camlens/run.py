@@ -8,7 +8,8 @@ A run folder is what ``camlens explain`` (any engine) writes::
     maps/*.png          every map as data: 8-bit grayscale at the model input's resolution
     overlays/*.jpg      overlays at each image's own size (webp or png on request)
     panels/, images/    opt-in: three-panel figures, copies of the inputs
-    results.jsonl/.csv  the same rows for people; report.html (+ report-data.js)
+    results.jsonl/.csv  the same rows for people (from results.parquet); report.html (+ .js)
+    .camlens.lock       held by the run writing the folder (:mod:`camlens.app.writer`)
 
 Nothing here needs camlens to read it: Parquet, PNG and JSON. A row's map is ``PNG / 255``, equal
 to the ``exp.maps`` row it came from within 8-bit rounding (0.5 / 255).

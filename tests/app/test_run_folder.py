@@ -367,3 +367,28 @@ def test_a_run_written_before_this_change_is_read_and_resumed(demo, inputs, tmp_
     assert run(demo, inputs, out, resume=True).resumed == 8
     lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert lines == pq.read_table(out / "results.parquet").to_pylist() and len(lines) == 9
+
+
+def test_a_detection_run_resumes_through_the_same_checks(inputs, tmp_path):
+    from camlens.app.tasks import TaskSettings, explain_task_files, preprocess_for
+
+    session = Session.from_spec(
+        "task_models:detector", preprocess=preprocess_for("detect", "auto"), size=64,
+        labels=["background", "cat", "dog"],
+    )  # fmt: skip
+    files, out = sorted(inputs.iterdir())[:2], tmp_path / "out"
+
+    def detect(limit: int, **settings) -> list[str]:
+        said: list[str] = []
+        explain_task_files(
+            session, files, out, RunSettings(["gradcam"], **settings),
+            TaskSettings("detect", threshold=0.3, limit=limit), echo=said.append,
+        )  # fmt: skip
+        return said
+
+    detect(2)
+    with pytest.raises(CamlensValueError, match="holds a camlens run: add --resume"):
+        detect(2)
+    with pytest.raises(CamlensValueError, match=r"other settings \(limit: 2 -> 1\)"):
+        detect(1, resume=True)
+    assert detect(2, resume=True) == [f"resume: 2 image(s) already in {out}, 0 to do"]
