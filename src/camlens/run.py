@@ -119,7 +119,12 @@ class Run:
                 f"{str(self.folder)!r} is not a camlens run folder (no {MANIFEST}); camlens "
                 "explain --out FOLDER writes one"
             )
-        self.info: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
+        try:
+            self.info: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise CamlensError(
+                f"{str(manifest)!r} is damaged and cannot be read ({error})"
+            ) from None
         if self.info.get("format") != FORMAT:
             raise CamlensValueError(f"{str(manifest)!r} is not a camlens run manifest")
         rows = read_rows(self.folder)

@@ -392,3 +392,9 @@ def test_a_detection_run_resumes_through_the_same_checks(inputs, tmp_path):
     with pytest.raises(CamlensValueError, match=r"other settings \(limit: 2 -> 1\)"):
         detect(1, resume=True)
     assert detect(2, resume=True) == [f"resume: 2 image(s) already in {out}, 0 to do"]
+
+
+def test_a_damaged_manifest_is_named(tmp_path):
+    (tmp_path / "run.json").write_text('{"format": "camlens-run", "vers')
+    with pytest.raises(CamlensError, match=r"run.json' is damaged and cannot be read \("):
+        camlens.load_run(tmp_path)
