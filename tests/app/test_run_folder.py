@@ -369,29 +369,26 @@ def test_a_run_written_before_this_change_is_read_and_resumed(demo, inputs, tmp_
     assert lines == pq.read_table(out / "results.parquet").to_pylist() and len(lines) == 9
 
 
-def test_a_detection_run_resumes_through_the_same_checks(inputs, tmp_path):
-    from camlens.app.tasks import TaskSettings, explain_task_files, preprocess_for
+def test_a_segmentation_run_resumes_through_the_same_checks(inputs, tmp_path):
+    from camlens.app.tasks import TaskSettings, explain_task_files
 
-    session = Session.from_spec(
-        "task_models:detector", preprocess=preprocess_for("detect", "auto"), size=64,
-        labels=["background", "cat", "dog"],
-    )  # fmt: skip
+    session = Session.from_spec("task_models:segmenter", size=64)
     files, out = sorted(inputs.iterdir())[:2], tmp_path / "out"
 
-    def detect(limit: int, **settings) -> list[str]:
+    def segment(**settings) -> list[str]:
         said: list[str] = []
         explain_task_files(
-            session, files, out, RunSettings(["gradcam"], **settings),
-            TaskSettings("detect", threshold=0.3, limit=limit), echo=said.append,
+            session, files, out, RunSettings(["gradcam"], **settings), TaskSettings("segment"),
+            echo=said.append,
         )  # fmt: skip
         return said
 
-    detect(2)
+    segment()
     with pytest.raises(CamlensValueError, match="holds a camlens run: add --resume"):
-        detect(2)
-    with pytest.raises(CamlensValueError, match=r"other settings \(limit: 2 -> 1\)"):
-        detect(1, resume=True)
-    assert detect(2, resume=True) == [f"resume: 2 image(s) already in {out}, 0 to do"]
+        segment()
+    with pytest.raises(CamlensValueError, match=r"other settings \(alpha: 0.5 -> 0.7\)"):
+        segment(resume=True, render=RenderOptions(alpha=0.7))
+    assert segment(resume=True) == [f"resume: 2 image(s) already in {out}, 0 to do"]
 
 
 def test_a_damaged_manifest_is_named(tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -278,8 +279,9 @@ class RunWriter:
             _write_bytes(self.out / MANIFEST, json.dumps(self.info, indent=2).encode())
             for folder in ("maps", "overlays", PARTS):
                 (self.out / folder).mkdir(exist_ok=True)
-            numbers = [int(p.name[5:-8]) for p in (self.out / PARTS).glob("part-*.parquet")]
-            self._parts = max(numbers, default=-1) + 1
+            names = [p.name for p in (self.out / PARTS).iterdir()]
+            numbers = [int(m[1]) for m in map(re.compile(r"part-(\d+)\.parquet").match, names) if m]
+            self._parts = max(numbers, default=-1) + 1  # after every part, damaged ones too
         except BaseException:
             self.close()
             raise
