@@ -42,7 +42,7 @@ from camlens.app.inputs import (
 )
 from camlens.app.records import RenderOptions, explain_batch, render
 from camlens.app.session import Session
-from camlens.app.writer import RunWriter
+from camlens.app.writer import RunWriter, claim
 from camlens.errors import CamlensError, CamlensValueError
 from camlens.locks import model_lock
 
@@ -344,23 +344,25 @@ def explain_files(
     indices = class_indices(
         list(classes.values()), session.names, session.classes, settings.class_map, echo
     )
+    claim(out, resume=settings.resume, overwrite=settings.overwrite)  # before Ray starts
     begun = start(cluster.address)
     try:  # Ray stops (if this run started it) however the run ends
         _check_resources(cluster)
-        writer = RunWriter(out, manifest(session, settings, engine="ray"), resume=settings.resume)
-        todo = to_do(files, writer, settings.methods, summary, echo, total)
         stems = _names(files)
-        rows = [
-            {
-                "path": str(f),
-                "stem": stems[str(f)],
-                "true_name": classes.get(str(f), ""),
-                "true_label": indices.get(classes.get(str(f), ""), -1),
-            }
-            for f in todo
-        ]
+        info = manifest(session, settings, engine="ray")
+        writer = RunWriter(out, info, settings.resume, settings.overwrite)  # the driver's lock
         complete = False
         try:
+            todo = to_do(files, writer, settings.methods, summary, echo, total)
+            rows = [
+                {
+                    "path": str(f),
+                    "stem": stems[str(f)],
+                    "true_name": classes.get(str(f), ""),
+                    "true_label": indices.get(classes.get(str(f), ""), -1),
+                }
+                for f in todo
+            ]
             if summary.failures:
                 writer.write([], summary.failures)
             if rows:
@@ -477,6 +479,7 @@ def explain(
     resume: bool = False,
     labels_from_folders: bool = False,
     address: str | None = None,
+    overwrite: bool = False,
     workers: int = 1,
     gpus_per_worker: float = 0.0,
     device: str = "auto",
@@ -523,5 +526,6 @@ def explain(
         render=render or RenderOptions(),
         resume=resume,
         labels_from_folders=labels_from_folders,
+        overwrite=overwrite,
     )
     return explain_files(session, spec, list(paths), Path(out), settings, cluster, echo=echo)

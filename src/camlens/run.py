@@ -8,7 +8,8 @@ A run folder is what ``camlens explain`` (any engine) writes::
     maps/*.png          every map as data: 8-bit grayscale at the model input's resolution
     overlays/*.jpg      overlays at each image's own size (webp or png on request)
     panels/, images/    opt-in: three-panel figures, copies of the inputs
-    results.jsonl/.csv  the same rows for people; report.html (+ report-data.js)
+    results.jsonl/.csv  the same rows for people (from results.parquet); report.html (+ .js)
+    .camlens.lock       held by the run writing the folder (:mod:`camlens.app.writer`)
 
 Nothing here needs camlens to read it: Parquet, PNG and JSON. A row's map is ``PNG / 255``, equal
 to the ``exp.maps`` row it came from within 8-bit rounding (0.5 / 255).
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from camlens.errors import CamlensValueError
+from camlens.errors import CamlensError, CamlensValueError
 
 MANIFEST, RESULTS, PARTS = "run.json", "results.parquet", "parts"
 FORMAT, VERSION = "camlens-run", 1
@@ -49,19 +50,25 @@ def schema() -> Any:
     )  # fmt: skip
 
 
-def read_rows(folder: Path) -> Any:
+def read_rows(folder: Path, damaged: list[Path] | None = None) -> Any:
     """Every row of a run folder as a pandas DataFrame: ``results.parquet`` and then the parts
     (a run going on or interrupted), the last row kept per image, stem and method, a failure dropped
-    when its image was explained later."""
+    when its image was explained later.
+
+    A file that cannot be read raises a :class:`CamlensError` naming it; with a ``damaged`` list,
+    it is added there and its rows are left out instead (what ``--resume`` redoes)."""
     import pandas as pd
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    tables = []
-    if (folder / RESULTS).is_file():
-        tables.append(pq.read_table(folder / RESULTS, schema=schema()))
-    for part in sorted((folder / PARTS).glob("part-*.parquet")):
-        tables.append(pq.read_table(part, schema=schema()))
+    for attempt in range(3):  # a writer finishing meanwhile merges the parts and removes them
+        try:
+            files = [folder / RESULTS] if (folder / RESULTS).is_file() else []
+            files += sorted((folder / PARTS).glob("part-*.parquet"))
+            tables = [t for t in (_read(file, damaged) for file in files) if t is not None]
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
     nullable = {
         pa.int32(): pd.Int32Dtype(),
         pa.int64(): pd.Int64Dtype(),
@@ -80,6 +87,26 @@ def read_rows(folder: Path) -> Any:
     return pd.DataFrame(frame).reset_index(drop=True)
 
 
+def _read(file: Path, damaged: list[Path] | None) -> Any:
+    """One Parquet file of a run, or None when it is damaged and ``damaged`` collects it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(file, schema=schema())
+    except (pa.ArrowException, OSError) as error:
+        if isinstance(error, (FileNotFoundError, PermissionError)):
+            raise
+        if damaged is None:
+            reason = str(error).strip().splitlines()[0][:200]
+            raise CamlensError(
+                f"{str(file)!r} is damaged and cannot be read ({reason}); camlens explain with "
+                "--resume and the same --out sets it aside and redoes the images it held"
+            ) from None
+        damaged.append(file)
+        return None
+
+
 class Run:
     """A run folder: ``results`` (explained rows), ``failures``, ``info`` (the manifest), and
     each row's ``map``, ``overlay`` and ``image``."""
@@ -92,7 +119,12 @@ class Run:
                 f"{str(self.folder)!r} is not a camlens run folder (no {MANIFEST}); camlens "
                 "explain --out FOLDER writes one"
             )
-        self.info: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
+        try:
+            self.info: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise CamlensError(
+                f"{str(manifest)!r} is damaged and cannot be read ({error})"
+            ) from None
         if self.info.get("format") != FORMAT:
             raise CamlensValueError(f"{str(manifest)!r} is not a camlens run manifest")
         rows = read_rows(self.folder)

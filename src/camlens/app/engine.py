@@ -35,7 +35,8 @@ from camlens.errors import CamlensError, CamlensValueError
 @dataclass
 class RunSettings:
     """What to explain and how: methods, target (None: predicted; an index; "label"), layer,
-    precision, images per forward pass, how rows are rendered, resume, folder labels."""
+    precision, images per forward pass, how rows are rendered, resume, folder labels; overwrite
+    replaces a run already in the folder (only its files)."""
 
     methods: list[str]
     target: int | str | None = None
@@ -47,6 +48,7 @@ class RunSettings:
     labels_from_folders: bool = False
     decoders: int = 2
     class_map: dict[str, str | int] | None = None  # --class-map: folder -> class name or index
+    overwrite: bool = False
 
 
 @dataclass
@@ -156,10 +158,7 @@ def explain_files(
     indices = class_indices(
         list(classes.values()), session.names, session.classes, settings.class_map, echo
     )
-    writer = RunWriter(out, manifest(session, settings), resume=settings.resume)
-    todo = to_do(files, writer, settings.methods, summary, echo, total)
     stems = output_names(files)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camlens-write")
     pending: list[Future] = []
 
     def store(explained: Explained | None, failed: list[Failure]) -> None:
@@ -175,8 +174,11 @@ def explain_files(
             pending.pop(0).result()
         pending.append(pool.submit(store, explained, failed))
 
+    writer = RunWriter(out, manifest(session, settings), settings.resume, settings.overwrite)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camlens-write")
     complete = False
-    try:
+    try:  # from here on, the writer finishes (and releases its lock) however the run ends
+        todo = to_do(files, writer, settings.methods, summary, echo, total)
         if summary.failures:
             submit(None, list(summary.failures))
         for batch in stream(todo, settings.batch_size, session.size, settings.decoders):

@@ -1,67 +1,335 @@
 """Writing a run folder (see :mod:`camlens.run` for the layout) as batches finish.
 
-Each :meth:`RunWriter.write` stores a batch's files first, then its rows as one Parquet part
-(written to a temporary name and renamed, so a part is whole or absent) and appends them to
-``results.jsonl``. A run killed at any point therefore loses no finished row, and
-``resume=True`` skips every image whose rows are there. :meth:`RunWriter.finish` merges the parts
-into ``results.parquet`` and writes ``results.csv``, the report and the manifest's counts.
+A run writes only into a missing or empty folder or a camlens run (:func:`claim`), holds an OS
+lock on it from start to finish (one writer per folder), and removes only files it wrote
+(``overwrite=True``). Each :meth:`RunWriter.write` stores a batch's files first, then its rows as
+one Parquet part, fsynced under a temporary name and renamed, so a part is whole or absent: a run
+killed at any point loses no finished row, and ``resume=True`` (same settings only) skips every
+image whose rows and maps are there, setting damaged files aside. :meth:`RunWriter.finish` merges
+the parts into ``results.parquet``, writes ``results.jsonl``/``.csv`` from the merged rows, then
+the report, and the manifest last.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
+import re
+import socket
+import tempfile
 import time
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from camlens.app.inputs import Failure
 from camlens.app.records import Record, failure_row
+from camlens.errors import CamlensValueError
 from camlens.run import FORMAT, MANIFEST, PARTS, RESULTS, VERSION, read_rows, schema
 
-JSONL, CSV = "results.jsonl", "results.csv"
-#: Files a new run (not resumed) removes from its folder before it starts.
-OWNED = (RESULTS, JSONL, CSV, MANIFEST, "report.html", "report-data.js")
+JSONL, CSV, LOCK, LOG = "results.jsonl", "results.csv", ".camlens.lock", "camlens.log"
+#: Files of a run at its top level, removed by ``overwrite``.
+OWNED = (RESULTS, JSONL, CSV, MANIFEST, "report.html", "report-data.js", LOG)
+#: The row columns naming a file of the run, and the folders they are in.
+FILE_COLUMNS = ("map", "overlay", "panel", "image")
+FOLDERS = ("maps", "overlays", "panels", "images")
+#: Manifest keys that define a run's rows: ``resume`` refuses a run whose values differ.
+RUN_KEYS = (
+    "task", "model", "weights", "weights_sha256", "seed", "size", "preprocess", "methods",
+    "layer", "target", "precision", "limit", "colormap", "alpha", "threshold", "boxes",
+    "box_threshold", "overlay_format", "panel", "copy_images",
+)  # fmt: skip
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _atomic(path: Path, data: bytes) -> None:
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder, so that the renames in it survive a power cut."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Write ``path`` whole or not at all: ``write`` fills a temporary file, which is fsynced and
+    renamed over ``path``, then the folder is fsynced."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
+    with open(temporary, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(temporary, path)
+    _sync_folder(path.parent)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda handle: handle.write(data))
+
+
+def _manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest of the camlens run in ``folder``, or None when it holds none."""
+    try:
+        info = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("format") == FORMAT else None
+
+
+def _holder(folder: Path) -> str | None:
+    """Who holds ``folder``'s lock ("pid 12 on host, started ..."), or None when nobody does.
+    Opens an existing lock file only to read it: creates nothing."""
+    import fcntl
+
+    try:
+        handle = os.open(folder / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _describe(os.pread(handle, 4096, 0))
+    finally:
+        os.close(handle)  # also releases the probe's shared lock
+    return None
+
+
+def _describe(data: bytes) -> str:
+    try:
+        who = json.loads(data)
+        return f"pid {who['pid']} on {who['host']}, started {who['started']}"
+    except (ValueError, KeyError, TypeError):
+        return "its pid is unknown"
+
+
+def claim(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Check that a run may write into ``out``, touching nothing: ``out`` is missing, an empty
+    folder, or a camlens run (then ``resume`` or ``overwrite`` says what to do with it) that no
+    other run is writing, and it (or its nearest existing parent) is writable."""
+    out = Path(out)
+    if resume and overwrite:
+        raise CamlensValueError(
+            "--resume continues a run and --overwrite replaces it: choose one of them"
+        )
+    if out.exists() and not out.is_dir():
+        raise CamlensValueError(f"--out {str(out)!r} is a file, not a folder: choose a folder")
+    if out.is_dir():
+        holder = _holder(out)
+        if holder is not None:
+            raise CamlensValueError(
+                f"{str(out)!r} is being written by another camlens run ({holder}); wait for it "
+                "to finish or choose another --out"
+            )
+        _check_contents(out, resume or overwrite)
+    _check_writable(out)
+
+
+def _check_contents(out: Path, replace_or_resume: bool) -> None:
+    """Refuse a folder that holds anything but a camlens run, and a run unless
+    ``replace_or_resume``."""
+    run = _manifest(out) is not None
+    if not run and any(entry.name != LOCK for entry in out.iterdir()):
+        raise CamlensValueError(
+            f"--out {str(out)!r} is not empty and not a camlens run (it has no camlens "
+            f"{MANIFEST}): choose an empty or new folder"
+        )
+    if run and not replace_or_resume:
+        raise CamlensValueError(
+            f"--out {str(out)!r} holds a camlens run: add --resume to continue it or "
+            "--overwrite to replace it"
+        )
+
+
+def _check_writable(out: Path) -> None:
+    folder = out
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".camlens-probe-", dir=folder)
+    except OSError as error:
+        raise CamlensValueError(
+            f"cannot write to {str(folder)!r} ({error.strerror or error}): choose another --out "
+            "or make it writable"
+        ) from None
+    os.close(handle)
+    os.unlink(probe)
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Each change as "key: old -> new", for the keys of :data:`RUN_KEYS` in the ``old``
+    manifest that ``new`` changes (methods compared as a set)."""
+    changed = []
+    for key in RUN_KEYS:
+        if key not in old:
+            continue  # a run written before camlens recorded it
+        before, after = old[key], json.loads(json.dumps(new.get(key)))
+        if key == "methods" and isinstance(before, list) and isinstance(after, list):
+            same = set(before) == set(after)
+        else:
+            same = before == after
+        if not same:
+            changed.append(f"{key}: {json.dumps(before)} -> {json.dumps(after)}")
+    return changed
+
+
+def _same_settings(out: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Refuse to resume the run ``old`` with the settings ``new`` when they differ."""
+    changed = _changes(old, new)
+    if changed:
+        raise CamlensValueError(
+            f"--resume: {str(out)!r} holds a run with other settings ("
+            + "; ".join(changed)
+            + "): use --overwrite to replace it or another --out"
+        )
+
+
+def complete_png(path: Path) -> bool:
+    """Whether ``path`` is a whole PNG file (not missing, empty or cut short)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if path.stat().st_size == 0:
+            return False
+        with Image.open(path) as image:
+            image.verify()  # checks every chunk's CRC, but not that the file ends
+        with open(path, "rb") as handle:
+            handle.seek(-12, os.SEEK_END)
+            return handle.read(12) == b"\0\0\0\0IEND\xaeB`\x82"
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError):
+        return False
+
+
+def _set_aside(file: Path) -> Path:
+    """Rename a damaged file to ``<name>.damaged`` (``.damaged-2``... if taken); never delete."""
+    target, n = file.with_name(f"{file.name}.damaged"), 1
+    while target.exists():
+        n += 1
+        target = file.with_name(f"{file.name}.damaged-{n}")
+    os.replace(file, target)
+    return target
+
+
+def _inside(out: Path, name: Any) -> Path | None:
+    """``out / name`` when ``name`` is a file name of a row in one of the run's folders."""
+    if not isinstance(name, str) or not name:
+        return None
+    path = Path(os.path.normpath(out / name))
+    if path.parent.parent != Path(os.path.normpath(out)) or path.parent.name not in FOLDERS:
+        return None
+    return path
+
+
+def remove_run(out: Path) -> None:
+    """Remove what the camlens run in ``out`` wrote: the files its rows name, its parts,
+    results, report, manifest and log, and its folders left empty. Nothing else."""
+    rows = read_rows(out, damaged=[])
+    for column in FILE_COLUMNS:
+        for name in rows[column].dropna().unique():
+            path = _inside(out, name)
+            if path is not None:
+                path.unlink(missing_ok=True)
+    parts = out / PARTS
+    for pattern in ("part-*.parquet", "part-*.parquet.damaged*", ".part-*.parquet.tmp"):
+        for file in parts.glob(pattern):
+            file.unlink()
+    for name in OWNED:
+        for file in (out / name, out / f".{name}.tmp", *out.glob(f"{name}.damaged*")):
+            file.unlink(missing_ok=True)
+    for folder in (*FOLDERS, PARTS):
+        with contextlib.suppress(OSError):  # missing, or holds files camlens did not write
+            (out / folder).rmdir()
 
 
 class RunWriter:
     """Writes the run folder ``out``; ``info`` goes into the manifest (model, methods, size,
-    labels, render settings). With ``resume``, the rows already there are kept and
-    :attr:`done` holds the (path, method) pairs finished."""
+    labels, render settings). With ``resume``, the rows already there are kept (the settings of
+    :data:`RUN_KEYS` must be the same) and :attr:`done` holds the (path, method) pairs finished;
+    with ``overwrite``, the run there is removed first (:func:`remove_run`).
 
-    def __init__(self, out: Path, info: dict[str, Any], resume: bool = False) -> None:
+    Holds ``out``'s lock until :meth:`finish` or :meth:`close` (also a context manager)."""
+
+    def __init__(
+        self, out: Path, info: dict[str, Any], resume: bool = False, overwrite: bool = False
+    ) -> None:
         self.out = Path(out)
+        claim(self.out, resume=resume, overwrite=overwrite)
+        old = _manifest(self.out)
+        if old is not None and resume:
+            _same_settings(self.out, old, info)  # before the lock: a refusal touches nothing
         self.out.mkdir(parents=True, exist_ok=True)
-        for folder in ("maps", "overlays", PARTS):
-            (self.out / folder).mkdir(exist_ok=True)
-        previous = read_rows(self.out) if resume else None
-        if not resume:
-            for name in OWNED:
-                (self.out / name).unlink(missing_ok=True)
-            shutil.rmtree(self.out / PARTS)
-            (self.out / PARTS).mkdir()
-        self.done: set[tuple[str, str]] = set()
-        if previous is not None:
-            explained = previous[previous["error"].isna()]
-            self.done = set(zip(explained["path"], explained["method"]))
-        self._parts = len(list((self.out / PARTS).glob("part-*.parquet")))
-        self.info = {"format": FORMAT, "version": VERSION, **info, "created": _now()}
-        self.info["finished"] = None
-        _atomic(self.out / MANIFEST, json.dumps(self.info, indent=2).encode())
+        self._lock = self._take_lock()
+        self._release = weakref.finalize(self, os.close, self._lock)
+        try:
+            _check_contents(self.out, resume or overwrite)  # again, now that it is ours
+            old = _manifest(self.out)
+            if old is not None and overwrite:
+                remove_run(self.out)
+            self.done: set[tuple[str, str]] = set()
+            self.damaged: list[Path] = []
+            if old is not None and resume:
+                self._resume(old, info)
+            self.info = {"format": FORMAT, "version": VERSION, **info, "created": _now()}
+            self.info["finished"] = None
+            _write_bytes(self.out / MANIFEST, json.dumps(self.info, indent=2).encode())
+            for folder in ("maps", "overlays", PARTS):
+                (self.out / folder).mkdir(exist_ok=True)
+            names = [p.name for p in (self.out / PARTS).iterdir()]
+            numbers = [int(m[1]) for m in map(re.compile(r"part-(\d+)\.parquet").match, names) if m]
+            self._parts = max(numbers, default=-1) + 1  # after every part, damaged ones too
+        except BaseException:
+            self.close()
+            raise
         self.seconds = 0.0  # time spent writing
+
+    def _take_lock(self) -> int:
+        """Lock ``out`` for this run (fcntl.flock on ``.camlens.lock``, which says who holds it)."""
+        import fcntl
+
+        handle = os.open(self.out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _describe(os.pread(handle, 4096, 0))
+            os.close(handle)
+            raise CamlensValueError(
+                f"{str(self.out)!r} is being written by another camlens run ({holder}); wait "
+                "for it to finish or choose another --out"
+            ) from None
+        who = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, json.dumps(who).encode(), 0)
+        return handle
+
+    def _resume(self, old: dict[str, Any], info: dict[str, Any]) -> None:
+        """Refuse other settings; set damaged files aside; keep as done the explained rows whose
+        map is a whole PNG."""
+        _same_settings(self.out, old, info)
+        for stale in (self.out / PARTS).glob(".part-*.parquet.tmp"):
+            stale.unlink()  # a part being written when the run was killed
+        previous = read_rows(self.out, damaged=self.damaged)
+        self.damaged = [_set_aside(file) for file in self.damaged]
+        explained = previous[previous["error"].isna()]
+        self.done = {
+            (path, method)
+            for path, method, name in zip(explained["path"], explained["method"], explained["map"])
+            if isinstance(name, str) and complete_png(self.out / name)
+        }
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the folder's lock (again: nothing)."""
+        self._release()
 
     def write(self, records: Sequence[Record], failures: Iterable[Failure] = ()) -> None:
         """Store ``records`` (files, then rows) and ``failures`` as failure rows."""
@@ -82,19 +350,21 @@ class RunWriter:
             columns = schema().names
             table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows], schema())
             part = self.out / PARTS / f"part-{self._parts:06d}.parquet"
-            temporary = part.with_name(f".{part.name}.tmp")
-            pq.write_table(table, temporary, compression="zstd")
-            os.replace(temporary, part)
+            _atomic(part, lambda handle: pq.write_table(table, handle, compression="zstd"))
             self._parts += 1
-            with open(self.out / JSONL, "a", encoding="utf-8") as handle:
-                handle.write("".join(json.dumps(row) + "\n" for row in rows))
         self.seconds += time.perf_counter() - begin
 
     def finish(self, title: str = "camlens report", complete: bool = True) -> Any:
-        """Merge the parts into ``results.parquet``; write ``results.csv``, the report and the
-        manifest's counts (``finished`` stays null when the run was not ``complete``). Returns the
-        run's rows (a DataFrame). Also right after an interruption: everything finished is in the
-        merged file, and ``resume=True`` goes on from there."""
+        """Merge the parts into ``results.parquet``; write ``results.jsonl``/``.csv`` from its
+        rows, the report, then the manifest's counts (``finished`` stays null when the run was not
+        ``complete``); release the lock. Returns the run's rows (a DataFrame). Also right after an
+        interruption: everything finished is in the merged file, and ``resume=True`` goes on."""
+        try:
+            return self._finish(title, complete)
+        finally:
+            self.close()
+
+    def _finish(self, title: str, complete: bool) -> Any:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -102,16 +372,19 @@ class RunWriter:
 
         rows = read_rows(self.out)
         table = pa.Table.from_pandas(rows, schema=schema(), preserve_index=False)
-        temporary = self.out / f".{RESULTS}.tmp"
-        pq.write_table(table, temporary, compression="zstd")
-        os.replace(temporary, self.out / RESULTS)
-        shutil.rmtree(self.out / PARTS, ignore_errors=True)
+        _atomic(self.out / RESULTS, lambda h: pq.write_table(table, h, compression="zstd"))
+        for part in (self.out / PARTS).glob("part-*.parquet"):
+            part.unlink()
+        with contextlib.suppress(OSError):  # holds a damaged part set aside
+            (self.out / PARTS).rmdir()
+        lines = "".join(json.dumps(row) + "\n" for row in table.to_pylist())
+        _write_bytes(self.out / JSONL, lines.encode())
         csv_rows = rows.copy()
         csv_rows["boxes"] = [
             "" if b is None else json.dumps([[int(v) for v in box] for box in b])
             for b in csv_rows["boxes"]
         ]
-        csv_rows.to_csv(self.out / CSV, index=False)
+        _write_bytes(self.out / CSV, csv_rows.to_csv(index=False).encode())
         failed = rows["error"].notna()
         self.info.update(
             finished=_now() if complete else None,
@@ -119,6 +392,6 @@ class RunWriter:
             rows=int((~failed).sum()),
             failures=int(failed.sum()),
         )
-        _atomic(self.out / MANIFEST, json.dumps(self.info, indent=2).encode())
         write_report(self.out, rows, self.info, title)
+        _write_bytes(self.out / MANIFEST, json.dumps(self.info, indent=2).encode())
         return rows
