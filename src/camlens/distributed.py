@@ -234,12 +234,8 @@ class Worker:
     batch holds the model (its :func:`~camlens.locks.model_lock`, for the whole batch), the other
     decodes or renders."""
 
-    def __init__(self, spec: dict[str, Any], settings: RunSettings, state: Any = None) -> None:
-        import torch
-
-        self.session = Session.from_spec(**spec)
-        if state is not None:  # random weights: the driver's, so every actor explains one model
-            self.session.model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+    def __init__(self, spec: dict[str, Any], settings: RunSettings) -> None:
+        self.session = Session.from_spec(**spec)  # random weights: the spec's seed, the driver's
         self.settings = settings
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[bytes]]:
@@ -274,23 +270,6 @@ class Worker:
                 stems = [str(batch["stem"][i]) for i in where]
                 items += render(explained, stems, session, settings.render)
         return {"item": [pickle.dumps(item) for item in items + failed]}
-
-
-def _random_state(session: Session, spec: dict[str, Any]) -> Any:
-    """The driver's weights when the spec means random ones (each actor would draw its own)."""
-    import torch
-
-    from camlens.models import kind_of
-
-    kind, weights = kind_of(spec["spec"]), spec.get("weights")
-    random = (weights is None and kind == "factory") or (
-        isinstance(weights, str) and weights.lower() == "none"
-    )
-    if not random or kind not in ("torchvision", "timm", "factory"):
-        return None
-    if not isinstance(session.model, torch.nn.Module):
-        return None
-    return {k: v.detach().cpu().numpy() for k, v in session.model.state_dict().items()}
 
 
 def explain_files(
@@ -330,7 +309,8 @@ def explain_files(
     begun = start(cluster.address)
     try:  # Ray stops (if this run started it) however the run ends
         _check_resources(cluster)
-        writer = RunWriter(out, manifest(session, settings, engine="ray"), resume=settings.resume)
+        info = manifest(session, settings, engine="ray")
+        writer = RunWriter(out, info, resume=settings.resume, overwrite=settings.overwrite)
         todo = to_do(files, writer, settings.methods, summary, echo, total)
         stems = _names(files)
         classes: dict[str, str] = {}
@@ -435,7 +415,6 @@ def _run(
         fn_constructor_kwargs={
             "spec": actors,
             "settings": settings,
-            "state": _random_state(session, spec),
         },
         num_cpus=cluster.cpus_per_worker,
         num_gpus=cluster.gpus_per_worker or None,
@@ -468,6 +447,8 @@ def explain(
     gpus_per_worker: float = 0.0,
     device: str = "auto",
     trust_pickle: bool = False,
+    seed: int = 0,
+    overwrite: bool = False,
     echo: Callable[[str], None] = print,
 ) -> Summary:
     """``camlens explain --engine ray`` from Python: explain ``paths`` (files, folders, globs,
@@ -497,6 +478,7 @@ def explain(
         "size": size,
         "labels": labels,
         "trust_pickle": trust_pickle,
+        "seed": seed,
     }
     session = Session.from_spec(**spec, device="cpu")
     chosen_target = session.target(target)
@@ -510,5 +492,6 @@ def explain(
         render=render or RenderOptions(),
         resume=resume,
         labels_from_folders=labels_from_folders,
+        overwrite=overwrite,
     )
     return explain_files(session, spec, list(paths), Path(out), settings, cluster, echo=echo)

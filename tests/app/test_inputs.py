@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -148,3 +150,11 @@ def test_a_patched_image_open_that_wants_a_plugin_is_still_a_bad_file(tmp_path, 
     monkeypatch.setattr(Image, "open", patched)
     with pytest.raises(ValueError, match=r"^not an image \(Pillow cannot identify its format: No"):
         read_image(tmp_path / "notes.txt")
+
+
+def test_output_names_are_distinct_after_sanitising_and_stable(tmp_path):
+    files = [tmp_path / name for name in ("a b.png", "a_b.png", "a<b.png", "A_B.jpg", "c.png")]
+    names = output_names(files)
+    assert len(set(names.values())) == 5 and names[tmp_path / "c.png"] == "c"
+    assert all(re.fullmatch(r"[aA]_[bB]-[0-9a-f]{8}", names[f]) for f in files[:4])
+    assert output_names(files[::-1]) == names  # the same inputs, the same names

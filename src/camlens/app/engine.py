@@ -10,8 +10,10 @@ cannot be decoded, or a batch the model rejects, becomes failure rows and the ru
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -19,16 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from camlens.app.inputs import Failure, class_indices, collect, folder_labels, stream
-from camlens.app.records import Explained, RenderOptions, explain_batch, render
+from camlens.app.records import Explained, RenderOptions, explain_batch, path_text, render
 from camlens.app.session import Session
 from camlens.app.writer import RunWriter
 from camlens.errors import CamlensError, CamlensValueError
+from camlens.weights import weights_digest
 
 
 @dataclass
 class RunSettings:
     """What to explain and how: methods, target (None: predicted; an index; "label"), layer,
-    precision, images per forward pass, how rows are rendered, resume, folder labels."""
+    precision, images per forward pass, how rows are rendered, resume, folder labels, decoding
+    threads, and whether to replace an existing run (``overwrite``)."""
 
     methods: list[str]
     target: int | str | None = None
@@ -39,6 +43,7 @@ class RunSettings:
     resume: bool = False
     labels_from_folders: bool = False
     decoders: int = 2
+    overwrite: bool = False
 
 
 @dataclass
@@ -58,19 +63,24 @@ class Summary:
 
 
 def output_names(files: Sequence[Path]) -> dict[Path, str]:
-    """A file-name stem per input: its own stem, or its path below the common folder when two
-    inputs share a stem."""
-    stems: dict[str, int] = {}
-    for path in files:
-        stems[path.stem] = stems.get(path.stem, 0) + 1
+    """A distinct file-name stem per input, the same for the same inputs: its own stem made safe,
+    or its path below the common folder when two inputs share a stem; names that still clash
+    (``a b``, ``a_b``, ``a<b``; letter case aside) get a short hash of the whole path."""
+    stems = Counter(path.stem for path in files)
     root = Path(os.path.commonpath([p.parent for p in files])) if files else Path()
-    names = {}
-    for path in files:
-        if stems[path.stem] == 1:
-            names[path] = _safe(path.stem)
-        else:
-            names[path] = _safe("__".join(path.relative_to(root).parts))
-    return names
+    wanted = {
+        path: _safe(path.stem if stems[path.stem] == 1 else "__".join(path.relative_to(root).parts))
+        for path in files
+    }
+    clashes = Counter(name.lower() for name in wanted.values())
+    return {
+        path: name if clashes[name.lower()] == 1 else f"{name}-{_digest(path)}"
+        for path, name in wanted.items()
+    }
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(os.fsencode(path)).hexdigest()[:8]
 
 
 def _safe(name: str) -> str:
@@ -82,6 +92,9 @@ def manifest(session: Session, settings: RunSettings, engine: str = "local") -> 
     return {
         "engine": engine,
         "model": session.spec,
+        "weights": session.weights,
+        "weights_sha256": weights_digest(session.spec, session.weights),
+        "seed": session.seed,
         "methods": list(settings.methods),
         "layer": settings.layer if isinstance(settings.layer, str) else repr(settings.layer),
         "target": "pred" if settings.target is None else settings.target,
@@ -105,7 +118,7 @@ def to_do(
 ) -> list[Path]:
     """The files without a row for every method in ``writer``'s run yet; the rest are counted in
     ``summary.resumed`` and said, and ``total`` is told how many are to do."""
-    todo = [f for f in files if any((str(f), m) not in writer.done for m in methods)]
+    todo = [f for f in files if any((path_text(f), m) not in writer.done for m in methods)]
     summary.resumed = len(files) - len(todo)
     if summary.resumed:
         echo(f"resume: {summary.resumed} image(s) already in {writer.out}, {len(todo)} to do")
@@ -139,7 +152,9 @@ def explain_files(
     summary = Summary(failures=list(failures))
     for failure in failures:
         echo(f"failed: {failure.path}: {failure.reason}")
-    writer = RunWriter(out, manifest(session, settings), resume=settings.resume)
+    writer = RunWriter(
+        out, manifest(session, settings), resume=settings.resume, overwrite=settings.overwrite
+    )
     todo = to_do(files, writer, settings.methods, summary, echo, total)
     stems = output_names(files)
     classes = folder_labels(files, paths) if settings.labels_from_folders else {}

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from camlens.app.engine import RunSettings, Summary, manifest, output_names
+from camlens.app.engine import RunSettings, Summary, manifest, output_names, to_do
 from camlens.app.inputs import Failure, collect, stream
 from camlens.app.records import Record, _encode, _number, map_png
 from camlens.app.session import Session
@@ -224,11 +224,8 @@ def explain_task_files(
     info = {**manifest(session, settings), "task": task.task}
     if task.task == "detect":
         info.update(threshold=task.threshold, limit=task.limit)
-    writer = RunWriter(out, info, resume=settings.resume)
-    todo = [f for f in files if any((str(f), m) not in writer.done for m in settings.methods)]
-    summary.resumed = len(files) - len(todo)
-    if total is not None:
-        total(len(todo))
+    writer = RunWriter(out, info, resume=settings.resume, overwrite=settings.overwrite)
+    todo = to_do(files, writer, settings.methods, summary, echo, total)
     stems = output_names(files)
     complete = False
     try:

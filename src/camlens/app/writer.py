@@ -37,12 +37,41 @@ def _atomic(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
+def claim(out: Path, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Check, touching nothing, that a run can write into ``out``: not a file, and writable
+    (its nearest existing folder takes a new file). Raises a CamlensValueError naming the fix."""
+    import tempfile
+
+    from camlens.errors import CamlensValueError
+
+    out = Path(out)
+    existing = next(p for p in (out, *out.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise CamlensValueError(
+            f"--out {out}: {existing} is a file, not a folder; pass a new or empty folder"
+        )
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise CamlensValueError(
+            f"--out {out}: {existing} is not writable ({error.strerror}); pass a folder you can "
+            "write to"
+        ) from error
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CamlensValueError(
+            f"--out {out}: {existing} is not writable; pass a folder you can write to"
+        )
+
+
 class RunWriter:
     """Writes the run folder ``out``; ``info`` goes into the manifest (model, methods, size,
     labels, render settings). With ``resume``, the rows already there are kept and
     :attr:`done` holds the (path, method) pairs finished."""
 
-    def __init__(self, out: Path, info: dict[str, Any], resume: bool = False) -> None:
+    def __init__(
+        self, out: Path, info: dict[str, Any], resume: bool = False, overwrite: bool = False
+    ) -> None:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         for folder in ("maps", "overlays", PARTS):
