@@ -122,7 +122,7 @@ def _stopped(error: BaseException, out: Any, ctx: typer.Context, resumable: bool
     if isinstance(error, OSError):
         what = f"the run could not go on: {error}; {FIXES.get(error.errno or 0, 'fix the cause')}"
     else:
-        what = f"internal error ({type(error).__name__}: {error}); please report it"
+        what = f"internal error ({type(error).__name__}: {str(error)[:300]}); please report it"
     then = (
         f"then {command_line(ctx, resume=True)} continues the run"
         if resumable

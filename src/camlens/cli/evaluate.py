@@ -38,7 +38,9 @@ def evaluate(
         help="DEFAULT (download pretrained; the default for torchvision:/timm:), none (random) "
         "or a local state-dict file.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Random weights (--weights none) come from it."),
+    seed: int = typer.Option(
+        0, "--seed", min=0, help="Random weights (--weights none) come from it."
+    ),
     steps: int = typer.Option(50, "--steps", help="Deletion/insertion steps."),
     baseline: str = typer.Option("zero", "--baseline", help="Deletion baseline: zero|blur|mean."),
     batch_size: int = typer.Option(32, "--batch-size", help="Perturbed images per forward."),

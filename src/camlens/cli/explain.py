@@ -163,6 +163,7 @@ def explain(
     seed: int = typer.Option(
         0,
         "--seed",
+        min=0,
         help="Random weights (--weights none) are drawn from this seed, so a --resume, the Ray "
         "workers and camlens serve see the same network.",
     ),
