@@ -156,6 +156,23 @@ def test_cli_resumes_a_local_run_and_exits_as_the_local_engine(cluster, tmp_path
     assert (manifest["images"], manifest["rows"], manifest["failures"]) == (16, 16, 1)
 
 
+def test_ray_names_that_sanitise_alike_and_a_non_utf8_name(cluster, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    sample = next(SAMPLES.glob("*/*.png"))
+    for name in [b"a b.png", b"a_b.png", b"caf\xe9.png"]:
+        shutil.copy(sample, os.path.join(os.fsencode(folder), name))
+    out = tmp_path / "out"
+    args = ["explain", str(folder), "--model", "demo", "--method", "cam", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--engine", "ray", "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = camlens.load_run(out).results
+    assert len(rows) == 3 and rows["map"].is_unique
+    assert str(folder / "caf\\xe9.png") in set(rows["path"])
+    again = runner.invoke(app, [*args, "--engine", "ray", "--quiet", "--resume"])
+    assert again.exit_code == 0 and "3 already done" in again.output, again.output
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
