@@ -53,3 +53,15 @@ def test_run_json_names_the_weights_their_hash_and_the_seed(images, tmp_path):
     info = json.loads((out / "run.json").read_text())
     digest = hashlib.sha256(file.read_bytes()).hexdigest()
     assert (info["weights"], info["weights_sha256"], info["seed"]) == (str(file), digest, 0)
+
+
+def test_run_json_hashes_a_checkpoints_weights(images, tmp_path):
+    from camlens.checkpoint import WEIGHTS, demo_path
+
+    out = tmp_path / "demo"
+    args = ["explain", str(images / "ramp.png"), "--model", "demo", "--method", "cam"]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "run.json").read_text())
+    digest = hashlib.sha256((demo_path() / WEIGHTS).read_bytes()).hexdigest()
+    assert (info["model"], info["weights"], info["weights_sha256"]) == ("demo", None, digest)
