@@ -122,16 +122,15 @@ def test_killed_actor_is_retried_and_nothing_is_lost_or_twice(cluster, tmp_path)
 
 
 def test_actors_explain_the_drivers_random_weights():
-    """A spec with random weights is drawn once, on the driver; every actor loads that draw."""
-    spec = {"spec": "ray_models:killer", "weights": None, "size": 64}
+    """Random weights come from the spec's seed: every actor builds the driver's network."""
+    spec = {"spec": "ray_models:killer", "weights": None, "size": 64, "seed": 0}
     driver = Session.from_spec(**spec)
-    state = distributed._random_state(driver, spec)
-    worker = distributed.Worker(spec, RunSettings(["cam"]), state)
+    torch.manual_seed(123)  # whatever the actor's own random state
+    worker = distributed.Worker(spec, RunSettings(["cam"]))
     theirs, ours = worker.session.model.state_dict(), driver.model.state_dict()
     assert list(theirs) == list(ours) == ["features.0.weight", "features.0.bias", "fc.weight",
                                           "fc.bias"]  # fmt: skip
     assert all(torch.equal(theirs[k], ours[k]) for k in ours)
-    assert distributed._random_state(Session.from_spec("demo"), {"spec": "demo"}) is None
 
 
 def test_cli_resumes_a_local_run_and_exits_as_the_local_engine(cluster, tmp_path):
@@ -152,6 +151,23 @@ def test_cli_resumes_a_local_run_and_exits_as_the_local_engine(cluster, tmp_path
     assert list(run.failures["path"]) == [str(empty)]
     manifest = json.loads((out / "run.json").read_text())
     assert (manifest["images"], manifest["rows"], manifest["failures"]) == (16, 16, 1)
+
+
+def test_ray_names_that_sanitise_alike_and_a_non_utf8_name(cluster, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    sample = next(SAMPLES.glob("*/*.png"))
+    for name in [b"a b.png", b"a_b.png", b"caf\xe9.png"]:
+        shutil.copy(sample, os.path.join(os.fsencode(folder), name))
+    out = tmp_path / "out"
+    args = ["explain", str(folder), "--model", "demo", "--method", "cam", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--engine", "ray", "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = camlens.load_run(out).results
+    assert len(rows) == 3 and rows["map"].is_unique
+    assert str(folder / "caf\\xe9.png") in set(rows["path"])
+    again = runner.invoke(app, [*args, "--engine", "ray", "--quiet", "--resume"])
+    assert again.exit_code == 0 and "3 already done" in again.output, again.output
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,7 @@ def run_demo(
         methods=chosen,
         batch_size=len(paths),
         render=RenderOptions(boxes=True, overlay_format="png", panel=True, copy_images=True),
+        overwrite=True,  # running the demo again replaces its earlier run
     )
     summary = explain_files(
         session,

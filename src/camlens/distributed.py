@@ -242,12 +242,8 @@ class Worker:
     batch holds the model (its :func:`~camlens.locks.model_lock`, for the whole batch), the other
     decodes or renders."""
 
-    def __init__(self, spec: dict[str, Any], settings: RunSettings, state: Any = None) -> None:
-        import torch
-
-        self.session = Session.from_spec(**spec)
-        if state is not None:  # random weights: the driver's, so every actor explains one model
-            self.session.model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+    def __init__(self, spec: dict[str, Any], settings: RunSettings) -> None:
+        self.session = Session.from_spec(**spec)  # random weights: the spec's seed, the driver's
         self.settings = settings
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[bytes]]:
@@ -282,23 +278,6 @@ class Worker:
                 stems = [str(batch["stem"][i]) for i in where]
                 items += render(explained, stems, session, settings.render)
         return {"item": [pickle.dumps(item) for item in items + failed]}
-
-
-def _random_state(session: Session, spec: dict[str, Any]) -> Any:
-    """The driver's weights when the spec means random ones (each actor would draw its own)."""
-    import torch
-
-    from camlens.models import kind_of
-
-    kind, weights = kind_of(spec["spec"]), spec.get("weights")
-    random = (weights is None and kind == "factory") or (
-        isinstance(weights, str) and weights.lower() == "none"
-    )
-    if not random or kind not in ("torchvision", "timm", "factory"):
-        return None
-    if not isinstance(session.model, torch.nn.Module):
-        return None
-    return {k: v.detach().cpu().numpy() for k, v in session.model.state_dict().items()}
 
 
 def explain_files(
@@ -450,7 +429,6 @@ def _run(
         fn_constructor_kwargs={
             "spec": actors,
             "settings": settings,
-            "state": _random_state(session, spec),
         },
         num_cpus=cluster.cpus_per_worker,
         num_gpus=cluster.gpus_per_worker or None,
@@ -479,11 +457,12 @@ def explain(
     resume: bool = False,
     labels_from_folders: bool = False,
     address: str | None = None,
-    overwrite: bool = False,
     workers: int = 1,
     gpus_per_worker: float = 0.0,
     device: str = "auto",
     trust_pickle: bool = False,
+    seed: int = 0,
+    overwrite: bool = False,
     echo: Callable[[str], None] = print,
 ) -> Summary:
     """``camlens explain --engine ray`` from Python: explain ``paths`` (files, folders, globs,
@@ -513,6 +492,7 @@ def explain(
         "size": size,
         "labels": labels,
         "trust_pickle": trust_pickle,
+        "seed": seed,
     }
     session = Session.from_spec(**spec, device="cpu")
     chosen_target = session.target(target)

@@ -9,6 +9,9 @@ file: a ``.safetensors`` file, or a state dict saved with ``torch.save`` and loa
 from __future__ import annotations
 
 import difflib
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +125,45 @@ def load_state(model: Any, weights: str | None, argument: str = "--weights") -> 
             f"{argument} {str(path)!r} does not fit the model: {str(error)[:300]}"
         ) from error
     return model.eval()
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Random initialisation drawn from ``seed`` (torch on the CPU, numpy's and Python's global
+    generators), so that every process building a random-weight model builds the same one; the
+    caller's generator states are put back afterwards."""
+    import random
+
+    import numpy as np
+    import torch
+
+    python, legacy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(python)
+            np.random.set_state(legacy)
+
+
+def weights_digest(spec: str, weights: str | None) -> str | None:
+    """The SHA-256 of the file that holds the weights: ``weights`` when it is a file, else the
+    model file or checkpoint folder ``spec`` names; None for downloaded or random weights."""
+    from camlens.checkpoint import WEIGHTS, demo_path
+
+    if not is_random(weights) and weights != "DEFAULT" and Path(str(weights)).is_file():
+        path = Path(weights)
+    elif spec == "demo":
+        path = demo_path() / WEIGHTS
+    elif (Path(spec) / WEIGHTS).is_file() or Path(spec).is_file():
+        path = Path(spec) / WEIGHTS if Path(spec).is_dir() else Path(spec)
+    else:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -352,3 +354,11 @@ def test_imagenet_class_folders_by_wordnet_id():
     assert got == {"n01484850": 2, "n15075141": 999, "tench": 0}  # a subset keeps its indices
     with pytest.raises(CamlensValueError, match=r"'n01484850'"):
         class_indices(["n01484850"], ["cat", "dog"], 2)  # other models: no WordNet ids
+
+
+def test_output_names_are_distinct_after_sanitising_and_stable(tmp_path):
+    files = [tmp_path / name for name in ("a b.png", "a_b.png", "a<b.png", "A_B.jpg", "c.png")]
+    names = output_names(files)
+    assert len(set(names.values())) == 5 and names[tmp_path / "c.png"] == "c"
+    assert all(re.fullmatch(r"[aA]_[bB]-[0-9a-f]{8}", names[f]) for f in files[:4])
+    assert output_names(files[::-1]) == names  # the same inputs, the same names

@@ -100,3 +100,20 @@ def test_bad_preprocess_is_found_before_the_model_loads(monkeypatch):
     monkeypatch.setattr(torchvision.models, "get_model", lambda *a, **k: pytest.fail("loaded"))
     with pytest.raises(CamlensValueError, match=r"^--preprocess must be one of auto, imagenet"):
         Session.from_spec("torchvision:resnet18", preprocess="bgr")
+
+
+def test_random_weights_are_drawn_from_the_seed_and_leave_the_callers_rng_alone():
+    def state(spec: str, seed: int) -> dict[str, torch.Tensor]:
+        return Session.from_spec(spec, "none", size=64, seed=seed).model.state_dict()
+
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    first, again = state("torchvision:resnet18", 0), state("torchvision.models:resnet18", 0)
+    assert torch.equal(torch.rand(3), expected)  # the caller's generator is where it was
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    other = state("torchvision:resnet18", 1)
+    assert not torch.equal(first["fc.weight"], other["fc.weight"])
+    default = Session.from_spec("torchvision:resnet18", "none", size=64)
+    assert torch.equal(default.model.state_dict()["fc.weight"], first["fc.weight"])
+    assert (default.weights, default.seed) == ("none", 0)

@@ -161,9 +161,7 @@ def test_upload_limit_and_decompression_bomb(demo_service, png) -> None:
     answer = client.post("/api/explain", files={"image": ("bomb.png", bomb.getvalue())})
     assert (answer.status_code, answer.json()) == (
         400,
-        {
-            "error": "image: too large: 4000x4000 = 16.0 Mpx, over the limit of 1.0 Mpx"
-        },
+        {"error": "image: too large: 4000x4000 = 16.0 Mpx, over the limit of 1.0 Mpx"},
     )
 
 

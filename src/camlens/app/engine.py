@@ -10,8 +10,10 @@ cannot be decoded, or a batch the model rejects, becomes failure rows and the ru
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -26,10 +28,11 @@ from camlens.app.inputs import (
     require_labels,
     stream,
 )
-from camlens.app.records import Explained, RenderOptions, explain_batch, render
+from camlens.app.records import Explained, RenderOptions, explain_batch, path_text, render
 from camlens.app.session import Session
 from camlens.app.writer import RunWriter
 from camlens.errors import CamlensError, CamlensValueError
+from camlens.weights import weights_digest
 
 
 @dataclass
@@ -69,19 +72,24 @@ class Summary:
 
 
 def output_names(files: Sequence[Path]) -> dict[Path, str]:
-    """A file-name stem per input: its own stem, or its path below the common folder when two
-    inputs share a stem."""
-    stems: dict[str, int] = {}
-    for path in files:
-        stems[path.stem] = stems.get(path.stem, 0) + 1
+    """A distinct file-name stem per input, the same for the same inputs: its own stem made safe,
+    or its path below the common folder when two inputs share a stem; names that still clash
+    (``a b``, ``a_b``, ``a<b``; letter case aside) get a short hash of the whole path."""
+    stems = Counter(path.stem for path in files)
     root = Path(os.path.commonpath([p.parent for p in files])) if files else Path()
-    names = {}
-    for path in files:
-        if stems[path.stem] == 1:
-            names[path] = _safe(path.stem)
-        else:
-            names[path] = _safe("__".join(path.relative_to(root).parts))
-    return names
+    wanted = {
+        path: _safe(path.stem if stems[path.stem] == 1 else "__".join(path.relative_to(root).parts))
+        for path in files
+    }
+    clashes = Counter(name.lower() for name in wanted.values())
+    return {
+        path: name if clashes[name.lower()] == 1 else f"{name}-{_digest(path)}"
+        for path, name in wanted.items()
+    }
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(os.fsencode(path)).hexdigest()[:8]
 
 
 def _safe(name: str) -> str:
@@ -93,6 +101,9 @@ def manifest(session: Session, settings: RunSettings, engine: str = "local") -> 
     return {
         "engine": engine,
         "model": session.spec,
+        "weights": session.weights,
+        "weights_sha256": weights_digest(session.spec, session.weights),
+        "seed": session.seed,
         "methods": list(settings.methods),
         "layer": settings.layer if isinstance(settings.layer, str) else repr(settings.layer),
         "target": "pred" if settings.target is None else settings.target,
@@ -117,7 +128,7 @@ def to_do(
 ) -> list[Path]:
     """The files without a row for every method in ``writer``'s run yet; the rest are counted in
     ``summary.resumed`` and said, and ``total`` is told how many are to do."""
-    todo = [f for f in files if any((str(f), m) not in writer.done for m in methods)]
+    todo = [f for f in files if any((path_text(f), m) not in writer.done for m in methods)]
     summary.resumed = len(files) - len(todo)
     if summary.resumed:
         echo(f"resume: {summary.resumed} image(s) already in {writer.out}, {len(todo)} to do")

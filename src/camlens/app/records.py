@@ -11,6 +11,7 @@ engine wrote them.
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -198,7 +199,7 @@ def render(
             }
             panel_rows.append((method, heat, picture))
             row = {
-                "path": str(path),
+                "path": path_text(path),
                 "stem": stem,
                 "width": width,
                 "height": height,
@@ -227,7 +228,7 @@ def render(
             mine.append(Record(row, files))
         if options.panel:
             best = label_text(session.name(predicted), float(explained.probability[i]))
-            title = f"{path.name}: {best}"
+            title = f"{path_text(path.name)}: {best}"
             mine[0].files[f"panels/{stem}.png"] = panel_png(
                 image, panel_rows, title, options.colormap
             )
@@ -237,6 +238,17 @@ def render(
     return records
 
 
+def path_text(path: str | os.PathLike) -> str:
+    """A path as the text a row stores: itself, except that the bytes of a file name that is not
+    UTF-8 (``os.fsdecode``'s surrogate escapes, which Parquet and JSON cannot hold) become
+    backslash escapes (``caf\\xe9.png``), so every name is stored and matched alike."""
+    text = os.fspath(path) if not isinstance(path, str) else path
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def failure_row(path: str, reason: str) -> dict[str, Any]:
     """The row of an input that could not be explained: ``method`` None, ``error`` the reason."""
-    return {"path": path, "method": None, "error": reason}
+    return {"path": path_text(path), "method": None, "error": path_text(reason)}

@@ -84,6 +84,8 @@ class Session:
     classes: int
     device: torch.device
     notes: list[str] = field(default_factory=list)
+    weights: str | None = None
+    seed: int = 0
     _explainers: dict[tuple[str, str, str], Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -97,15 +99,19 @@ class Session:
         size: int | None = None,
         labels: Any = None,
         trust_pickle: bool = False,
+        seed: int = 0,
     ) -> Session:
         """Load the model ``spec`` names (see :mod:`camlens.models`) and resolve the rest.
 
         ``weights`` None means ``DEFAULT`` (download) for ``torchvision:``/``timm:`` names and
         random or built-in weights otherwise; ``labels`` is a file of class names or a list.
+        Random weights are drawn from ``seed`` (the caller's random state is left as it was), so
+        every process that loads the same spec and seed explains the same network.
         """
         from camlens.labels import load_labels
         from camlens.models import load_spec
         from camlens.preprocessing import MODES, resolve
+        from camlens.weights import seeded
 
         if preprocess not in MODES:  # before the (slow) model load
             raise CamlensValueError(
@@ -119,11 +125,14 @@ class Session:
         )
         if weights is None and spec.partition(":")[0] in ("torchvision", "timm"):
             weights = "DEFAULT"
-        network = load_spec(spec, weights, trust_pickle=trust_pickle)
+        with seeded(seed):
+            network = load_spec(spec, weights, trust_pickle=trust_pickle)
         prepare = resolve(preprocess, spec, network)
-        return cls.from_model(
+        session = cls.from_model(
             network, spec=spec, prepare=prepare, size=size, names=names, device=where
         )
+        session.weights, session.seed = weights, seed
+        return session
 
     @classmethod
     def from_model(

@@ -19,8 +19,9 @@ app = typer.Typer(
 
 def usage_error(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` on stderr and exit with ``code`` (2: nothing was done)."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+    from camlens.cli.errors import fail
+
+    fail(message, code)
 
 
 #: Command modules, each registering its command on ``app`` when imported.

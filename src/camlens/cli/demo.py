@@ -6,10 +6,12 @@ from pathlib import Path
 
 import typer
 
-from camlens.cli import app, usage_error
+from camlens.cli import app
+from camlens.cli.errors import failed_inputs, guarded
 
 
 @app.command()
+@guarded
 def demo(
     out: Path = typer.Option(Path("camlens-demo"), "--out", help="Folder for the results."),
     method: str = typer.Option(
@@ -28,15 +30,11 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
-    import camlens
     from camlens.app.session import method_names
     from camlens.cli.progress import progress_bar
     from camlens.demo import run_demo
 
-    try:
-        chosen = method_names(method)
-    except camlens.CamlensError as error:
-        usage_error(str(error))
+    chosen = method_names(method)
     with progress_bar("explaining", enabled=not quiet) as (total, advance):
         scores, summary = run_demo(
             out, chosen, echo=lambda text: typer.echo(text, err=True), total=total, advance=advance
@@ -55,4 +53,5 @@ def demo(
         )
     Console(width=100).print(table)
     typer.echo(f"report: {out / 'report.html'}")
-    raise typer.Exit(summary.exit_code)
+    if summary.failures:
+        failed_inputs(len(summary.failures))

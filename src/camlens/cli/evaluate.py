@@ -12,10 +12,12 @@ from pathlib import Path
 import typer
 
 from camlens.cli import app
-from camlens.errors import CamlensError, CamlensValueError
+from camlens.cli.errors import guarded
+from camlens.errors import CamlensValueError
 
 
 @app.command()
+@guarded
 def evaluate(
     model: str = typer.Option(..., "--model", help="Model spec (torchvision:resnet18, demo...)."),
     data: Path | None = typer.Option(None, "--data", help="Folder of images (searched deeply)."),
@@ -35,6 +37,9 @@ def evaluate(
         "--weights",
         help="DEFAULT (download pretrained; the default for torchvision:/timm:), none (random) "
         "or a local state-dict file.",
+    ),
+    seed: int = typer.Option(
+        0, "--seed", min=0, help="Random weights (--weights none) come from it."
     ),
     steps: int = typer.Option(50, "--steps", help="Deletion/insertion steps."),
     baseline: str = typer.Option("zero", "--baseline", help="Deletion baseline: zero|blur|mean."),
@@ -78,32 +83,30 @@ def evaluate(
     from camlens.metrics import report
     from camlens.metrics.faithfulness import check_precision
 
-    try:  # everything about the command is checked before the model or any image is loaded
-        if data is None and model != "demo":
-            raise CamlensValueError("--data DIR is required unless --model demo")
-        chosen = choose_metrics(metrics_, have_boxes=boxes is not None or data is None)
-        check_precision(precision)
-        names = method_names(method)
-        session = Session.from_spec(model, weights, preprocess=preprocess, size=size)
-        for note in session.notes:
-            typer.echo(f"note: {note}", err=True)
-        settings = report.Settings(
-            steps=steps,
-            baseline=baseline,
-            batch_size=batch_size,
-            tolerance=tolerance,
-            target=_target(session, target),
-            layer=layer,
-            precision=precision,
-        )
-        with progress_bar("evaluating", enabled=True) as (total, advance):
-            done = evaluate(
-                session, out, names, chosen, settings, data, boxes, images_per_batch, limit,
-                sanity, advance=lambda: advance(1), total=total,
-            )  # fmt: skip
-    except (CamlensError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(getattr(error, "exit_code", 2)) from error
+    # everything about the command is checked before the model or any image is loaded
+    if data is None and model != "demo":
+        raise CamlensValueError("--data DIR is required unless --model demo")
+    chosen = choose_metrics(metrics_, have_boxes=boxes is not None or data is None)
+    check_precision(precision)
+    names = method_names(method)
+    session = Session.from_spec(model, weights, preprocess=preprocess, size=size, seed=seed)
+    for note in session.notes:
+        typer.echo(f"note: {note}", err=True)
+    session.check(names, layer, precision)
+    settings = report.Settings(
+        steps=steps,
+        baseline=baseline,
+        batch_size=batch_size,
+        tolerance=tolerance,
+        target=_target(session, target),
+        layer=layer,
+        precision=precision,
+    )
+    with progress_bar("evaluating", enabled=True) as (total, advance):
+        done = evaluate(
+            session, out, names, chosen, settings, data, boxes, images_per_batch, limit,
+            sanity, advance=lambda: advance(1), total=total,
+        )  # fmt: skip
     for line in done.skipped:
         typer.echo(line, err=True)
     _print_table(done.results, chosen)

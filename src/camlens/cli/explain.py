@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from camlens.cli import app, usage_error
+from camlens.cli.errors import failed_inputs, guarded, printable
 
 EPILOG = """
 Examples:
@@ -31,9 +32,36 @@ Examples:
 
 Writes a run folder: results.parquet (one row per image and method), maps/
 (every map as an 8-bit PNG), overlays/, results.jsonl/csv and report.html;
-camlens.load_run(OUT) reads it back. Exit code 0: all explained;
-1: some inputs failed (listed); 2: bad usage, nothing done.
+camlens.load_run(OUT) reads it back.
+
+Exit codes: 0 all explained; 1 some inputs failed (listed; --resume retries
+them); 2 bad usage (nothing done, or the run folder refused); 3 the run could
+not go on (disk full, permissions, an internal error: the traceback is in
+OUT/camlens.log, --resume continues); 130 interrupted (--resume continues).
 """
+
+
+def _check(
+    out: Path, resume: bool, overwrite: bool, alpha: float, threshold: float | None,
+    overlay_format: str, min_score: float,
+) -> None:  # fmt: skip
+    """The options' own checks, and that ``out`` can take this run (before the model loads)."""
+    from camlens.app.records import OVERLAY_FORMATS
+    from camlens.app.writer import claim
+
+    if not 0.0 <= alpha <= 1.0:
+        usage_error(f"--alpha must be in [0, 1], got {alpha}")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        usage_error(f"--threshold must be in [0, 1], got {threshold}")
+    if overlay_format not in OVERLAY_FORMATS:
+        usage_error(
+            f"--overlay-format must be one of {', '.join(OVERLAY_FORMATS)}, got {overlay_format!r}"
+        )
+    if not 0.0 <= min_score <= 1.0:
+        usage_error(f"--min-score must be in [0, 1], got {min_score}")
+    if resume and overwrite:
+        usage_error("--resume continues the run in --out, --overwrite replaces it: pass one")
+    claim(out, resume=resume, overwrite=overwrite)
 
 
 def _floats(text: str, option: str) -> tuple[float, ...]:
@@ -47,6 +75,7 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
 
 
 @app.command("explain", epilog=EPILOG)
+@guarded
 def explain(
     paths: list[str] = typer.Argument(..., help="Image files, folders (recursive) or globs."),
     model: str = typer.Option(
@@ -132,6 +161,18 @@ def explain(
         "model's classes: a JSON object or a two-column CSV/TSV, folder -> class name or index.",
     ),
     resume: bool = typer.Option(False, "--resume", help="Skip images already in the run."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace an existing camlens run in --out, removing only what it wrote.",
+    ),
+    seed: int = typer.Option(
+        0,
+        "--seed",
+        min=0,
+        help="Random weights (--weights none) are drawn from this seed, so a --resume, the Ray "
+        "workers and camlens serve see the same network.",
+    ),
     trust_pickle: bool = typer.Option(
         False, "--trust-pickle", help="Allow a model file that is a full pickle (runs its code)."
     ),
@@ -167,10 +208,9 @@ def explain(
     The model sees each whole image resized to --size x --size; overlays and boxes
     are drawn on the image at its original resolution.
     """
-    import camlens
     from camlens import distributed
     from camlens.app.engine import RunSettings, explain_files
-    from camlens.app.records import OVERLAY_FORMATS, RenderOptions
+    from camlens.app.records import RenderOptions
     from camlens.app.session import Session, method_names
     from camlens.app.tasks import TaskSettings, explain_task_files, preprocess_for
     from camlens.cli.progress import progress_bar
@@ -178,50 +218,37 @@ def explain(
     from camlens.render import colormap_table
 
     # everything that can be wrong with the command is checked before any work starts
-    try:
-        chosen = method_names(method)
-        colormap_table(colormap)
-        if not 0.0 <= alpha <= 1.0:
-            usage_error(f"--alpha must be in [0, 1], got {alpha}")
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
-            usage_error(f"--threshold must be in [0, 1], got {threshold}")
-        if overlay_format not in OVERLAY_FORMATS:
-            usage_error(
-                f"--overlay-format must be one of {', '.join(OVERLAY_FORMATS)}, "
-                f"got {overlay_format!r}"
-            )
-        levels = _floats(contours, "--contours")
-        cluster = None
-        if engine == "ray":
-            cluster = distributed.Cluster(address, workers, gpus_per_worker, device=device)
-            cluster.check()
-        elif engine != "local":
-            usage_error(f"--engine must be local or ray, got {engine!r}")
-        elif address is not None or workers != 1 or gpus_per_worker:
-            usage_error("--address, --workers and --gpus-per-worker need --engine ray")
-        preprocess = preprocess_for(task, preprocess)
-        if task != "classify" and cluster is not None:
-            usage_error(f"--task {task} runs on the local engine; drop --engine ray")
-        if not 0.0 <= min_score <= 1.0:
-            usage_error(f"--min-score must be in [0, 1], got {min_score}")
-        spec: dict[str, Any] = dict(
-            spec=model, weights=weights, preprocess=preprocess, size=size, labels=labels,
-            trust_pickle=trust_pickle,
-        )  # fmt: skip
-        session = Session.from_spec(**spec, device=device if cluster is None else "cpu")
-        for note in session.notes:
-            typer.echo(f"note: {note}", err=True)
-        chosen_target = session.target(target)
-        if chosen_target == "label" and task != "classify":
-            usage_error(f"--task {task} takes --target pred or a class, not label")
-        if chosen_target == "label" and not labels_from_folders:
-            usage_error("--target label explains the true class: add --labels-from-folders")
-        if class_map is not None and not labels_from_folders:
-            usage_error("--class-map names the classes of folders: add --labels-from-folders")
-        folder_classes = load_class_map(class_map) if class_map is not None else None
-        session.check(chosen, layer, precision)
-    except camlens.CamlensError as error:
-        usage_error(str(error))
+    chosen = method_names(method)
+    colormap_table(colormap)
+    _check(out, resume, overwrite, alpha, threshold, overlay_format, min_score)
+    levels = _floats(contours, "--contours")
+    cluster = None
+    if engine == "ray":
+        cluster = distributed.Cluster(address, workers, gpus_per_worker, device=device)
+        cluster.check()
+    elif engine != "local":
+        usage_error(f"--engine must be local or ray, got {engine!r}")
+    elif address is not None or workers != 1 or gpus_per_worker:
+        usage_error("--address, --workers and --gpus-per-worker need --engine ray")
+    preprocess = preprocess_for(task, preprocess)
+    if task != "classify" and cluster is not None:
+        usage_error(f"--task {task} runs on the local engine; drop --engine ray")
+    spec: dict[str, Any] = dict(
+        spec=model, weights=weights, preprocess=preprocess, size=size, labels=labels,
+        trust_pickle=trust_pickle, seed=seed,
+    )  # fmt: skip
+    session = Session.from_spec(**spec, device=device if cluster is None else "cpu")
+    for note in session.notes:
+        typer.echo(f"note: {note}", err=True)
+    chosen_target = session.target(target)
+    if chosen_target == "label" and task != "classify":
+        usage_error(f"--task {task} takes --target pred or a class, not label")
+    if chosen_target == "label" and not labels_from_folders:
+        usage_error("--target label explains the true class: add --labels-from-folders")
+    if class_map is not None and not labels_from_folders:
+        usage_error("--class-map names the classes of folders: add --labels-from-folders")
+    folder_classes = load_class_map(class_map) if class_map is not None else None
+    session.check(chosen, layer, precision)
     settings = RunSettings(
         methods=chosen,
         target=chosen_target,
@@ -241,10 +268,11 @@ def explain(
         resume=resume,
         labels_from_folders=labels_from_folders,
         class_map=folder_classes,
+        overwrite=overwrite,
     )
     with progress_bar("explaining", enabled=not quiet) as (total, advance):
         run: dict[str, Any] = dict(
-            echo=lambda text: typer.echo(text, err=True),
+            echo=lambda text: typer.echo(printable(text), err=True),
             total=total,
             advance=advance,
             title=f"camlens: {model} ({', '.join(chosen)})",
@@ -253,17 +281,9 @@ def explain(
             chosen_task = TaskSettings(task, min_score, detections)
             summary = explain_task_files(session, paths, out, settings, chosen_task, **run)
         elif cluster is None:
-            try:
-                summary = explain_files(session, paths, out, settings, **run)
-            except camlens.CamlensValueError as error:  # folder labels: said before any work
-                usage_error(str(error))
+            summary = explain_files(session, paths, out, settings, **run)
         else:
-            try:
-                summary = distributed.explain_files(
-                    session, spec, paths, out, settings, cluster, **run
-                )
-            except camlens.CamlensError as error:  # the cluster cannot place the pool
-                usage_error(str(error))
+            summary = distributed.explain_files(session, spec, paths, out, settings, cluster, **run)
     typer.echo(
         f"{summary.done} image(s) explained with {', '.join(chosen)} in {summary.seconds:.1f} s"
         + (f", {summary.resumed} already done" if summary.resumed else "")
@@ -273,5 +293,5 @@ def explain(
     if summary.failures:
         typer.echo(f"{len(summary.failures)} input(s) failed:", err=True)
         for failure in summary.failures:
-            typer.echo(f"  {failure.path}: {failure.reason}", err=True)
-    raise typer.Exit(summary.exit_code)
+            typer.echo(printable(f"  {failure.path}: {failure.reason}"), err=True)
+        failed_inputs(len(summary.failures))

@@ -7,10 +7,11 @@ from pathlib import Path
 import typer
 
 from camlens.cli import app
-from camlens.errors import CamlensError
+from camlens.cli.errors import guarded
 
 
 @app.command()
+@guarded
 def train(
     data_dir: Path = typer.Argument(..., help="Image folder: one sub-folder per class."),
     out: Path = typer.Option(..., "--out", help="Checkpoint folder to write."),
@@ -47,25 +48,21 @@ def train(
     """
     from camlens.training import train as run
 
-    try:
-        run(
-            data_dir,
-            out,
-            backbone=backbone,
-            weights=weights,
-            freeze=freeze,
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            image_size=image_size,
-            augmentation=augment,
-            flip=flip,
-            balanced=balanced,
-            val_split=val_split,
-            seed=seed,
-            workers=workers,
-            device=device,
-        )
-    except (CamlensError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(getattr(error, "exit_code", 2)) from error
+    run(
+        data_dir,
+        out,
+        backbone=backbone,
+        weights=weights,
+        freeze=freeze,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        image_size=image_size,
+        augmentation=augment,
+        flip=flip,
+        balanced=balanced,
+        val_split=val_split,
+        seed=seed,
+        workers=workers,
+        device=device,
+    )

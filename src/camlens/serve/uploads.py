@@ -25,6 +25,8 @@ MAX_PIXELS = 40_000_000
 #: Decoder threads and the seconds a request may wait for its image to be decoded.
 DECODERS = 2
 DECODE_TIMEOUT = 20.0
+
+
 class Unsupported(CamlensValueError):
     """The upload is not an image of a served format (HTTP 415)."""
 
