@@ -133,9 +133,9 @@ def test_ctrl_c_says_what_was_kept_and_the_exact_resume_command(
     assert words[:3] == ["camlens", "explain", str(images)] and words[-1] == "--resume"
     monkeypatch.setattr(engine, "explain_batch", real)
     again = runner.invoke(app, words[1:])
-    assert again.exit_code == 1, again.output  # the two bad files fail again
+    assert again.exit_code == 1, again.output  # the corrupt JPEG fails again (notes.txt: ignored)
     (line,) = errors(again)
-    assert "2 input(s) failed" in line
+    assert "1 input(s) failed" in line
     rows = camlens.load_run(out).results
     assert len(rows) == 6 and len(set(rows["path"])) == 3  # 3 images, 2 methods, none twice
 

@@ -150,6 +150,10 @@ def _check_writable(out: Path) -> None:
     folder = out
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
+    if not folder.is_dir():
+        raise CamlensValueError(
+            f"--out {str(out)!r}: {str(folder)!r} is a file, not a folder: choose a folder"
+        )
     try:
         handle, probe = tempfile.mkstemp(prefix=".camlens-probe-", dir=folder)
     except OSError as error:
