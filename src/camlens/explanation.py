@@ -15,7 +15,8 @@ class Explanation:
     Attributes:
         maps: float32 (B, H, W) in [0, 1] at the input's resolution, on the CPU (raw values at the
             input's resolution when the method ran with ``normalize=False``); (B, T, H, W) for
-            clips and volumes (B, C, T, H, W), scaled per clip.
+            clips and volumes (B, C, T, H, W), scaled per clip. NaN for an image whose logits
+            hold NaN or inf (a CamlensWarning names it).
         raw: float32 (B, h, w) at the layer's resolution (the input's for pixel-space methods),
             signed: before the final ReLU; (B, t, h, w) for clips and volumes.
         targets: int64 (B,) the class explained for each image (-1 for a callable target, such as

@@ -8,6 +8,8 @@ model as they are, moved to its device.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,9 +79,86 @@ def _is_image(value: Any) -> bool:
     return isinstance(value, torch.Tensor) and value.is_floating_point() and value.ndim in (4, 5)
 
 
+#: The start of the message refusing what is not a preprocessed batch.
+EXPECTED = "x must be a preprocessed tensor of shape (B, C, H, W)"
+
+
+def _is_file(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike))
+
+
+def _is_picture(value: Any) -> bool:
+    pil = sys.modules.get("PIL.Image")
+    return pil is not None and isinstance(value, pil.Image)
+
+
+def load_hint(x: Any) -> str:
+    """How to turn file names or pictures ``x`` into a batch: the ``load_images`` call."""
+    items = list(x) if isinstance(x, (list, tuple)) else [x]
+    if all(_is_file(item) for item in items):
+        names = [os.fsdecode(item) for item in items]
+        shown = repr(names) if len(names) <= 3 else "paths"
+        return f"x, images = camlens.load_images({shown})"
+    return "x, images = camlens.load_images([image])"
+
+
+def refuse_files(x: Any) -> None:
+    """Raise a CamlensTypeError for file names or pictures (one, or a list of them) where a
+    preprocessed batch is expected, saying how to load them."""
+    items = list(x) if isinstance(x, (list, tuple)) else [x]
+    if not items or not all(_is_file(item) or _is_picture(item) for item in items):
+        return
+    if _is_file(items[0]):
+        what = "a file name" if len(items) == 1 else "file names"
+        shown = ", ".join(repr(os.fsdecode(item)) for item in items[:3])
+        shown += ", ..." if len(items) > 3 else ""
+    else:
+        what, shown = ("a PIL image" if len(items) == 1 else "PIL images"), ""
+    raise CamlensTypeError(
+        f"{EXPECTED}, got {what}{' ' + shown if shown else ''}; load and preprocess first: "
+        + load_hint(x)
+    )
+
+
+def check_batch(x: Any, canonical: torch.Tensor, dtype: Any = None) -> None:
+    """Refuse an empty batch and NaN or inf values; ``canonical`` is ``x``'s image as the
+    adapter hands it to the model (float32 (B, C, H, W), values cast to the model's ``dtype``)."""
+    image = x.image if isinstance(x, Inputs) else x
+    if canonical.shape[0] == 0:
+        raise CamlensValueError(
+            f"x is an empty batch (0 images) of shape {tuple(image.shape)}; pass at least one image"
+        )
+    bad = ~torch.isfinite(canonical)
+    if not bad.any():
+        return
+    count = int(bad.sum())
+    rows = bad.flatten(1).any(dim=1).nonzero()[:, 0].tolist()
+    fix = (
+        "fix how the images were loaded and normalised (a division by a zero std, a log of 0) "
+        "or leave those images out"
+    )
+    if isinstance(image, torch.Tensor) and torch.isfinite(image).all():  # overflowed in the cast
+        fix = (
+            f"they overflow the model's {str(dtype).replace('torch.', '')}: scale x down "
+            "or run the model in float32 (model.float())"
+        )
+    raise CamlensValueError(
+        f"x holds NaN or inf values ({images_text(rows)}): {count} of {canonical.numel()} "
+        f"values; {fix}"
+    )
+
+
+def images_text(rows: Sequence[int]) -> str:
+    """The images named: "image 1" or "images 1, 3, 4" (the first ten)."""
+    shown = ", ".join(str(row) for row in rows[:10]) + (", ..." if len(rows) > 10 else "")
+    return f"image{'s' if len(rows) > 1 else ''} {shown}"
+
+
 def as_inputs(x: Any, image: int | str | None = None) -> Any:
     """``x`` as it is for one tensor (or anything not a tuple, list or dict), else :class:`Inputs`
-    with the explained image found (``image`` names it)."""
+    with the explained image found (``image`` names it). File names and pictures are refused
+    (:func:`refuse_files`)."""
+    refuse_files(x)
     if not isinstance(x, (Sequence, Mapping)) or isinstance(x, (str, bytes, torch.Tensor)):
         if image is not None:
             raise CamlensValueError(

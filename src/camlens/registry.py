@@ -72,8 +72,15 @@ def explain(
 ) -> Explanation:
     """Explain ``model`` on the batch ``x`` with ``method``; see :class:`camlens.Explanation`.
 
-    ``target``: None (the predicted class), an int, a sequence of B ints, or a callable
+    ``x`` is a preprocessed float batch (B, C, H, W): ``x, images = camlens.load_images(paths)``
+    makes one. ``target``: None (the predicted class), an int, a sequence of B ints, or a callable
     ``logits -> (B,) scores``. ``layer``: "auto", a dotted module name, a module or a list of them.
     ``options`` go to the method (``relu``, ``upsample``, ``normalize`` and the method's own).
+
+    Refused with a :class:`~camlens.CamlensError` before the model runs: file names or pictures
+    (a ``CamlensTypeError`` showing the ``load_images`` call), an empty batch, and NaN or inf in
+    ``x`` (naming the images). An image whose logits hold NaN or inf gets a NaN map and a
+    :class:`~camlens.CamlensWarning`; its target is still reported. float16 and bfloat16 models
+    work with every method (maps computed in float32).
     """
     return get(method)(model, layer=layer, **options)(x, target=target)

@@ -370,6 +370,14 @@ def test_inputs_and_errors(pair):
         camlens.explain(kmodel, x[0])
     with pytest.raises(camlens.CamlensTypeError, match="expected x as a float array, got dtype"):
         camlens.explain(kmodel, (x * 255).astype(np.uint8))
+    with pytest.raises(camlens.CamlensTypeError, match=r"got a file name 'cat.jpg'; load and"):
+        camlens.explain(kmodel, "cat.jpg")
+    with pytest.raises(camlens.CamlensValueError, match=r"x is an empty batch \(0 images\) of sh"):
+        camlens.explain(kmodel, x[:0])
+    broken = x.copy()
+    broken[-1, 0, 0, 0] = np.nan
+    with pytest.raises(camlens.CamlensValueError, match=rf"\(image {len(x) - 1}\): 1 of "):
+        camlens.explain(kmodel, broken)
     with pytest.raises(camlens.CamlensValueError, match="'conv3' is not a layer"):
         camlens.explain(kmodel, x, layer="conv3")
     with pytest.raises(camlens.CamlensValueError, match="out of range for a model with 4 classes"):

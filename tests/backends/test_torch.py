@@ -167,7 +167,10 @@ def test_softmax_at_the_end_is_skipped_with_a_warning(small_cnn, images):
 def test_bad_inputs_name_the_problem(small_cnn, images):
     with pytest.raises(camlens.CamlensValueError, match=r"got \(3, 32, 32\); add a batch"):
         camlens.explain(small_cnn, images[0])
-    with pytest.raises(camlens.CamlensTypeError, match="expected x as a torch.Tensor"):
+    with pytest.raises(
+        camlens.CamlensTypeError,
+        match=r"x must be a preprocessed tensor .* got ndarray .*; pass torch.as_tensor\(x\) if",
+    ):
         camlens.explain(small_cnn, images.numpy())
     with pytest.raises(camlens.CamlensTypeError, match="got dtype torch.uint8"):
         camlens.explain(small_cnn, images.to(torch.uint8))

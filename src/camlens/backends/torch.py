@@ -36,7 +36,7 @@ from camlens.backends.torch_layers import (
     survey,
 )
 from camlens.errors import CamlensTypeError, CamlensValueError, CamlensWarning, describe
-from camlens.inputs import Inputs
+from camlens.inputs import EXPECTED, Inputs, load_hint
 
 log = logging.getLogger("camlens")
 
@@ -173,9 +173,10 @@ class TorchAdapter:
         """Check ``x`` is a float (B, C, H, W) or (B, C, T, H, W) tensor; move it to the model's
         device and dtype."""
         if not isinstance(x, torch.Tensor):
+            hint = "torch.as_tensor(x) if it is one already, or " if hasattr(x, "shape") else ""
             raise CamlensTypeError(
-                f"expected x as a torch.Tensor of shape (B, C, H, W), got {describe(x)}; "
-                "camlens.load_images turns files into such a batch"
+                f"{EXPECTED}, got {describe(x)}; pass {hint}load and preprocess pictures first: "
+                + load_hint(x)
             )
         if x.ndim not in (4, 5):
             hint = "; add a batch dimension with x[None]" if x.ndim == 3 else ""
@@ -315,7 +316,8 @@ class TorchAdapter:
         head = None
         for module, inputs, output in reversed(seen):
             if isinstance(module, nn.Linear) and output.shape == logits.shape:
-                if torch.equal(output.detach(), logits.detach()):
+                same = dict(rtol=0, atol=0, equal_nan=True)  # NaN logits: still the head
+                if torch.allclose(output.detach(), logits.detach(), **same):
                     head = (module, inputs)
                 break
         return logits, head

@@ -29,7 +29,7 @@ from camlens.backends import adapter_for
 from camlens.backends.base import Capture
 from camlens.errors import CamlensTypeError, CamlensValueError, CamlensWarning
 from camlens.explanation import Explanation
-from camlens.inputs import Inputs, as_inputs
+from camlens.inputs import Inputs, as_inputs, check_batch, images_text
 from camlens.locks import model_lock
 from camlens.maps import UPSAMPLE_MODES, finalize, minmax, upsample
 from camlens.targets import Target
@@ -143,6 +143,7 @@ class Explainer:
         x = as_inputs(x, self.image)
         if isinstance(x, Inputs):
             self._check_several(x)
+        check_batch(x, self.adapter.as_tensor(x), getattr(self.adapter, "dtype", None))
         with model_lock(self.adapter.model):  # hooks and train/eval flags: one call at a time
             return self._call(x, target)
 
@@ -286,9 +287,22 @@ class Explainer:
         """Build the Explanation from a raw (B, h, w) map."""
         size = self.adapter.input_size(x)
         maps = finalize(raw, size, relu=self.relu, mode=self.upsample, normalize=self.normalize)
+        raw = raw.detach().float().cpu()
+        failed = nonfinite_rows(capture.logits, raw.shape[0])
+        if failed:
+            maps[failed] = raw[failed] = float("nan")
+            one = len(failed) == 1
+            warnings.warn(
+                f"the model's output holds NaN or inf for {images_text(failed)}; "
+                f"{'its map is' if one else 'their maps are'} NaN (method {self.name!r} cannot "
+                "explain a score that is not a number): check the model's weights and what it "
+                "computes from these images",
+                CamlensWarning,
+                stacklevel=4,
+            )
         return Explanation(
             maps=maps,
-            raw=raw.detach().float().cpu(),
+            raw=raw,
             targets=capture.target.indices.clone(),
             scores=capture.scores,
             probs=capture.probs,
@@ -340,6 +354,14 @@ class LayerMethod(Explainer):
         raw = raws[0] if len(raws) == 1 else fuse(raws, relu=self.relu)
         extra = {"layers": dict(zip(names, raws))} if len(raws) > 1 else {}
         return Step(raw, capture, "+".join(names), extra)
+
+
+def nonfinite_rows(logits: Any, batch: int) -> list[int]:
+    """The images whose logits (B, K) hold NaN or inf (none for a whole output that is not a
+    tensor: a detector's list of dicts)."""
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
+        return []
+    return (~torch.isfinite(logits)).any(dim=1).nonzero()[:, 0].tolist()
 
 
 def fuse(raws: list[torch.Tensor], relu: bool = True) -> torch.Tensor:

@@ -46,8 +46,9 @@ class CAM(LayerMethod):
                 f"layer, but the head takes {head.features.shape[1]} features and the layer has "
                 f"{pooled.shape[1]} channels. Use method='gradcam', or the last conv layer"
             )
-        if not _close(head.features, pooled):
-            if _close(head.features, activations.clamp_min(0).mean(dim=space)):
+        tolerance = _tolerance(getattr(self.adapter, "dtype", torch.float32))
+        if not _close(head.features, pooled, tolerance):
+            if _close(head.features, activations.clamp_min(0).mean(dim=space), tolerance):
                 activations = activations.clamp_min(0)  # a ReLU between layer and pooling
             else:
                 raise CamlensValueError(
@@ -68,6 +69,18 @@ class CAM(LayerMethod):
         return cam(activations, weights.to(activations.device))
 
 
-def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+def _tolerance(dtype: torch.dtype) -> float:
+    """How far the head's input may be from the layer's average, relative to its largest value:
+    1e-3, or four roundings of a half-precision model's dtype (bfloat16: 0.03)."""
+    return max(1e-3, 4 * torch.finfo(dtype).eps) if dtype.is_floating_point else 1e-3
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, tolerance: float = 1e-3) -> bool:
+    """Whether (B, C) ``a`` and ``b`` agree within ``tolerance`` of ``b``'s largest value, on the
+    images where both are finite (an image with NaN logits gets a NaN map)."""
+    rows = torch.isfinite(a).all(dim=1) & torch.isfinite(b).all(dim=1)
+    a, b = a[rows], b[rows]
+    if not len(a):
+        return True
     scale = max(float(b.abs().max()), 1e-30)
-    return bool(((a - b).abs().max() / scale) < 1e-3)
+    return bool(((a - b).abs().max() / scale) < tolerance)

@@ -19,16 +19,20 @@ def eigencam(activations: torch.Tensor) -> torch.Tensor:
        \langle L, \bar A - \operatorname{mean}(\bar A) \rangle \ge 0,\ \bar A = \tfrac1C\sum_k A^k
 
     The sign rule makes the map correlate positively with the activations (an SVD's sign is
-    arbitrary; pytorch-grad-cam leaves it so). Class-agnostic: the target changes nothing.
+    arbitrary; pytorch-grad-cam leaves it so). Class-agnostic: the target changes nothing. An
+    image whose activations hold NaN or inf gets a NaN map.
     """
     batch, channels, *grid = activations.shape  # (h, w), or (t, h, w) for clips and volumes
     x = activations.flatten(2).transpose(1, 2)
+    finite = torch.isfinite(x).flatten(1).all(dim=1)
+    x = torch.where(finite[:, None, None], x, 0.0)  # the SVD fails on NaN
     x = x - x.mean(dim=1, keepdim=True)
     _, _, vh = torch.linalg.svd(x, full_matrices=False)
     projection = x @ vh[:, 0, :, None]  # (B, hw, 1)
     mean_map = activations.mean(dim=1).reshape(batch, -1, 1)
     mean_map = mean_map - mean_map.mean(dim=1, keepdim=True)
     sign = torch.where((projection * mean_map).sum(dim=(1, 2)) < 0, -1.0, 1.0)
+    sign = torch.where(finite, sign, torch.nan)
     return (projection[..., 0] * sign[:, None]).reshape(batch, *grid)
 
 

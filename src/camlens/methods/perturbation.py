@@ -99,7 +99,8 @@ class ScoreCAM(_PerturbationCAM):
     inputs and checked against float32 on them: about 3x faster than fp32 on CPUs with VNNI, maps
     within ~3e-3 on ResNet-18 at 224 px, ~1.5e-2 on tiny inputs) or "auto" (bf16 where the device
     runs it fast: CUDA, CPUs whose bf16 matrix products measure 1.5x float32's rate; fp32
-    elsewhere).
+    elsewhere). A float16 or bfloat16 model runs in its own dtype with "auto" (and "fp32");
+    "bf16" and "int8" are refused for it, "bf16" accepted for a bfloat16 model.
     """
 
     paper = "Wang et al. 2020, Score-CAM (arXiv:1910.01279)"
@@ -154,14 +155,31 @@ class ScoreCAM(_PerturbationCAM):
         weights = torch.softmax(self.masked_scores(xc, chosen, capture.target), dim=1)
         return (weights.reshape(batch, count, *ones) * chosen).sum(dim=1)
 
+    def resolved_precision(self) -> str:
+        """The precision of the masked forwards: "auto" resolved; a half-precision model runs in
+        its own dtype ("fp32": no autocast, no quantisation), and refuses "bf16" and "int8"
+        (which cast or quantise a float32 model) unless already bfloat16."""
+        dtype = getattr(self.adapter, "dtype", torch.float32)
+        if dtype in (torch.float16, torch.bfloat16):
+            if self.precision in ("auto", "fp32") or (
+                self.precision == "bf16" and dtype == torch.bfloat16
+            ):
+                return "fp32"
+            raise CamlensValueError(
+                f"method {self.name!r} with precision={self.precision!r} runs a float32 model in "
+                f"reduced precision, but this model's weights are already "
+                f"{str(dtype).replace('torch.', '')}; use precision='auto', or model.float() first"
+            )
+        if self.precision == "auto":
+            return "bf16" if self.adapter.bf16_ok() else "fp32"
+        return self.precision
+
     def masked_scores(
         self, xc: torch.Tensor, chosen: torch.Tensor, target: targets_.ResolvedTarget
     ) -> torch.Tensor:
         """Target scores (B, K) of the input masked by each upsampled, min-max scaled channel."""
         batch, count = chosen.shape[:2]
-        precision = self.precision
-        if precision == "auto":
-            precision = "bf16" if self.adapter.bf16_ok() else "fp32"
+        precision = self.resolved_precision()
         cap = 128 if xc.device.type == "cuda" else 32
         rows = self.batch_size or auto_batch(xc, 64 * xc[0].numel() * 4, cap)
         flat = chosen.reshape(batch * count, 1, *chosen.shape[2:])
