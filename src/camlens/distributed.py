@@ -275,7 +275,9 @@ class Worker:
             except (CamlensError, RuntimeError) as error:
                 failed += [Failure(str(p), f"explaining failed: {error}") for p in decoded.paths]
             else:
-                stems = [str(batch["stem"][i]) for i in where]
+                failed += explained.failures
+                kept = {str(p) for p in explained.paths}
+                stems = [str(batch["stem"][i]) for i in where if texts[i] in kept]
                 items += render(explained, stems, session, settings.render)
         return {"item": [pickle.dumps(item) for item in items + failed]}
 

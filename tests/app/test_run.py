@@ -195,3 +195,32 @@ def test_a_failing_write_stops_the_run_and_keeps_what_was_written(demo, tmp_path
         explain_files(demo, [str(SAMPLES / "*" / "*.png")], tmp_path, settings, echo=print)
     run = camlens.load_run(tmp_path)
     assert len(run) >= 4 and not run.complete and (tmp_path / "results.parquet").is_file()
+
+
+@pytest.mark.filterwarnings("ignore::camlens.errors.CamlensWarning")
+def test_an_image_the_model_answers_nan_for_is_a_failure_row_not_a_black_map(tmp_path):
+    """The library gives NaN maps for an image whose logits are NaN; a run records that image as
+    a failure with the reason (exit code 1), explains the others, and writes no map for it."""
+    from tests.toy_models import NaNForNegative
+
+    torch.manual_seed(0)
+    session = Session.from_model(NaNForNegative().eval(), size=64)  # ImageNet normalisation
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.full((64, 64, 3), 230, np.uint8)).save(folder / "bright.png")
+    Image.fromarray(np.full((64, 64, 3), 10, np.uint8)).save(folder / "dark.png")  # mean < 0
+    summary = explain_files(
+        session, [folder], tmp_path / "out", RunSettings(["gradcam", "cam"]), echo=lambda _: None
+    )
+    assert summary.exit_code == 1 and summary.done == 1
+    assert [(Path(f.path).name, f.reason) for f in summary.failures] == [
+        ("dark.png", "the model's output is NaN or inf for this image: nothing to explain")
+    ]
+    run = camlens.load_run(tmp_path / "out")
+    assert sorted(run.results["method"]) == ["cam", "gradcam"]
+    assert set(run.results["path"].map(lambda p: Path(p).name)) == {"bright.png"}
+    assert list(run.failures["path"].map(lambda p: Path(p).name)) == ["dark.png"]
+    assert sorted(p.name for p in (tmp_path / "out" / "maps").iterdir()) == [
+        "bright_cam.png",
+        "bright_gradcam.png",
+    ]

@@ -214,6 +214,8 @@ def explain_files(
                     )
                 except (CamlensError, RuntimeError) as error:
                     failed += [Failure(str(p), f"explaining failed: {error}") for p in batch.paths]
+                else:
+                    failed += explained.failures
             for failure in failed:
                 echo(f"failed: {failure.path}: {failure.reason}")
             summary.failures += failed

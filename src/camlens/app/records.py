@@ -21,6 +21,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from camlens.app.inputs import Failure
 from camlens.app.session import LABEL, Session
 
 #: Overlay encodings: file suffix -> Pillow format and save options.
@@ -67,6 +68,25 @@ class Explained:
     seconds: dict[str, float]
     load_s: float = 0.0
     boxes: dict[str, list[list[tuple[int, int, int, int]]]] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)  # images left out, with the reason
+
+    def keep(self, kept: Sequence[int]) -> None:
+        """Keep only the images at indices ``kept`` (in place)."""
+        index = torch.tensor(list(kept), dtype=torch.int64)
+        self.paths = [self.paths[i] for i in kept]
+        self.images = [self.images[i] for i in kept]
+        self.true_names = [self.true_names[i] for i in kept]
+        for per_method in (self.maps, self.targets, self.probs, self.scores):
+            for method, values in per_method.items():
+                per_method[method] = values[index]
+        for method, found in self.boxes.items():
+            self.boxes[method] = [found[i] for i in kept]
+        self.predicted, self.probability = self.predicted[index], self.probability[index]
+        self.true_labels = self.true_labels[index]
+
+
+#: Why an image whose maps are not finite is a failure row (the library warns and gives NaN maps).
+NOT_FINITE = "the model's output is NaN or inf for this image: nothing to explain"
 
 
 @dataclass
@@ -131,6 +151,10 @@ def explain_batch(
             predicted, probability = exp.targets.cpu(), exp.probs.float().cpu()
     assert predicted is not None and probability is not None
     out.predicted, out.probability = predicted, probability
+    finite = torch.stack([torch.isfinite(m.flatten(1)).all(1) for m in out.maps.values()]).all(0)
+    if not finite.all():
+        out.failures = [Failure(path_text(p), NOT_FINITE) for p, ok in zip(paths, finite) if not ok]
+        out.keep(finite.nonzero().flatten().tolist())
     return out
 
 
