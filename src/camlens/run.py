@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,17 @@ def schema() -> Any:
             ("render_s", number), ("error", text),
         ]
     )  # fmt: skip
+
+
+def source_path(text: str) -> Path:
+    """The file a row's ``path`` names: the text itself, or, where no such file exists, the file
+    name whose non-UTF-8 bytes the row stores as backslash escapes (``caf\\xe9.png``; see
+    :func:`camlens.app.records.path_text`)."""
+    path = Path(text)
+    if path.exists() or os.name == "nt" or "\\x" not in text:
+        return path
+    raw = re.sub(r"\\x([89a-f][0-9a-f])", lambda m: chr(0xDC00 + int(m.group(1), 16)), text)
+    return Path(raw)  # surrogate escapes: os.fsencode gives back the file name's bytes
 
 
 def read_rows(folder: Path, damaged: list[Path] | None = None) -> Any:
@@ -164,7 +176,7 @@ class Run:
 
         row = self._row(i)
         copy = row["image"]
-        return to_rgb(self.folder / copy if isinstance(copy, str) else row["path"])
+        return to_rgb(self.folder / copy if isinstance(copy, str) else source_path(row["path"]))
 
     def overlay(
         self,

@@ -32,6 +32,9 @@ def test_names_that_sanitise_alike_and_non_utf8_names(tmp_path, model_args):
     assert len(rows) == 4 and len(set(rows["map"])) == 4 and len(set(rows["overlay"])) == 4
     assert str(folder / "caf\\xe9.png") in set(rows["path"])
     assert all((out / name).is_file() for name in [*rows["map"], *rows["overlay"]])
+    run = camlens.load_run(out)  # the stored text leads back to the file: its pixels come back
+    (cafe,) = [i for i, p in enumerate(rows["path"]) if p.endswith("caf\\xe9.png")]
+    assert run.image(cafe)[0, 0].tolist() == [180, 10, 200]
     again = runner.invoke(app, [*args, "--resume"])
     assert again.exit_code == 0, again.output
     assert f"resume: 4 image(s) already in {out}, 0 to do" in again.stderr

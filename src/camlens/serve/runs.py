@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from camlens.errors import CamlensValueError, CamlensWarning
+from camlens.run import source_path
 from camlens.serve.guards import shown
 
 #: Sort keys of :meth:`Runs.rows`: a column each (``row``: the run's own order).
@@ -240,7 +241,7 @@ class Runs:
             raise CamlensValueError(f"row: expected 0..{len(found.results) - 1}, got {row}")
         record = found.results.iloc[row]
         copy = _clean(record["image"])
-        source = self.file(run, copy) if isinstance(copy, str) else Path(str(record["path"]))
+        source = self.file(run, copy) if isinstance(copy, str) else source_path(str(record["path"]))
         try:
             data = source.read_bytes()
         except OSError as error:
