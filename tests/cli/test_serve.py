@@ -128,3 +128,20 @@ def test_serving_on_another_loopback_address() -> None:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+def test_serve_draws_random_weights_from_the_runs_seed():
+    """``camlens serve --weights none --seed N`` builds the network ``camlens explain --seed N``
+    explained, so re-explaining a run's image shows the run's maps."""
+    import torch
+
+    from camlens.app.session import Session
+    from camlens.serve.launch import Settings, build
+
+    spec = dict(model="torchvision:resnet18", weights="none", size=64)
+    server, _ = build(Settings(**spec, seed=3))
+    served = server.state.service.session.model.state_dict()
+    explained = Session.from_spec("torchvision:resnet18", "none", size=64, seed=3).model
+    assert all(torch.equal(served[k], v) for k, v in explained.state_dict().items())
+    result = CliRunner().invoke(app, ["serve", "--help"])
+    assert "--seed" in result.output

@@ -27,6 +27,9 @@ def serve(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1..."),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Largest upload."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow a pickled model."),
+    seed: int = typer.Option(
+        0, "--seed", min=0, help="Random weights (--weights none) from this seed, as explain's."
+    ),
 ) -> None:
     """Serve the explorer: upload an image, click a class, compare methods and layers.
 
@@ -35,7 +38,9 @@ def serve(
     import camlens
     from camlens.serve.launch import Settings, launch
 
-    settings = Settings(model, weights, labels, run, host, port, token, size, preprocess, device)
+    settings = Settings(
+        model, weights, labels, run, host, port, token, size, preprocess, device, seed
+    )
     try:
         launch(
             settings,

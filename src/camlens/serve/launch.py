@@ -35,6 +35,7 @@ class Settings:
     size: int | None = None
     preprocess: str = "auto"
     device: str = "auto"
+    seed: int = 0  # random weights (--weights none) are drawn from it, as camlens explain does
 
 
 #: Seconds an idle keep-alive connection stays open; seconds to send a whole request head.
@@ -209,6 +210,7 @@ def build(settings: Settings, *, trust_pickle: bool = False, **limits: Any) -> t
         size=settings.size,
         labels=settings.labels,
         trust_pickle=trust_pickle,
+        seed=settings.seed,
     )
     service = ModelService(session)
     runs = None
