@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from camlens.app.durable import write_bytes
+
 _STYLE = """
 *{box-sizing:border-box}
 body{font-family:system-ui,sans-serif;margin:0;background:#f4f4f4;color:#222}
@@ -236,9 +238,9 @@ def write_report(out: Path, rows: Any, info: dict[str, Any], title: str = "camle
     """Write ``out/report.html`` and ``out/report-data.js``; returns the page's path."""
     out = Path(out)
     data = json.dumps(run_data(out, rows), separators=(",", ":")).replace("</", "<\\/")
-    (out / "report-data.js").write_text(f"window.CAMLENS_RUN={data};\n", encoding="utf-8")
+    write_bytes(out / "report-data.js", f"window.CAMLENS_RUN={data};\n".encode())
     file = out / "report.html"
-    file.write_text(render_html(rows, info, title), encoding="utf-8")
+    write_bytes(file, render_html(rows, info, title).encode())
     return file
 
 

@@ -20,11 +20,12 @@ import socket
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from camlens.app.durable import write_atomic, write_bytes
 from camlens.app.inputs import Failure
 from camlens.app.records import Record, failure_row
 from camlens.errors import CamlensValueError
@@ -46,31 +47,6 @@ RUN_KEYS = (
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _sync_folder(folder: Path) -> None:
-    """fsync a folder, so that the renames in it survive a power cut."""
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
-def _atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Write ``path`` whole or not at all: ``write`` fills a temporary file, which is fsynced and
-    renamed over ``path``, then the folder is fsynced."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    _sync_folder(path.parent)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    _atomic(path, lambda handle: handle.write(data))
 
 
 def _manifest(folder: Path) -> dict[str, Any] | None:
@@ -280,7 +256,7 @@ class RunWriter:
                 self._resume(old, info)
             self.info = {"format": FORMAT, "version": VERSION, **info, "created": _now()}
             self.info["finished"] = None
-            _write_bytes(self.out / MANIFEST, json.dumps(self.info, indent=2).encode())
+            write_bytes(self.out / MANIFEST, json.dumps(self.info, indent=2).encode())
             for folder in ("maps", "overlays", PARTS):
                 (self.out / folder).mkdir(exist_ok=True)
             names = [p.name for p in (self.out / PARTS).iterdir()]
@@ -354,7 +330,7 @@ class RunWriter:
             columns = schema().names
             table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows], schema())
             part = self.out / PARTS / f"part-{self._parts:06d}.parquet"
-            _atomic(part, lambda handle: pq.write_table(table, handle, compression="zstd"))
+            write_atomic(part, lambda handle: pq.write_table(table, handle, compression="zstd"))
             self._parts += 1
         self.seconds += time.perf_counter() - begin
 
@@ -376,19 +352,19 @@ class RunWriter:
 
         rows = read_rows(self.out)
         table = pa.Table.from_pandas(rows, schema=schema(), preserve_index=False)
-        _atomic(self.out / RESULTS, lambda h: pq.write_table(table, h, compression="zstd"))
+        write_atomic(self.out / RESULTS, lambda h: pq.write_table(table, h, compression="zstd"))
         for part in (self.out / PARTS).glob("part-*.parquet"):
             part.unlink()
         with contextlib.suppress(OSError):  # holds a damaged part set aside
             (self.out / PARTS).rmdir()
         lines = "".join(json.dumps(row) + "\n" for row in table.to_pylist())
-        _write_bytes(self.out / JSONL, lines.encode())
+        write_bytes(self.out / JSONL, lines.encode())
         csv_rows = rows.copy()
         csv_rows["boxes"] = [
             "" if b is None else json.dumps([[int(v) for v in box] for box in b])
             for b in csv_rows["boxes"]
         ]
-        _write_bytes(self.out / CSV, csv_rows.to_csv(index=False).encode())
+        write_bytes(self.out / CSV, csv_rows.to_csv(index=False).encode())
         failed = rows["error"].notna()
         self.info.update(
             finished=_now() if complete else None,
@@ -397,5 +373,5 @@ class RunWriter:
             failures=int(failed.sum()),
         )
         write_report(self.out, rows, self.info, title)
-        _write_bytes(self.out / MANIFEST, json.dumps(self.info, indent=2).encode())
+        write_bytes(self.out / MANIFEST, json.dumps(self.info, indent=2).encode())
         return rows
