@@ -10,7 +10,8 @@ Target (issue 19): peak rise at most 1.5 GiB, back near the start afterwards.
 Measured on 2 shared, loaded CPU cores: RSS 664 MiB before; with the 16-bit decode through
 float64 copies, peak rise 1,914 MiB (2 decodes of ~0.95 GiB at once; 6 of 8 answered 503 after
 the 20 s decode limit), 0 MiB left 3 s after; with an integer 16-bit decode, peak rise 610 MiB,
-8 of 8 answered in 19.5 s, +1 MiB left.
+8 of 8 answered in 19.5 s, +1 MiB left. After merging the one decode (``read_image``):
+peak rise 562 MiB, 8 of 8 answered in 12.1 s, +1 MiB left 3 s and 15 s after.
 
 Run: ``python benchmarks/bench_serve_memory.py [--uploads 8] [--src DIR]`` (``--src``: the
 ``src`` folder of another camlens checkout, to compare with it).
