@@ -1,0 +1,66 @@
+"""Library calls change nothing outside themselves: no process-wide ReLU swap, no matplotlib
+backend switch, no progress bar unless asked."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+import torch.nn as nn
+from toy_models import SmallCNN
+
+import camlens
+
+
+def _attribution(model: nn.Module, x: torch.Tensor, method: str) -> torch.Tensor:
+    return camlens.explain(model, x, method=method, target=1).extra["attribution"]
+
+
+def test_guided_backprop_in_one_thread_leaves_another_threads_saliency_plain() -> None:
+    guided_model, plain_model = SmallCNN(seed=1).eval(), SmallCNN(seed=2).eval()
+    generator = torch.Generator().manual_seed(0)
+    x_guided = torch.rand(4, 3, 96, 96, generator=generator)  # the longer call: its ReLUs are
+    x_plain = torch.rand(1, 3, 32, 32, generator=generator)  # guided most of the time
+    serial = {
+        "guided-backprop": _attribution(guided_model, x_guided, "guided-backprop"),
+        "saliency": _attribution(plain_model, x_plain, "saliency"),
+    }
+    # a guided gradient leaking into the plain model would show: the two differ there
+    assert not torch.allclose(
+        serial["saliency"], _attribution(plain_model, x_plain, "guided-backprop")
+    )
+    jobs = {"guided-backprop": (guided_model, x_guided), "saliency": (plain_model, x_plain)}
+    start = threading.Barrier(2)
+    stop = threading.Event()
+    wrong: dict[str, list[object]] = {name: [] for name in jobs}
+    runs = dict.fromkeys(jobs, 0)
+
+    def work(method: str) -> None:
+        model, x = jobs[method]
+        start.wait()
+        try:
+            while runs[method] < 200 and not (stop.is_set() and runs[method] >= 10):
+                got = _attribution(model, x, method)
+                runs[method] += 1
+                if not torch.allclose(got, serial[method], rtol=0, atol=1e-6):
+                    wrong[method].append(runs[method])
+        except BaseException as error:  # reported below with the method's name
+            wrong[method].append(error)
+        stop.set()
+
+    threads = [threading.Thread(target=work, args=(method,)) for method in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == {"guided-backprop": [], "saliency": []}, runs
+
+
+def test_guided_backprop_changes_no_function_of_torch_during_the_call() -> None:
+    model = SmallCNN(seed=1).eval()
+    functions = (torch.relu, torch.relu_, nn.functional.relu, nn.functional.relu_)
+    seen = []
+    model.fc.register_forward_hook(lambda *_: seen.append((torch.relu, nn.functional.relu)))
+    camlens.explain(model, torch.rand(1, 3, 32, 32), method="guided-backprop")
+    assert seen == [functions[::2]]
+    assert (torch.relu, torch.relu_, nn.functional.relu, nn.functional.relu_) == functions
