@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import torch
 import torch.nn as nn
 from toy_models import SmallCNN
@@ -64,3 +65,27 @@ def test_guided_backprop_changes_no_function_of_torch_during_the_call() -> None:
     camlens.explain(model, torch.rand(1, 3, 32, 32), method="guided-backprop")
     assert seen == [functions[::2]]
     assert (torch.relu, torch.relu_, nn.functional.relu, nn.functional.relu_) == functions
+
+
+def test_plots_leave_matplotlib_backend_as_it_was(tmp_path) -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    from camlens import metrics
+    from camlens.metrics.report import MethodScores, plot_curves
+
+    model = SmallCNN(seed=1).eval()
+    result = metrics.sanity_check(model, torch.rand(2, 3, 32, 32), "gradcam", layers=["fc"])
+    scores = MethodScores("gradcam")
+    scores.add("deletion", torch.tensor([0.2, 0.4]))
+    scores.add_curves("deletion", torch.tensor([[1.0, 0.5, 0.0], [1.0, 0.4, 0.1]]))
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # a user's choice, not Agg
+    try:
+        sanity = metrics.plot_sanity([result], tmp_path / "sanity.png")
+        assert matplotlib.get_backend() == "svg"
+        (curves,) = plot_curves([scores], tmp_path)
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    for path in (sanity, curves):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert curves.name == "deletion.png"
