@@ -4,6 +4,7 @@ backend switch, no progress bar unless asked."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -89,3 +90,66 @@ def test_plots_leave_matplotlib_backend_as_it_was(tmp_path) -> None:
     for path in (sanity, curves):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert curves.name == "deletion.png"
+
+
+class _Slow(SmallCNN):
+    """A model whose every forward takes 0.14 s: a Score-CAM call of 16 masked forwards lasts
+    past the bar's 2 s delay (the bar starts at the fifteenth)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.14)
+        return super().forward(x)
+
+
+def test_score_cam_draws_no_progress_bar_unless_asked(capfd, monkeypatch) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich draws as on a terminal
+    model = _Slow(seed=1).eval()
+    x = torch.rand(1, 3, 16, 16)
+    options = {"batch_size": 1, "precision": "fp32"}  # 16 channels, one at a time
+    camlens.ScoreCAM(model, "features.2", **options)(x)
+    assert capfd.readouterr() == ("", "")
+    camlens.ScoreCAM(model, "features.2", progress=True, **options)(x)
+    out, err = capfd.readouterr()
+    assert out == "" and "Score-CAM" in err
+
+
+def test_train_prints_nothing_unless_asked(tmp_path, capfd, monkeypatch) -> None:
+    from test_training import FAST, gray_folder
+
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    data = gray_folder(tmp_path / "data")
+    options = {key: value for key, value in FAST.items() if key != "progress"}
+    camlens.train(data, tmp_path / "quiet", **options)  # progress=True prints: test_training
+    assert capfd.readouterr() == ("", "")
+
+
+class SlowWide(nn.Module):
+    """160 channels at ``conv``, and 0.6 s per batch of several images: Score-CAM's masked
+    forwards (5 batches of 32) last past its bar's 2 s delay; one-image forwards are fast."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 160, 3, padding=1)
+        self.fc = nn.Linear(160, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 1:
+            time.sleep(0.6)
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_camlens_explain_still_shows_score_cams_bar(tmp_path, monkeypatch) -> None:
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from camlens.cli import app
+
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (24, 24), (200, 30, 30)).save(tmp_path / "images" / "red.png")
+    args = ["explain", str(tmp_path / "images"), "--out", str(tmp_path / "out"), "--size", "16"]
+    args += ["--model", "test_side_effects:SlowWide", "--method", "scorecam", "--layer", "conv"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Score-CAM" in result.output
