@@ -38,8 +38,8 @@ def _figure_class():
         from matplotlib.figure import Figure
     except ImportError as error:
         raise CamlensImportError(
-            "camlens.plot and the panel figures need matplotlib; install it with "
-            'pip install matplotlib (or pip install "camlens[vision]")'
+            "camlens.plot, the panel figures and the metrics' plots need matplotlib; install "
+            'it with pip install matplotlib (or pip install "camlens[vision]")'
         ) from error
 
     class NotebookFigure(Figure):
@@ -51,17 +51,24 @@ def _figure_class():
     return NotebookFigure, FigureCanvasAgg
 
 
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure of ``width`` x ``height`` inches on its own Agg canvas: not registered
+    with pyplot, matplotlib's backend left as the user set it; ``savefig`` writes it."""
+    Figure, FigureCanvasAgg = _figure_class()
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    return figure
+
+
 def grid(
     rows: Sequence[Sequence[Cell]], title: str = "", colormap: str = "jet", cell: float = 3.0
 ) -> Figure:
     """A figure of ``rows`` of cells (see :data:`Cell`), ``cell`` inches wide each, axes off."""
-    Figure, FigureCanvasAgg = _figure_class()
     columns = max((len(row) for row in rows), default=1)
     first = next((p for row in rows for _, p in row if p.ndim == 3), None)
     aspect = first.shape[0] / first.shape[1] if first is not None else 1.0
     height = max(1, len(rows)) * cell * aspect + (0.5 if title else 0.2)
-    figure = Figure(figsize=(columns * cell, height))
-    FigureCanvasAgg(figure)
+    figure = new_figure(columns * cell, height)
     axes = figure.subplots(max(1, len(rows)), columns, squeeze=False)
     for row, cells in zip(axes, rows):
         pictures = [p for _, p in cells if p.ndim == 3]

@@ -57,8 +57,16 @@ def get(name: str) -> type[Explainer]:
 
 def options_for(name: str, **options: Any) -> dict[str, Any]:
     """The ``options`` that method ``name``'s constructor takes as keywords, the others dropped
-    (``precision`` reaches Score-CAM only)."""
-    taken = inspect.signature(get(name).__init__).parameters
+    (``precision`` reaches Score-CAM only); a constructor's ``**options`` passes on to its base
+    class's."""
+    taken: set[str] = set()
+    for cls in get(name).__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        parameters = list(inspect.signature(cls.__init__).parameters.values())
+        taken.update(p.name for p in parameters if p.kind is not p.VAR_KEYWORD)
+        if all(p.kind is not p.VAR_KEYWORD for p in parameters):
+            break
     return {key: value for key, value in options.items() if key in taken}
 
 

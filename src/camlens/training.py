@@ -273,7 +273,7 @@ def train(
     seed: int = 0,
     workers: int = 0,
     device: str = "auto",
-    progress: bool = True,
+    progress: bool = False,
 ) -> TrainResult:
     """Fine-tune (or, with ``freeze``, train only the head of) ``backbone`` on ``data_dir``.
 
@@ -282,6 +282,8 @@ def train(
     replaced by GAP + Linear. AdamW with a one-cycle learning-rate schedule peaking at ``lr``;
     cross-entropy, weighted by inverse class frequency with ``balanced``. Seeded and
     deterministic on the CPU. Returns a :class:`TrainResult`; the checkpoint is at ``out``.
+    ``progress``: print a progress bar per epoch, the epochs' scores and the final report
+    (``camlens train`` does); by default the call prints nothing.
     """
     from camlens.architectures import build_body
 

@@ -161,16 +161,27 @@ class Functional(Inplace):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-def test_guided_backprop_same_for_inplace_module_and_functional_relu():
+class Method(Inplace):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x).relu()
+        x = self.conv2(x).relu_()
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def test_guided_backprop_same_for_inplace_module_functional_and_method_relu():
     torch.manual_seed(3)
     a = Inplace().eval()
     b = Functional().eval()
+    c = Method().eval()
     b.load_state_dict(a.state_dict())
+    c.load_state_dict(a.state_dict())
     x = torch.randn(2, 3, 16, 16, requires_grad=True)
     ea = camlens.explain(a, x, method="guided-backprop", target=1)
     eb = camlens.explain(b, x, method="guided-backprop", target=1)
+    ec = camlens.explain(c, x, method="guided-backprop", target=1)
     plain = camlens.explain(a, x, method="saliency", target=1)
     assert torch.equal(ea.extra["attribution"], eb.extra["attribution"])
+    assert torch.equal(ea.extra["attribution"], ec.extra["attribution"])
     assert not torch.equal(ea.extra["attribution"], plain.extra["attribution"])
     # by hand: the backward through the last ReLU keeps only positive gradients
     h1 = F.relu(a.conv1(x))
@@ -203,12 +214,16 @@ def test_guided_backprop_leaves_the_model_as_it_was_also_after_an_exception():
     assert model.relu.inplace and not list(model.relu._backward_hooks)
 
 
-def test_guided_relu_context_restores_functions():
+def test_guided_relu_context_replaces_no_function_and_ends_also_after_an_exception():
     originals = (F.relu, F.relu_, torch.relu, torch.relu_)
+    x = torch.tensor([-1.0, 2.0], requires_grad=True)
+    down = torch.tensor([-1.0, -1.0])  # a negative gradient: guided backprop stops it
     with pytest.raises(KeyError), guided_relu():
-        assert F.relu is not originals[0]
+        assert (F.relu, F.relu_, torch.relu, torch.relu_) == originals
+        (guided,) = torch.autograd.grad(F.relu(x), x, down)
         raise KeyError("x")
-    assert (F.relu, F.relu_, torch.relu, torch.relu_) == originals
+    (plain,) = torch.autograd.grad(F.relu(x), x, down)
+    assert guided.tolist() == [0.0, 0.0] and plain.tolist() == [0.0, -1.0]
 
 
 def test_guided_gradcam_is_guided_backprop_times_upsampled_gradcam(resnet, x):

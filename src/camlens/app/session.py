@@ -73,7 +73,8 @@ class Session:
     """A model ready to explain: ``model``, its ``adapter``, ``prepare`` (a [0, 1] (B, 3, S, S)
     batch to the model's own input), the input side ``size``, class ``names`` (or None), the number
     of ``classes`` (2 for a one-logit head) and the ``device``. ``notes`` are things the user
-    should check (a guessed input scale)."""
+    should check (a guessed input scale). ``progress``: the explainers it builds draw their own
+    progress bars (Score-CAM's, on the command line; off by default)."""
 
     spec: str
     model: Any
@@ -86,6 +87,7 @@ class Session:
     notes: list[str] = field(default_factory=list)
     weights: str | None = None
     seed: int = 0
+    progress: bool = False
     _explainers: dict[tuple[str, str, str], Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -264,7 +266,9 @@ class Session:
         key = (method, repr(layer), precision)
         if key not in self._explainers:
             self._explainers[key] = get(method)(
-                self.adapter, layer=layer, **options_for(method, precision=precision)
+                self.adapter,
+                layer=layer,
+                **options_for(method, precision=precision, progress=self.progress),
             )
         return self._explainers[key]
 

@@ -5,23 +5,27 @@ output and :math:`f^{l}` its input:
 
 .. math:: R^{l-1} = \\mathbb{1}[f^{l} > 0] \\cdot \\mathbb{1}[R^{l} > 0] \\cdot R^{l}
 
-:func:`guided_relu` swaps ``torch.nn.functional.relu`` / ``relu_`` and ``torch.relu`` / ``relu_``
-for the call's duration. ``nn.ReLU`` (in place or not) calls ``F.relu``, so modules and functional
-calls are covered alike; no module is touched, and the originals come back in ``finally``, also
-after an exception. Not covered: ``Tensor.relu()`` method calls and compiled/scripted models.
+:func:`guided_relu` enters a :class:`torch.overrides.TorchFunctionMode` for the block. The mode
+routes ``F.relu`` / ``F.relu_``, ``torch.relu`` / ``torch.relu_`` and ``Tensor.relu()`` /
+``relu_()`` to the guided ReLU; ``nn.ReLU`` (in place or not) calls ``F.relu``, so modules,
+functional and method calls are covered alike. Torch keeps the stack of function modes per thread,
+so only the calling thread's ReLUs are guided: no function of torch is replaced (another thread's
+model, explained at the same time, keeps its plain gradients), no module is touched, and the mode
+is left at the end of the block, also after an exception. Swapping the model's ``nn.ReLU``
+modules would miss functional calls, and replacing ``torch.relu`` for the call (as camlens once
+did) reaches every thread. Not covered: compiled and scripted models, whose ReLUs run in their
+graph.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-_LOCK = threading.RLock()
+from torch.overrides import TorchFunctionMode
 
 
 class _GuidedReLU(torch.autograd.Function):
@@ -42,38 +46,36 @@ class _GuidedReLU(torch.autograd.Function):
         return grad.clamp_min(0) * positive, None
 
 
-def _relu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    if not torch.is_grad_enabled() or not x.requires_grad:
-        return _ORIGINAL["relu_"](x) if inplace else _ORIGINAL["relu"](x)
-    return _GuidedReLU.apply(x, inplace)
+#: The ReLU entry points the mode sees, and whether each works in place (``F.relu``: its
+#: ``inplace`` argument decides).
+_RELUS: dict[Callable[..., Any], bool] = {
+    F.relu: False,
+    torch.relu: False,
+    torch.relu_: True,
+    torch.Tensor.relu: False,
+    torch.Tensor.relu_: True,
+}
 
 
-def _relu_(x: torch.Tensor) -> torch.Tensor:
-    return _relu(x, inplace=True)
+class _GuidedMode(TorchFunctionMode):
+    """Calls every ReLU that takes part in a gradient as :class:`_GuidedReLU`, the rest as is."""
 
-
-def _functional_relu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    return _relu(x, inplace)
-
-
-_ORIGINAL: dict[str, Any] = {"relu": torch.relu, "relu_": torch.relu_}
-_PATCHES: tuple[tuple[Any, str, Any], ...] = (
-    (F, "relu", _functional_relu),
-    (F, "relu_", _relu_),
-    (torch, "relu", _relu),
-    (torch, "relu_", _relu_),
-)
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        inplace = _RELUS.get(func)
+        if inplace is not None:
+            x = args[0]
+            if torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.requires_grad:
+                inplace = inplace or bool(kwargs.get("inplace", args[1] if len(args) > 1 else 0))
+                return _GuidedReLU.apply(x, inplace)
+        return func(*args, **kwargs)
 
 
 @contextmanager
 def guided_relu() -> Iterator[None]:
-    """Within the block every ReLU of a PyTorch model backpropagates guided gradients."""
-    with _LOCK:
-        saved = [(owner, name, getattr(owner, name)) for owner, name, _ in _PATCHES]
-        try:
-            for owner, name, patch in _PATCHES:
-                setattr(owner, name, patch)
-            yield
-        finally:
-            for owner, name, original in saved:
-                setattr(owner, name, original)
+    """Within the block, every ReLU of a PyTorch model run by this thread backpropagates guided
+    gradients; other threads are unaffected."""
+    with _GuidedMode():
+        yield

@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from camlens import targets as targets_
 from camlens.backends.base import Capture, Head, LayerInfo, Layout
+from camlens.backends.guided import guided_relu
 from camlens.backends.quantize import GAP_WARNING, probability_gap, quantize_int8, run_int8
 from camlens.backends.torch_layers import (
     detector_layers,
@@ -453,10 +454,8 @@ class TorchAdapter:
 
         The Capture's ``activations`` and ``gradients`` hold one (B, C, H, W) float32 tensor each:
         the input and d score / d input. ``guided`` backpropagates through every ReLU with
-        :func:`camlens.backends.guided.guided_relu`.
+        :func:`camlens.backends.guided.guided_relu` (in this thread only).
         """
-        from camlens.backends.guided import guided_relu
-
         if guided and type(self.model).__name__ == "UnflattenedModule":
             raise CamlensValueError(
                 "guided backpropagation replaces the model's ReLU calls, which a torch.export "

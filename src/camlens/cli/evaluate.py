@@ -101,6 +101,7 @@ def evaluate(
         target=_target(session, target),
         layer=layer,
         precision=precision,
+        progress=True,
     )
     with progress_bar("evaluating", enabled=True) as (total, advance):
         done = evaluate(

@@ -238,6 +238,7 @@ def explain(
         trust_pickle=trust_pickle, seed=seed,
     )  # fmt: skip
     session = Session.from_spec(**spec, device=device if cluster is None else "cpu")
+    session.progress = not quiet  # Score-CAM's bar under the run's
     for note in session.notes:
         typer.echo(f"note: {note}", err=True)
     chosen_target = session.target(target)

@@ -65,4 +65,5 @@ def train(
         seed=seed,
         workers=workers,
         device=device,
+        progress=True,
     )

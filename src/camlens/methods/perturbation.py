@@ -1,7 +1,8 @@
 """Perturbation CAMs: channel weights measured by changing the input or the layer and re-scoring.
 
-Both methods run many forwards, batched on the model's device; a progress bar appears on stderr
-once a call has taken more than two seconds (``progress=False`` turns it off).
+Both methods run many forwards, batched on the model's device. With ``progress=True`` a progress
+bar appears on stderr once a call has taken more than two seconds; by default a call draws
+nothing (the command line asks for the bar).
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ class _Progress:
             and self.done < self.total
             and time.perf_counter() - self.start > self.delay
         ):
+            from rich.console import Console
             from rich.progress import Progress
 
-            self.bar = Progress(transient=True)
+            self.bar = Progress(transient=True, console=Console(stderr=True))
             self.bar.start()
             self.task = self.bar.add_task(self.label, total=self.total, completed=self.done)
 
@@ -71,7 +73,7 @@ class _PerturbationCAM(LayerMethod):
         layer: Any = "auto",
         *,
         batch_size: int | None = None,
-        progress: bool = True,
+        progress: bool = False,
         **options: Any,
     ) -> None:
         super().__init__(model, layer, batch_size=batch_size, **options)

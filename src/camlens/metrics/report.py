@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from camlens.errors import CamlensError, CamlensValueError
+from camlens.figures import new_figure
 from camlens.metrics import faithfulness, localisation
 from camlens.metrics.road import road as road_metric
 from camlens.registry import explain, get, options_for
@@ -56,6 +57,7 @@ class Settings:
     target: Any = None
     layer: Any = "auto"
     precision: str = "fp32"  # deletion/insertion's and Score-CAM's perturbed forwards
+    progress: bool = False  # Score-CAM's own progress bar (camlens evaluate shows it)
 
 
 @dataclass
@@ -138,7 +140,7 @@ def _score_batch(
     settings: Settings,
     result: MethodScores,
 ) -> None:
-    options = options_for(method, precision=settings.precision)
+    options = options_for(method, precision=settings.precision, progress=settings.progress)
     exp = explain(model, x, method=method, target=settings.target, layer=settings.layer, **options)
     common: dict[str, Any] = {
         "target": exp.targets if bool((exp.targets >= 0).all()) else settings.target,
@@ -279,11 +281,6 @@ def plot_curves(
     results: list[MethodScores], folder: Path, percentiles: tuple[float, ...] = ROAD_PERCENTILES
 ) -> list[Path]:
     """One PNG per curve kind (deletion, insertion, ROAD): each method's mean curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     written = []
     kinds = [
         k
@@ -291,7 +288,8 @@ def plot_curves(
         if any(k in r.curves for r in results)
     ]
     for kind in kinds:
-        figure, axis = plt.subplots(figsize=(6, 4.2))
+        figure = new_figure(6, 4.2)
+        axis = figure.subplots()
         for result in rank(results):
             if kind not in result.curves:
                 continue
@@ -312,7 +310,6 @@ def plot_curves(
         figure.tight_layout()
         path = folder / f"{kind}.png"
         figure.savefig(path, dpi=100)
-        plt.close(figure)
         written.append(path)
     return written
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from camlens import targets as targets_
 from camlens.errors import CamlensTypeError, CamlensValueError, describe
+from camlens.figures import new_figure
 from camlens.maps import minmax
 from camlens.registry import get
 
@@ -225,13 +226,9 @@ def sanity_check(
 
 def plot_sanity(results: list[SanityResult], path: str | Path) -> Path:
     """Plot each method's mean curves (signed and absolute rank correlation, SSIM) against
-    the randomisation steps and save a PNG (needs matplotlib)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
+    the randomisation steps and save a PNG (needs matplotlib; its backend is left as it is)."""
+    figure = new_figure(15, 4.5)
+    axes = figure.subplots(1, 3, sharey=True)
     titles = {
         "spearman": "Spearman (signed)",
         "spearman_abs": "Spearman (absolute)",
@@ -252,5 +249,4 @@ def plot_sanity(results: list[SanityResult], path: str | Path) -> Path:
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path
