@@ -6,8 +6,9 @@ import json
 from html.parser import HTMLParser
 
 import pandas as pd
+from html_check import html_problems
 
-from camlens.report import html_problems, render_html, run_data, write_report
+from camlens.report import render_html, run_data, write_report
 
 EVIL = '"><img src=x onerror=alert(1)><script>alert(2)</script>'
 

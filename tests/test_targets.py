@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -153,6 +155,25 @@ def test_detection_takes_the_same_label_with_the_highest_iou():
     # IoU of (21, 21, 30, 30) with (20, 20, 30, 30) is 0.81: below iou=0.9, no match adds 0
     strict = camlens.targets.detection([[0, 0, 10, 10], [21, 21, 30, 30]], [1, 1], iou=0.9)
     torch.testing.assert_close(strict(DETECTIONS), torch.tensor([0.9]))
+
+
+def test_detection_matches_by_torchvisions_box_iou():
+    # detection's overlaps are torchvision.ops.box_iou's (x0, y0, x1, y1), without torchvision
+    # in the core; two zero-area boxes overlap 0 (torchvision: nan)
+    from torchvision.ops import box_iou
+
+    generator = torch.Generator().manual_seed(0)
+    corners = torch.rand(2, 7, 2, 2, generator=generator) * 50
+    a, b = (torch.cat([c.min(dim=1).values, c.max(dim=1).values], dim=1) for c in corners)
+    torch.testing.assert_close(targets.pairwise_iou(a, b), box_iou(a, b))
+    point = torch.tensor([[5.0, 5.0, 5.0, 5.0]])
+    assert targets.pairwise_iou(point, point).tolist() == [[0.0]]
+
+
+def test_there_is_one_box_iou():
+    source = Path(camlens.__file__).parent
+    defined = [p for p in source.rglob("*.py") if "def box_iou(" in p.read_text(encoding="utf-8")]
+    assert [p.relative_to(source).as_posix() for p in defined] == ["metrics/localisation.py"]
 
 
 def test_detection_reads_raw_ultralytics_anchors():

@@ -1,5 +1,7 @@
 """camlens: where an image classifier looks. Class activation maps and their relatives."""
 
+import importlib.metadata
+
 from camlens import targets
 from camlens.boxes import boxes
 from camlens.detect import Detections, explain_detections
@@ -35,7 +37,16 @@ from camlens.methods import (
 from camlens.registry import explain, methods
 from camlens.render import overlay
 
-__version__ = "0.1.0"
+
+def _installed_version() -> str:
+    """The installed distribution's version; "0+unknown" for a source tree never installed."""
+    try:
+        return importlib.metadata.version("camlens")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__ = _installed_version()
 
 
 def __getattr__(name: str):
@@ -54,8 +65,6 @@ def __getattr__(name: str):
 
         return getattr(run, name)
     if name == "datasets":
-        import importlib
-
         return importlib.import_module("camlens.datasets")
     raise AttributeError(f"module 'camlens' has no attribute {name!r}")
 

@@ -23,6 +23,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from camlens.backends.keras import load_spec as keras_spec
+from camlens.checkpoint import load_model
 from camlens.errors import CamlensValueError
 from camlens.weights import is_random, load_state, timm_model, torchvision_model
 
@@ -66,22 +68,8 @@ def load_spec(spec: str, weights: str | None = None, *, trust_pickle: bool = Fal
         raise CamlensValueError(f"model spec must be a non-empty string, got {spec!r}")
     kind = kind_of(spec)
     if kind == "checkpoint":
-        try:
-            from camlens.checkpoint import load_model  # type: ignore[import-not-found]
-        except ImportError as error:
-            raise CamlensValueError(
-                f"model spec {spec!r} is a camlens checkpoint, but this install has no "
-                "camlens.checkpoint module to load it"
-            ) from error
         return load_model(spec)
     if kind == "keras":
-        try:
-            from camlens.backends.keras import load_spec as keras_spec  # type: ignore
-        except ImportError as error:
-            raise CamlensValueError(
-                f"model spec {spec!r} needs the Keras backend (camlens.backends.keras) and keras "
-                f"installed (pip install keras): {error}"
-            ) from error
         return keras_spec(spec, weights)
     if kind == "torchvision":
         return torchvision_model(spec.partition(":")[2], weights)

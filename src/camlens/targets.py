@@ -215,9 +215,10 @@ def segmentation(category: int, mask: Any = None) -> Segmentation:
     return Segmentation(category, mask)
 
 
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """IoU (N, M) of boxes (N, 4) and (M, 4) as (x0, y0, x1, y1) in continuous coordinates (the
-    detectors' convention: area = (x1 - x0)(y1 - y0))."""
+    detectors' convention: area = (x1 - x0)(y1 - y0)): ``torchvision.ops.box_iou``, with 0
+    where both boxes are empty (torchvision: nan), in torch alone (torchvision is optional)."""
     area_a = (a[:, 2] - a[:, 0]).clamp_min(0) * (a[:, 3] - a[:, 1]).clamp_min(0)
     area_b = (b[:, 2] - b[:, 0]).clamp_min(0) * (b[:, 3] - b[:, 1]).clamp_min(0)
     low = torch.maximum(a[:, None, :2], b[None, :, :2])
@@ -319,7 +320,7 @@ class Detection(OutputTarget):
             if boxes.shape[0] == 0:
                 result.append([-1] * refs.shape[0])
                 continue
-            overlaps = box_iou(refs, boxes.detach())
+            overlaps = pairwise_iou(refs, boxes.detach())
             for row, label in zip(overlaps, names):
                 row = torch.where((labels == label) & (row >= self.iou), row, -1.0)
                 best = int(row.argmax())

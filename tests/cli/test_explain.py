@@ -8,13 +8,13 @@ import urllib.error
 
 import pytest
 import torchvision
+from html_check import html_problems
 from PIL import Image
 from typer.testing import CliRunner
 
 import camlens
 import camlens.app.engine as engine
 from camlens.cli import app
-from camlens.report import html_problems
 
 runner = CliRunner()
 
