@@ -201,7 +201,7 @@ def test_a_failing_write_stops_the_run_and_keeps_what_was_written(demo, tmp_path
 def test_an_image_the_model_answers_nan_for_is_a_failure_row_not_a_black_map(tmp_path):
     """The library gives NaN maps for an image whose logits are NaN; a run records that image as
     a failure with the reason (exit code 1), explains the others, and writes no map for it."""
-    from tests.toy_models import NaNForNegative
+    from toy_models import NaNForNegative
 
     torch.manual_seed(0)
     session = Session.from_model(NaNForNegative().eval(), size=64)  # ImageNet normalisation
