@@ -121,6 +121,30 @@ def test_killed_actor_is_retried_and_nothing_is_lost_or_twice(cluster, tmp_path)
     assert len(lines) == 32  # the retried batch was written once
 
 
+def test_a_batch_the_model_raises_for_is_a_failure_row_with_its_error_and_traceback(
+    cluster, tmp_path
+):
+    """As the local engine: the reason keeps the error's type, the driver logs the traceback."""
+    from toy_models import SHAPE_ERROR
+
+    for name, value in (("bright", 230), ("dark", 10)):
+        Image.fromarray(np.full((64, 64, 3), value, np.uint8)).save(tmp_path / f"{name}.png")
+    dataset = ray.data.from_items(
+        [{"path": str(tmp_path / f"{n}.png")} for n in ("bright", "dark")]
+    )
+    out = tmp_path / "out"
+    summary = distributed.explain(
+        dataset, model="ray_models:fails_for_bright", methods=["gradcam"], out=out, size=64,
+        batch_size=1, workers=1,
+    )  # fmt: skip
+    reason = f"explaining failed: RuntimeError: {SHAPE_ERROR}"
+    assert summary.done == 1 and [f.reason for f in summary.failures] == [reason]
+    assert list(camlens.load_run(out).failures["error"]) == [reason]
+    log = (out / "camlens.log").read_text()
+    assert f"{tmp_path / 'bright.png'}\nTraceback (most recent call last)" in log
+    assert f"raise RuntimeError(SHAPE_ERROR)\nRuntimeError: {SHAPE_ERROR}" in log
+
+
 def test_actors_explain_the_drivers_random_weights():
     """Random weights come from the spec's seed: every actor builds the driver's network."""
     spec = {"spec": "ray_models:killer", "weights": None, "size": 64, "seed": 0}
