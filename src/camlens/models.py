@@ -74,7 +74,7 @@ def load_spec(spec: str, weights: str | None = None, *, trust_pickle: bool = Fal
     kind = kind_of(spec)
     if kind == "checkpoint":
         try:
-            from camlens.checkpoint import load_model  # type: ignore[import-not-found]
+            from camlens.checkpoint import load_model
         except ImportError as error:
             raise CamlensValueError(
                 f"model spec {spec!r} is a camlens checkpoint, but this install has no "
@@ -83,7 +83,7 @@ def load_spec(spec: str, weights: str | None = None, *, trust_pickle: bool = Fal
         return load_model(spec)
     if kind == "keras":
         try:
-            from camlens.backends.keras import load_spec as keras_spec  # type: ignore
+            from camlens.backends.keras import load_spec as keras_spec
         except ImportError as error:
             raise CamlensValueError(
                 f"model spec {spec!r} needs the Keras backend (camlens.backends.keras) and keras "

@@ -175,7 +175,7 @@ def segment_records(
     category = settings.target
     if category is None:  # the class covering the most pixels
         with model_lock(session.adapter.model):
-            output = session.adapter.outputs(x)  # type: ignore[attr-defined]
+            output = session.adapter.outputs(x)
         logits = targets.dense_logits(output)
         if logits.shape[1] == 1:
             category = int((logits[0, 0] > 0).float().mean() >= 0.5)

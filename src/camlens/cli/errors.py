@@ -158,6 +158,6 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
 
     extra = inspect.Parameter(CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
     parameters = [*signature.parameters.values(), extra]
-    run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]  # read by inspect
     run.__annotations__ = {**command.__annotations__, CONTEXT: typer.Context}
     return run
