@@ -32,7 +32,7 @@ from camlens.app.writer import log_traceback
 from camlens.errors import CamlensError
 
 #: typer's own exits and click's usage errors pass through (typer may bundle its own click).
-PASS = (
+PASS: tuple[type[BaseException], ...] = (
     typer.Exit,
     typer.Abort,
     *[c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"],
