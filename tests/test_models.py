@@ -9,6 +9,7 @@ import urllib.error
 import pytest
 import torch
 import torchvision
+from needs import need
 
 from camlens.errors import CamlensValueError
 from camlens.models import class_names, kind_of, load_spec
@@ -151,7 +152,7 @@ def test_factory(tiny_module, tmp_path):
 
 
 def test_timm_random():
-    timm = pytest.importorskip("timm")
+    timm = need("timm")
     model = load_spec("timm:resnet18", "none")
     assert isinstance(model, timm.models.ResNet)
     names = class_names("timm:resnet18", model, 1000)
