@@ -1,10 +1,10 @@
-"""The system's Chromium for the browser tests, and the mark that skips them without one."""
+"""The system's Chromium for the browser tests: without it they skip, or fail in CI."""
 
 from __future__ import annotations
 
 import shutil
 
-import pytest
+from needs import missing
 
 CHROMIUM = next(
     (
@@ -14,7 +14,10 @@ CHROMIUM = next(
     ),
     None,
 )
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="Chromium is not installed (apt-get install chromium; .ci/run installs it)",
-)
+
+
+def chromium() -> str:
+    """The path of the system's Chromium; without one the test skips (fails in CI)."""
+    if CHROMIUM is None:
+        missing("Chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    return CHROMIUM

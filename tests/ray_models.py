@@ -37,3 +37,10 @@ class Killer(nn.Module):
 
 def killer() -> Killer:
     return Killer().eval()
+
+
+def fails_for_bright() -> nn.Module:
+    """toy_models.FailsForBright: raises a RuntimeError for a batch holding a bright image."""
+    from toy_models import FailsForBright
+
+    return FailsForBright().eval()

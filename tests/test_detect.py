@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from needs import need
 from torchvision.models import detection as tvd
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -175,7 +176,7 @@ def test_ultralytics_yolo(tmp_path_factory, monkeypatch):
     # ultralytics writes a settings file on import: keep it in a temporary folder
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("ultralytics")))
     monkeypatch.setenv("YOLO_OFFLINE", "1")
-    ultralytics = pytest.importorskip("ultralytics")
+    ultralytics = need("ultralytics")
     torch.manual_seed(0)
     yolo = ultralytics.YOLO("yolov8n.yaml")  # built from its yaml: random weights, no download
     modes = [m.training for m in yolo.model.modules()]

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from needs import need
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -27,7 +28,6 @@ from camlens.app.session import Session
 from camlens.checkpoint import demo_path
 from camlens.cli import app
 
-ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.timeout(240)  # a hung cluster fails the test instead of CI
 
 SAMPLES = demo_path() / "samples"
@@ -39,6 +39,8 @@ runner = CliRunner()
 def cluster(tmp_path_factory):
     """Ray on two cores for this module; its workers import these tests' models."""
     import ray_models
+
+    ray = need("ray")
 
     marker = tmp_path_factory.mktemp("kill") / "killed"
     here = str(Path(__file__).parent)
@@ -104,7 +106,7 @@ def test_ray_run_equals_local_run(cluster, local_run, tmp_path):
 
 def test_killed_actor_is_retried_and_nothing_is_lost_or_twice(cluster, tmp_path):
     files = sorted(SAMPLES.glob("*/*.png"))
-    dataset = ray.data.from_items([{"path": str(f)} for f in files])
+    dataset = need("ray").data.from_items([{"path": str(f)} for f in files])
     summary = distributed.explain(
         dataset, model="ray_models:killer", methods=["gradcam", "cam"], out=tmp_path,
         size=64, batch_size=4, workers=1,
@@ -119,6 +121,30 @@ def test_killed_actor_is_retried_and_nothing_is_lost_or_twice(cluster, tmp_path)
     assert set(rows["path"]) == {str(f) for f in files}
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     assert len(lines) == 32  # the retried batch was written once
+
+
+def test_a_batch_the_model_raises_for_is_a_failure_row_with_its_error_and_traceback(
+    cluster, tmp_path
+):
+    """As the local engine: the reason keeps the error's type, the driver logs the traceback."""
+    from toy_models import SHAPE_ERROR
+
+    for name, value in (("bright", 230), ("dark", 10)):
+        Image.fromarray(np.full((64, 64, 3), value, np.uint8)).save(tmp_path / f"{name}.png")
+    dataset = need("ray").data.from_items(
+        [{"path": str(tmp_path / f"{n}.png")} for n in ("bright", "dark")]
+    )
+    out = tmp_path / "out"
+    summary = distributed.explain(
+        dataset, model="ray_models:fails_for_bright", methods=["gradcam"], out=out, size=64,
+        batch_size=1, workers=1,
+    )  # fmt: skip
+    reason = f"explaining failed: RuntimeError: {SHAPE_ERROR}"
+    assert summary.done == 1 and [f.reason for f in summary.failures] == [reason]
+    assert list(camlens.load_run(out).failures["error"]) == [reason]
+    log = (out / "camlens.log").read_text()
+    assert f"{tmp_path / 'bright.png'}\nTraceback (most recent call last)" in log
+    assert f"raise RuntimeError(SHAPE_ERROR)\nRuntimeError: {SHAPE_ERROR}" in log
 
 
 def test_actors_explain_the_drivers_random_weights():
@@ -192,6 +218,8 @@ def test_ray_names_that_sanitise_alike_and_a_non_utf8_name(cluster, tmp_path):
     ],
 )
 def test_usage_is_checked_before_any_work(extra, message, tmp_path):
+    if "ray" in extra:
+        need("ray")
     out = tmp_path / "out"
     result = runner.invoke(app, ["explain", str(SAMPLES), "--model", "demo", "--out", str(out)]
                            + extra)  # fmt: skip

@@ -9,6 +9,7 @@ import urllib.error
 import pytest
 import torch
 import torchvision
+from needs import need
 
 from camlens.errors import CamlensValueError
 from camlens.models import class_names, kind_of, load_spec
@@ -113,6 +114,31 @@ def test_full_pickle_needs_trust(tmp_path, tiny_module):
         load_spec(str(tmp_path / "state.pt"))
 
 
+@pytest.mark.parametrize(
+    ("content", "cause"),
+    [
+        ("half", "RuntimeError: PytorchStreamReader failed reading zip archive"),
+        (b"", "EOFError"),
+        (b"not a model at all", "UnpicklingError: Unsupported operand 110"),
+    ],
+)
+def test_a_damaged_model_file_says_what_failed(tmp_path, tiny_module, content, cause):
+    """A model file torch cannot read is reported with torch's own error, even when trusted; it
+    is no "full pickle"."""
+    import tinynet
+
+    path = tmp_path / "damaged.pt"
+    torch.save(tinynet.build().state_dict(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if content == "half" else content)
+    for trust in (False, True):
+        with pytest.raises(CamlensValueError) as caught:
+            load_spec(str(path), trust_pickle=trust)
+        message = str(caught.value)
+        assert message.startswith(f"model file {str(path)!r} cannot be loaded by torch ({cause}")
+        assert "full pickle" not in message and caught.value.__cause__ is not None
+
+
 def test_factory(tiny_module, tmp_path):
     import tinynet
 
@@ -126,7 +152,7 @@ def test_factory(tiny_module, tmp_path):
 
 
 def test_timm_random():
-    timm = pytest.importorskip("timm")
+    timm = need("timm")
     model = load_spec("timm:resnet18", "none")
     assert isinstance(model, timm.models.ResNet)
     names = class_names("timm:resnet18", model, 1000)

@@ -15,12 +15,18 @@ def quick_start_commands() -> list[str]:
     return re.findall(r"```bash\n(.+?)\n```", section)
 
 
+#: What CI checks between the README's install and its pytest (the test extra installs them).
+CHECKS = ["ruff check src tests", "ruff format --check src tests", "mypy src"]
+
+
 def test_quick_start_has_two_commands_and_ci_runs_the_test_one():
     commands = quick_start_commands()
     assert len(commands) == 2
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert commands[1] in ci.splitlines()
-    assert commands[1].endswith("pytest")
+    install, test = commands[1].split(" && ")
+    assert install == 'pip install -e ".[test]"' and test == "pytest"
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    start = lines.index(install)
+    assert lines[start : start + len(CHECKS) + 2] == [install, *CHECKS, test]
 
 
 def test_main_job_runs(tmp_path, monkeypatch):

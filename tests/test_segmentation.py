@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
+from needs import need
 from torchvision.models import segmentation as tvs
 
 import camlens
@@ -114,7 +115,7 @@ def test_one_channel_unet():
 
 
 def test_hugging_face_segformer():
-    transformers = pytest.importorskip("transformers")
+    transformers = need("transformers")
     config = transformers.SegformerConfig(
         num_encoder_blocks=2,
         depths=[1, 1],

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from needs import need
 from PIL import Image
 
 import camlens
@@ -136,7 +137,7 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(CamlensValueError, match="epochs must be an int >= 1, got 0"):
         camlens.train(tmp_path, tmp_path / "ckpt", **{**FAST, "epochs": 0})
     data = gray_folder(tmp_path / "data")
-    pytest.importorskip("timm")
+    need("timm")
     vit = "timm:vit_tiny_patch16_224"
     with pytest.raises(CamlensValueError, match=rf"backbone '{vit}' has no convolutional"):
         camlens.train(data, tmp_path / "ckpt", **{**FAST, "backbone": vit})

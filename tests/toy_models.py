@@ -76,3 +76,34 @@ class NaNForNegative(SmallCNN):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x + 0 * torch.log(x.mean(dim=(1, 2, 3), keepdim=True)))
+
+
+#: The error :class:`FailsForBright` raises, as torch words a shape mismatch.
+SHAPE_ERROR = "mat1 and mat2 shapes cannot be multiplied (1x16 and 8x5)"
+
+
+class FailsForBright(SmallCNN):
+    """:class:`SmallCNN` that raises torch's shape error, as a model built for other inputs does,
+    for a batch holding a bright image (input mean over 0.5, whether normalised or in [0, 1]);
+    blank probes and dark images pass."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x.mean(dim=(1, 2, 3)) > 0.5).any()):
+            raise RuntimeError(SHAPE_ERROR)
+        return super().forward(x)
+
+
+class FailsForBrightSegmenter(nn.Module):
+    """A 3-class segmenter (conv -> ReLU -> 1x1 conv, ``{"out": (B, 3, H, W)}``) that raises
+    torch's shape error for a batch holding a bright image, as :class:`FailsForBright`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if bool((x.mean(dim=(1, 2, 3)) > 0.5).any()):
+            raise RuntimeError(SHAPE_ERROR)
+        return {"out": self.head(self.features(x))}

@@ -23,6 +23,7 @@ import logging
 import os
 import pickle
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -30,7 +31,16 @@ from typing import Any, cast
 
 import numpy as np
 
-from camlens.app.engine import RunSettings, Summary, manifest, output_names, to_do
+from camlens.app.engine import (
+    EXPLAIN_ERRORS,
+    RunSettings,
+    Summary,
+    failed_batch,
+    log_failure,
+    manifest,
+    output_names,
+    to_do,
+)
 from camlens.app.inputs import (
     Failure,
     class_indices,
@@ -43,7 +53,7 @@ from camlens.app.inputs import (
 from camlens.app.records import RenderOptions, explain_batch, render
 from camlens.app.session import Session
 from camlens.app.writer import RunWriter, claim
-from camlens.errors import CamlensError, CamlensValueError
+from camlens.errors import CamlensValueError
 from camlens.locks import model_lock
 
 #: Batches in flight in one actor: one in the model, one decoding or rendering beside it.
@@ -233,10 +243,19 @@ def _names(files: Sequence[Path]) -> dict[str, str]:
     return {keyed[cast(PurePosixPath, k)]: v for k, v in stems.items()}
 
 
+@dataclass
+class Trace:
+    """The traceback of a batch an actor failed to explain, for the driver's run log."""
+
+    paths: list[str]
+    text: str
+
+
 class Worker:
     """A Ray Data actor: one session built from the spec in ``__init__``; ``__call__`` decodes,
     explains and renders a batch of paths into pickled :class:`~camlens.app.records.Record` s and
-    :class:`~camlens.app.inputs.Failure` s (column ``item``).
+    :class:`~camlens.app.inputs.Failure` s (column ``item``), and a :class:`Trace` per batch
+    that failed, which the driver appends to the run's log.
 
     Two calls run at once in an actor (:data:`CALLS`), as the local engine's stages do: while one
     batch holds the model (its :func:`~camlens.locks.model_lock`, for the whole batch), the other
@@ -272,8 +291,9 @@ class Worker:
                         decoded.load_s,
                         settings.render.box_threshold if settings.render.boxes else None,
                     )
-            except (CamlensError, RuntimeError) as error:
-                failed += [Failure(str(p), f"explaining failed: {error}") for p in decoded.paths]
+            except EXPLAIN_ERRORS as error:
+                failed += failed_batch(decoded.paths, error)
+                items.append(Trace([str(p) for p in decoded.paths], traceback.format_exc()))
             else:
                 failed += explained.failures
                 kept = {str(p) for p in explained.paths}
@@ -348,6 +368,8 @@ def explain_files(
                 writer.write([], summary.failures)
             if rows:
                 for items in _run(rows, session, spec, settings, cluster):
+                    for trace in [item for item in items if isinstance(item, Trace)]:
+                        log_failure(out, trace.paths, trace.text)
                     records, failed = _unique(items, writer.done)
                     for failure in failed:
                         echo(f"failed: {failure.path}: {failure.reason}")
@@ -379,6 +401,8 @@ def _unique(items: Iterable[Any], done: set[tuple[str, str]]) -> tuple[list[Any]
     """Records and failures not delivered before (a retried batch can arrive twice)."""
     records, failed = [], []
     for item in items:
+        if isinstance(item, Trace):
+            continue
         if isinstance(item, Failure):
             if (item.path, "") not in done:
                 failed.append(item)

@@ -29,7 +29,7 @@ class Inputs:
     @property
     def image(self) -> torch.Tensor:
         """The explained image batch."""
-        return self.values[self.key]  # type: ignore[index]
+        return self.values[self.key]  # type: ignore[index]  # key: a tuple's int, a dict's name
 
     @property
     def shape(self) -> torch.Size:
@@ -178,9 +178,9 @@ def as_inputs(x: Any, image: int | str | None = None) -> Any:
     if not keys:
         raise CamlensValueError("x is an empty sequence of inputs; pass at least the image")
     if image is None:
-        found = [key for key in keys if _is_image(values[key])]  # type: ignore[index]
+        found = [key for key in keys if _is_image(values[key])]
         if not found:
-            shown = ", ".join(describe(values[key]) for key in keys)  # type: ignore[index]
+            shown = ", ".join(describe(values[key]) for key in keys)
             raise CamlensValueError(
                 "x holds no image: expected a float tensor of shape (B, C, H, W) or "
                 f"(B, C, T, H, W) among the inputs, got {shown}"
@@ -188,8 +188,7 @@ def as_inputs(x: Any, image: int | str | None = None) -> Any:
         return Inputs(values, found[0])
     if image not in keys:
         raise CamlensValueError(f"image={image!r} is not one of the inputs; expected one of {keys}")
-    if not isinstance(values[image], torch.Tensor):  # type: ignore[index]
-        raise CamlensTypeError(
-            f"image={image!r} names {describe(values[image])}, not a tensor"  # type: ignore[index]
-        )
-    return Inputs(values, image)
+    inputs = Inputs(values, image)
+    if not isinstance(inputs.image, torch.Tensor):
+        raise CamlensTypeError(f"image={image!r} names {describe(inputs.image)}, not a tensor")
+    return inputs

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ PRESETS = {
     "unit": Preset(None, 1.0),
 }
 
-ImageLike = str | os.PathLike | Image.Image | np.ndarray
+ImageLike: TypeAlias = str | os.PathLike | Image.Image | np.ndarray
 
 
 def to_rgb(image: ImageLike) -> np.ndarray:

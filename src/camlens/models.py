@@ -19,6 +19,7 @@ A spec is one of:
 from __future__ import annotations
 
 import importlib
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,12 @@ from camlens.checkpoint import load_model
 from camlens.errors import CamlensValueError
 from camlens.weights import is_random, load_state, timm_model, torchvision_model
 
+#: torch.load(weights_only=True) refuses a pickle that holds more than tensors with REFUSED, and
+#: bytes that are no pickle at all with FOREIGN; its reason follows DETAIL.
+REFUSED, FOREIGN = "Weights only load failed", "Unsupported operand"
+DETAIL = "WeightsUnpickler error:"
+#: What torch.load raises for a file it cannot read: damaged zip, truncated or foreign bytes.
+LOAD_ERRORS = (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError)
 FORMS = (
     "torchvision:NAME, timm:NAME, a torch.export .pt2 file, a TorchScript file, a camlens "
     "checkpoint folder or 'demo', "
@@ -126,7 +133,9 @@ def _file(path: Path, weights: str | None, trust_pickle: bool) -> Any:
         return model if is_random(weights) else load_state(model, weights)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a full pickle: refuse unless trusted
+    except pickle.UnpicklingError as error:
+        if REFUSED not in str(error) or FOREIGN in str(error):
+            raise _unreadable(path, error) from error
         if not trust_pickle:
             raise CamlensValueError(
                 f"model file {str(path)!r} is a full pickle, which can run code when loaded; "
@@ -134,13 +143,29 @@ def _file(path: Path, weights: str | None, trust_pickle: bool) -> Any:
                 "(torch.jit.script(model).save(path)) or a state dict with --model "
                 "torchvision:NAME --weights FILE"
             ) from error
-        loaded = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=False)
+        except (*LOAD_ERRORS, AttributeError, ImportError) as error:  # a class it cannot find
+            raise _unreadable(path, error) from error
+    except LOAD_ERRORS as error:
+        raise _unreadable(path, error) from error
     if isinstance(loaded, torch.nn.Module):
         return loaded.eval() if is_random(weights) else load_state(loaded, weights)
     raise CamlensValueError(
         f"model file {str(path)!r} holds a {type(loaded).__name__} (weights without an "
         "architecture); pass the architecture as the spec and the file as weights: "
         f"--model torchvision:NAME --weights {path}"
+    )
+
+
+def _unreadable(path: Path, error: BaseException) -> CamlensValueError:
+    """A model file torch cannot read, with torch's own reason (its first line after DETAIL)."""
+    lines = [line.strip() for line in str(error).rpartition(DETAIL)[2].splitlines()]
+    reason = next((line for line in lines if line), "")[:200]
+    cause = f"{type(error).__name__}: {reason}" if reason else type(error).__name__
+    return CamlensValueError(
+        f"model file {str(path)!r} cannot be loaded by torch ({cause}); is the file complete? "
+        "save it again with torch.save, torch.jit.save or torch.export.save"
     )
 
 

@@ -63,7 +63,7 @@ def options_for(name: str, **options: Any) -> dict[str, Any]:
     for cls in get(name).__mro__:
         if "__init__" not in vars(cls):
             continue
-        parameters = list(inspect.signature(cls.__init__).parameters.values())
+        parameters = list(inspect.signature(vars(cls)["__init__"]).parameters.values())
         taken.update(p.name for p in parameters if p.kind is not p.VAR_KEYWORD)
         if all(p.kind is not p.VAR_KEYWORD for p in parameters):
             break

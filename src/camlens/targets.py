@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 
 from camlens.errors import CamlensTypeError, CamlensValueError, describe
 
-Target = int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None
+Target: TypeAlias = (
+    int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None
+)
 
 
 @dataclass

@@ -154,7 +154,12 @@ def weights_digest(spec: str, weights: str | None) -> str | None:
     model file or checkpoint folder ``spec`` names; None for downloaded or random weights."""
     from camlens.checkpoint import WEIGHTS, demo_path
 
-    if not is_random(weights) and weights != "DEFAULT" and Path(str(weights)).is_file():
+    if (
+        weights is not None
+        and not is_random(weights)
+        and weights != "DEFAULT"
+        and Path(weights).is_file()
+    ):
         path = Path(weights)
     elif spec == "demo":
         path = demo_path() / WEIGHTS

@@ -224,3 +224,25 @@ def test_an_image_the_model_answers_nan_for_is_a_failure_row_not_a_black_map(tmp
         "bright_cam.png",
         "bright_gradcam.png",
     ]
+
+
+def test_a_batch_the_model_raises_for_is_a_failure_row_with_its_error_and_traceback(tmp_path):
+    """The failure rows of a batch the model raised for keep the exception's type and message;
+    its traceback goes to OUT/camlens.log; the other batches are explained."""
+    from tests.toy_models import SHAPE_ERROR, FailsForBright
+
+    session = Session.from_model(FailsForBright().eval(), size=64)  # ImageNet normalisation
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.full((64, 64, 3), 230, np.uint8)).save(folder / "bright.png")
+    Image.fromarray(np.full((64, 64, 3), 10, np.uint8)).save(folder / "dark.png")
+    out = tmp_path / "out"
+    settings = RunSettings(["gradcam"], batch_size=1)
+    summary = explain_files(session, [folder], out, settings, echo=lambda _: None)
+    reason = f"explaining failed: RuntimeError: {SHAPE_ERROR}"
+    assert summary.exit_code == 1 and summary.done == 1
+    assert [(Path(f.path).name, f.reason) for f in summary.failures] == [("bright.png", reason)]
+    assert list(camlens.load_run(out).failures["error"]) == [reason]
+    log = (out / "camlens.log").read_text()
+    assert "bright.png" in log and "Traceback (most recent call last)" in log
+    assert f"in forward\n    raise RuntimeError(SHAPE_ERROR)\nRuntimeError: {SHAPE_ERROR}" in log

@@ -74,6 +74,28 @@ def test_segment_run_explains_the_largest_class(images, tmp_path):
     assert np.abs(run.map(0) - exp.maps[0].numpy()).max() <= 0.5 / 255 + 1e-6
 
 
+def test_an_image_the_model_raises_for_is_a_failure_row_with_its_error_and_traceback(tmp_path):
+    """As the local engine: the reason keeps the error's type, the log its traceback."""
+    from tests.toy_models import SHAPE_ERROR, FailsForBrightSegmenter
+
+    session = Session.from_model(FailsForBrightSegmenter().eval(), size=64)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.full((64, 64, 3), 230, np.uint8)).save(folder / "bright.png")
+    Image.fromarray(np.full((64, 64, 3), 10, np.uint8)).save(folder / "dark.png")
+    out = tmp_path / "out"
+    summary = explain_task_files(
+        session, [str(folder)], out, RunSettings(methods=["gradcam"]), TaskSettings("segment"),
+        echo=lambda text: None,
+    )  # fmt: skip
+    reason = f"explaining failed: RuntimeError: {SHAPE_ERROR}"
+    assert summary.done == 1 and [f.reason for f in summary.failures] == [reason]
+    assert list(camlens.load_run(out).failures["error"]) == [reason]
+    log = (out / "camlens.log").read_text()
+    assert f"{folder / 'bright.png'}\nTraceback (most recent call last)" in log
+    assert f"raise RuntimeError(SHAPE_ERROR)\nRuntimeError: {SHAPE_ERROR}" in log
+
+
 def test_unknown_task():
     with pytest.raises(camlens.CamlensValueError) as error:
         preprocess_for("count", "auto")

@@ -390,6 +390,18 @@ def test_inputs_and_errors(pair):
         camlens.explain(kmodel, x, method="scorecam", layer="conv2", precision="int8")
 
 
+def test_the_whole_adapter_protocol(pair):
+    """Every member of camlens.backends.Adapter; targets that read the whole output are refused."""
+    from camlens.backends import Adapter
+
+    adapter = adapter_for(pair[0])
+    members = set(Adapter.__annotations__) | {n for n in vars(Adapter) if not n.startswith("_")}
+    assert {"device", "outputs"} <= members and all(hasattr(adapter, n) for n in members)
+    assert adapter.device == torch.device("cpu")
+    with pytest.raises(camlens.CamlensTypeError, match="whole output .* take PyTorch models"):
+        adapter.outputs(pair[3])
+
+
 def test_load_spec(tmp_path, pair):
     kmodel, _, x = pair[:3]
     path = tmp_path / "tiny.keras"

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from needs import missing
 
 BACKENDS = ("tensorflow", "torch", "jax")
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +27,7 @@ CASES = Path(__file__).with_name("keras_cases.py")
 @pytest.fixture(scope="module")
 def children():
     if importlib.util.find_spec("keras") is None or importlib.util.find_spec("tensorflow") is None:
-        pytest.skip("keras and tensorflow are not installed (pip install -e '.[test]')")
+        missing("keras and tensorflow are not installed (pip install -e '.[test]')")
     started = {}
     with contextlib.ExitStack() as stack:
         for backend in BACKENDS:

@@ -27,6 +27,17 @@ class Exploding(SmallCNN):
         raise RuntimeError(f"boom after {tuple(features.shape)}")
 
 
+def test_the_whole_adapter_protocol(small_cnn, images):
+    """TorchAdapter has every member of camlens.backends.Adapter, device and outputs included."""
+    from camlens.backends import Adapter
+
+    adapter = adapter_for(small_cnn)
+    members = set(Adapter.__annotations__) | {n for n in vars(Adapter) if not n.startswith("_")}
+    assert {"device", "outputs"} <= members and all(hasattr(adapter, n) for n in members)
+    assert adapter.device == torch.device("cpu")
+    assert torch.equal(adapter.outputs(images), small_cnn(images))
+
+
 @pytest.mark.parametrize("method", ["cam", "gradcam", "eigencam"])
 def test_no_hook_left_and_state_restored(small_cnn, images, method):
     small_cnn.train()

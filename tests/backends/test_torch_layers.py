@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torchvision
+from needs import need
 from toy_models import SmallCNN
 
 import camlens
@@ -143,7 +144,7 @@ TIMM_AUTO = [
 
 @pytest.mark.parametrize(("arch", "kwargs", "name", "kind", "grid"), TIMM_AUTO)
 def test_auto_layer_on_timm(arch, kwargs, name, kind, grid):
-    timm = pytest.importorskip("timm")
+    timm = need("timm")
     torch.manual_seed(0)
     model = timm.create_model(arch, pretrained=False, num_classes=3, **kwargs).eval()
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -156,7 +157,7 @@ def test_auto_layer_on_timm(arch, kwargs, name, kind, grid):
 
 def _hf_models():
     """Tiny Hugging Face attention classifiers from their configs (random weights, no download)."""
-    t = pytest.importorskip("transformers")
+    t = need("transformers")
     vit = dict(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=2, num_labels=3)
     vit.update(num_attention_heads=2, intermediate_size=64)
     swin = dict(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2])

@@ -7,15 +7,14 @@ import io
 
 import numpy as np
 import pytest
-from browsers import CHROMIUM, needs_chromium
+from browsers import chromium
+from needs import need
 from PIL import Image
 from typer.testing import CliRunner
 
 from camlens.app.records import Record
 from camlens.app.writer import RunWriter
 from camlens.cli import app
-
-pytestmark = needs_chromium
 
 #: In the page: how many images there are and how many did not decode.
 BROKEN = """() => { const im = Array.from(document.images);
@@ -24,9 +23,9 @@ BROKEN = """() => { const im = Array.from(document.images);
 
 @pytest.fixture(scope="module")
 def browser():
-    playwright = pytest.importorskip("playwright.sync_api")
+    playwright = need("playwright.sync_api")
     with playwright.sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        launched = driver.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         yield launched
         launched.close()
 

@@ -9,13 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
+from needs import need
 from typer.testing import CliRunner
 
 from camlens.cli import app
 
-pytest.importorskip("fastapi")
+need("fastapi")  # every test here serves the app
+httpx = need("httpx")
+
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+from needs import missing
 from PIL import Image
 from repo_scripts import load_script
 
@@ -36,7 +37,7 @@ def test_every_notebook_is_tested():
 def test_notebook_runs(name, tmp_path):
     path = notebooks.EXAMPLES / f"{name}.ipynb"
     if "keras" in name and not KERAS:
-        pytest.skip("keras and tensorflow are not installed (pip install -e '.[test]')")
+        missing("keras and tensorflow are not installed (pip install -e '.[test]')")
     book = notebooks.execute(path, tmp_path)
     outputs = [o for cell in book.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from needs import need
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = re.findall(r"```python\n(.+?)\n```", (ROOT / "docs" / "tasks.md").read_text(), re.S)
@@ -21,6 +22,6 @@ def test_example_runs(index, tmp_path, monkeypatch):
     if "ultralytics" in code:
         monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path))
         monkeypatch.setenv("YOLO_OFFLINE", "1")
-        pytest.importorskip("ultralytics")
+        need("ultralytics")
     monkeypatch.chdir(tmp_path)  # files the examples write (clip.gif, resnet18.pt2)
     exec(compile(code, f"docs/tasks.md example {index}", "exec"), {"__name__": "__main__"})

@@ -5,20 +5,23 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
+from needs import need
 
 import camlens
 from camlens.backends.quantize import int8_supported
 from camlens.methods.base import fuse
 
-torchvision = pytest.importorskip("torchvision")
-pgc = pytest.importorskip("pytorch_grad_cam")
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
-
 
 @pytest.fixture(scope="module")
 def resnet() -> nn.Module:
     torch.manual_seed(0)
-    return torchvision.models.resnet18().eval()
+    return need("torchvision").models.resnet18().eval()
+
+
+@pytest.fixture(scope="module")
+def pgc():
+    """pytorch-grad-cam, the reference implementation."""
+    return need("pytorch_grad_cam")
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +57,13 @@ class BatchFromInput(Tiny):
 
 
 def reference(cls, model, layer, x, targets, **kwargs):
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     cam = cls(model, [dict(model.named_modules())[layer]], **kwargs)
     return torch.from_numpy(cam(x, [ClassifierOutputTarget(int(t)) for t in targets]))
 
 
-def test_scorecam_matches_pytorch_grad_cam(resnet, x):
+def test_scorecam_matches_pytorch_grad_cam(pgc, resnet, x):
     exp = camlens.explain(resnet, x, method="scorecam", layer="layer3", precision="fp32")
     expected = reference(pgc.ScoreCAM, resnet, "layer3", x, exp.targets)
     assert exp.maps.shape == (2, 32, 32) and exp.raw.shape == (2, 2, 2)
@@ -66,7 +71,7 @@ def test_scorecam_matches_pytorch_grad_cam(resnet, x):
 
 
 @pytest.mark.skipif(not int8_supported(), reason="no x86 int8 engine in this build")
-def test_scorecam_int8_within_1e_2_of_pytorch_grad_cam(resnet):
+def test_scorecam_int8_within_1e_2_of_pytorch_grad_cam(pgc, resnet):
     # 112 px, layer4 (4x4): int8 rounding moves the scores of tiny inputs more (1.5e-2 at 32 px)
     x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(1))
     exp = camlens.explain(resnet, x, method="scorecam", layer="layer4", precision="int8")
@@ -74,7 +79,7 @@ def test_scorecam_int8_within_1e_2_of_pytorch_grad_cam(resnet):
     assert 1e-4 < float((exp.maps - expected).abs().max()) < 1e-2
 
 
-def test_ablationcam_matches_pytorch_grad_cam(resnet, x):
+def test_ablationcam_matches_pytorch_grad_cam(pgc, resnet, x):
     exp = camlens.explain(resnet, x, method="ablationcam", layer="layer3", target=[3, 7])
     expected = reference(pgc.AblationCAM, resnet, "layer3", x, [3, 7])
     assert float((exp.maps - expected).abs().max()) < 1e-3

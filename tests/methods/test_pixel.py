@@ -6,13 +6,11 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from needs import need
 
 import camlens
 from camlens.backends.guided import guided_relu
 from camlens.methods.gradient import gradcam
-
-captum_attr = pytest.importorskip("captum.attr")
-torchvision = pytest.importorskip("torchvision")
 
 # Captum's own notices about its reference computations, not camlens's
 pytestmark = [
@@ -22,11 +20,17 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
+def captum_attr():
+    """Captum's attribution methods, the reference implementations."""
+    return need("captum.attr")
+
+
+@pytest.fixture(scope="module")
 def resnet() -> nn.Module:
     """resnet18 with random weights, its BatchNorm statistics and affine parameters random too
     (at initialisation they make the network positively homogeneous, with a kink at x = 0)."""
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=10).eval()
+    model = need("torchvision").models.resnet18(num_classes=10).eval()
     generator = torch.Generator().manual_seed(0)
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
@@ -58,7 +62,7 @@ def close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4) -> bool:
     return float((a - b).abs().max()) <= tol * scale
 
 
-def test_saliency_matches_captum(resnet, x, targets):
+def test_saliency_matches_captum(captum_attr, resnet, x, targets):
     exp = camlens.explain(resnet, x, method="saliency")
     reference = captum_attr.Saliency(resnet).attribute(x, target=targets, abs=False)
     assert torch.equal(exp.targets, targets)
@@ -67,14 +71,14 @@ def test_saliency_matches_captum(resnet, x, targets):
     assert exp.layer == "" and exp.maps.shape == (2, 64, 64) and exp.raw.shape == (2, 64, 64)
 
 
-def test_guided_backprop_matches_captum(resnet, x, targets):
+def test_guided_backprop_matches_captum(captum_attr, resnet, x, targets):
     exp = camlens.explain(resnet, x, method="guided-backprop", target=targets.tolist())
     reference = captum_attr.GuidedBackprop(resnet).attribute(x, target=targets)
     assert close(exp.extra["attribution"], reference)
     assert close(exp.raw, reference.abs().amax(dim=1))
 
 
-def test_guided_gradcam_matches_captum(resnet, x, targets):
+def test_guided_gradcam_matches_captum(captum_attr, resnet, x, targets):
     exp = camlens.explain(resnet, x, method="guided-gradcam", layer="layer4")
     reference = captum_attr.GuidedGradCam(resnet, resnet.layer4).attribute(
         x, target=targets, interpolate_mode="bilinear"
@@ -83,7 +87,7 @@ def test_guided_gradcam_matches_captum(resnet, x, targets):
     assert close(exp.extra["attribution"], reference)
 
 
-def test_integrated_gradients_matches_captum_and_is_complete(resnet, x, targets):
+def test_integrated_gradients_matches_captum_and_is_complete(captum_attr, resnet, x, targets):
     exp = camlens.explain(resnet, x, method="integrated-gradients", steps=50)
     reference = captum_attr.IntegratedGradients(resnet).attribute(
         x, target=targets, n_steps=50, method="riemann_trapezoid"
@@ -99,7 +103,7 @@ def test_integrated_gradients_matches_captum_and_is_complete(resnet, x, targets)
     assert ((gap.abs() / delta.abs()) < 0.01).all()
 
 
-def test_smoothgrad_matches_captum_noise_tunnel(resnet, x, targets):
+def test_smoothgrad_matches_captum_noise_tunnel(captum_attr, resnet, x, targets):
     exp = camlens.explain(resnet, x, method="smoothgrad", samples=6, seed=0)
     sigma = 0.15 * 4.0  # noise x value range, the same for both images
     torch.manual_seed(0)

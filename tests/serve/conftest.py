@@ -9,9 +9,8 @@ import time
 
 import numpy as np
 import pytest
+from needs import need
 from PIL import Image
-
-pytest.importorskip("fastapi")
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -49,7 +48,7 @@ def cnn_service():
 
 @pytest.fixture
 def client(demo_service):
-    from fastapi.testclient import TestClient
+    TestClient = need("fastapi.testclient").TestClient  # noqa: N806
 
     from camlens.serve import create_app
 
@@ -60,7 +59,8 @@ def client(demo_service):
 def _serving(app, **options):
     """``app`` under uvicorn on 127.0.0.1 (a free port) with camlens serve's settings
     (``options``: uvicorn's and ``head_timeout``), in a thread: its base URL."""
-    import uvicorn
+    need("fastapi")
+    uvicorn = need("uvicorn")
 
     from camlens.serve.launch import config
 

@@ -9,13 +9,15 @@ import threading
 import numpy as np
 import pytest
 import torch
-from fastapi.testclient import TestClient
+from needs import need
 from PIL import Image
 
 import camlens
 from camlens.preprocessing import resolve
 from camlens.serve import create_app
 from camlens.serve.service import probabilities
+
+TestClient = need("fastapi.testclient").TestClient  # every test here serves the app
 
 #: Maps summed over many gradient passes: torch's CPU convolution backward is not bitwise
 #: reproducible from call to call here (up to 6e-4 on an integrated-gradients map, the library

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browsers import CHROMIUM, needs_chromium
+from browsers import chromium
+from needs import need
 from PIL import Image
 
 import camlens
 
-sync_api = pytest.importorskip("playwright.sync_api")
-pytestmark = needs_chromium
+sync_api = need("playwright.sync_api")  # every test here drives the browser
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
@@ -32,7 +32,7 @@ def shoot(page, tmp_path: Path, name: str) -> None:
 def page(live):
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+            executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"]
         )
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 860})
@@ -156,7 +156,7 @@ def test_token_from_the_fragment_and_names_shown_as_text(
     try:
         with serving(app) as url, sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(
-                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+                executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"]
             )
             try:
                 page = browser.new_page()

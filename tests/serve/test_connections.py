@@ -7,10 +7,13 @@ import contextlib
 import socket
 import time
 
-import httpx
+from needs import need
 
 from camlens.serve import create_app
 from camlens.serve.launch import MAX_CONNECTIONS
+
+need("fastapi")  # every test here serves the app
+httpx = need("httpx")
 
 
 def port_of(url: str) -> int:

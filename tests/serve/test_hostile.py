@@ -11,11 +11,13 @@ import time
 import numpy as np
 import pytest
 import torch
-from fastapi.testclient import TestClient
+from needs import need
 
 from camlens.app.session import resize_unit
 from camlens.serve import create_app
 from camlens.serve.uploads import Decoders
+
+TestClient = need("fastapi.testclient").TestClient  # every test here serves the app
 
 #: A PostScript file that loops for ever once Ghostscript runs it (73 bytes).
 LOOPING_EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\n{ 1 pop } loop\nshowpage\n"

@@ -8,12 +8,14 @@ import time
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
+from needs import need
 from PIL import Image
 
 import camlens
 from camlens.serve import create_app
 from camlens.serve.runs import Filters, Runs
+
+TestClient = need("fastapi.testclient").TestClient  # every test here serves the app
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from camlens.app.inputs import (
 )
 from camlens.app.records import Explained, RenderOptions, explain_batch, path_text, render
 from camlens.app.session import Session
-from camlens.app.writer import RunWriter
+from camlens.app.writer import RunWriter, log_traceback
 from camlens.errors import CamlensError, CamlensValueError
 from camlens.weights import weights_digest
 
@@ -137,6 +137,24 @@ def to_do(
     return todo
 
 
+#: What explaining a batch may raise that fails the batch's images, not the run: camlens' checks
+#: and torch's errors (a model built for other inputs, out of memory).
+EXPLAIN_ERRORS = (CamlensError, RuntimeError)
+
+
+def failed_batch(paths: Sequence[object], error: BaseException) -> list[Failure]:
+    """A failure per image of a batch that ``error`` stopped; the reason keeps its type and
+    message."""
+    reason = f"explaining failed: {type(error).__name__}: {error}"
+    return [Failure(str(p), reason) for p in paths]
+
+
+def log_failure(out: Path, paths: Sequence[object], text: str | None = None) -> None:
+    """Append the traceback of a batch's failure (the exception being handled, or ``text``) to
+    the run's log, ``OUT/camlens.log``."""
+    log_traceback(out, f"explaining failed: {', '.join(str(p) for p in paths)}", text)
+
+
 def explain_files(
     session: Session,
     paths: Sequence[str | os.PathLike],
@@ -212,8 +230,9 @@ def explain_files(
                         batch.load_s,
                         settings.render.box_threshold if settings.render.boxes else None,
                     )
-                except (CamlensError, RuntimeError) as error:
-                    failed += [Failure(str(p), f"explaining failed: {error}") for p in batch.paths]
+                except EXPLAIN_ERRORS as error:
+                    failed += failed_batch(batch.paths, error)
+                    log_failure(out, batch.paths)
                 else:
                     failed += explained.failures
             for failure in failed:

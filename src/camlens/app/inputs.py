@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -470,7 +470,7 @@ def _mapped_index(folder: str, value: str | int, lookup: dict[str, int], classes
     )
 
 
-def require_labels(labels: Mapping[object, str], target: object) -> None:
+def require_labels(labels: Mapping[Any, str], target: object) -> None:
     """``--target label`` needs at least one input in a class folder."""
     if target == "label" and not labels:
         raise CamlensValueError(

@@ -172,7 +172,7 @@ class Session:
                 "--preprocess"
             ) from error
         session.classes = 2 if classes == 1 else classes
-        session.device = getattr(adapter, "device", torch.device("cpu"))
+        session.device = adapter.device
         if names is not None and len(names) != session.classes:
             session.notes.append(
                 f"--labels has {len(names)} names, the model {session.classes} outputs"

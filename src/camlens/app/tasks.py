@@ -23,12 +23,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from camlens.app.engine import RunSettings, Summary, manifest, output_names, to_do
-from camlens.app.inputs import Failure, collect, stream
+from camlens.app.engine import (
+    EXPLAIN_ERRORS,
+    RunSettings,
+    Summary,
+    failed_batch,
+    log_failure,
+    manifest,
+    output_names,
+    to_do,
+)
+from camlens.app.inputs import collect, stream
 from camlens.app.records import Record, _encode, _number, map_png
 from camlens.app.session import Session
 from camlens.app.writer import RunWriter
-from camlens.errors import CamlensError, CamlensValueError
+from camlens.errors import CamlensValueError
 from camlens.locks import model_lock
 
 TASKS = ("classify", "detect", "segment")
@@ -166,7 +175,7 @@ def segment_records(
     category = settings.target
     if category is None:  # the class covering the most pixels
         with model_lock(session.adapter.model):
-            output = session.adapter.outputs(x)  # type: ignore[attr-defined]
+            output = session.adapter.outputs(x)
         logits = targets.dense_logits(output)
         if logits.shape[1] == 1:
             category = int((logits[0, 0] > 0).float().mean() >= 0.5)
@@ -244,8 +253,9 @@ def explain_task_files(
                     else:
                         records = segment_records(session, x, path, image, stems[path], settings)
                     summary.done += 1
-                except (CamlensError, RuntimeError) as error:
-                    failed.append(Failure(str(path), f"explaining failed: {error}"))
+                except EXPLAIN_ERRORS as error:
+                    failed += failed_batch([path], error)
+                    log_failure(out, [path])
             for failure in failed:
                 echo(f"failed: {failure.path}: {failure.reason}")
             summary.failures += failed

@@ -19,6 +19,7 @@ import re
 import socket
 import tempfile
 import time
+import traceback
 import weakref
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
@@ -375,3 +376,19 @@ class RunWriter:
         write_report(self.out, rows, self.info, title)
         write_bytes(self.out / MANIFEST, json.dumps(self.info, indent=2).encode())
         return rows
+
+
+def log_traceback(out: Any, heading: str, text: str | None = None) -> Path:
+    """Append ``text`` (the traceback of the exception being handled by default) under a
+    timestamped ``heading`` to ``OUT/camlens.log`` (a temporary folder's when OUT cannot be
+    written); returns the log's path."""
+    entry = f"--- {_now()} {heading}\n{traceback.format_exc() if text is None else text}\n"
+    for folder in ([Path(out)] if out is not None else []) + [Path(tempfile.gettempdir())]:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(folder / LOG, "a", encoding="utf-8", errors="backslashreplace") as handle:
+                handle.write(entry)
+            return folder / LOG
+        except OSError:
+            continue
+    return Path(tempfile.gettempdir()) / LOG

@@ -41,7 +41,7 @@ def adapter_for(model: Any) -> Adapter:
     if module.startswith(("keras", "tf_keras", "tensorflow")) or (
         keras is not None and isinstance(model, keras.Model)
     ):  # before nn.Module: on the torch backend a Keras model is an nn.Module too
-        from camlens.backends import keras as keras_backend  # type: ignore[attr-defined]
+        from camlens.backends import keras as keras_backend
 
         return keras_backend.KerasAdapter(model)
     if isinstance(model, nn.Module):

@@ -77,6 +77,10 @@ class Adapter(Protocol):
     def model(self) -> Any:
         """The wrapped model (explainer calls hold its lock: camlens.locks)."""
 
+    @property
+    def device(self) -> torch.device:
+        """The device of the canonical tensors the adapter hands out and takes."""
+
     def input_size(self, x: Any) -> tuple[int, ...]:
         """Spatial size (H, W) of a native input batch ((T, H, W) for clips and volumes)."""
 
@@ -103,6 +107,11 @@ class Adapter(Protocol):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Float32 logits (N, K) of a canonical batch, without hooks or graph."""
+
+    def outputs(self, x: Any) -> Any:
+        """The model's whole output for a batch, without hooks or graph (a detector's list of
+        dicts, a segmentation model's dict), for targets that read it
+        (:class:`~camlens.targets.OutputTarget`)."""
 
     # Calls used by the perturbation and pixel-space methods (Score-CAM, Ablation-CAM, saliency,
     # guided backprop, SmoothGrad, Integrated Gradients). N is any number of rows, K classes.

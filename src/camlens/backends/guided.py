@@ -32,7 +32,7 @@ class _GuidedReLU(torch.autograd.Function):
     """relu forward; backward passes ``grad`` where both the input and ``grad`` are positive."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, inplace: bool) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, inplace: bool) -> torch.Tensor:
         positive = x > 0
         ctx.save_for_backward(positive)
         if inplace:
@@ -41,7 +41,7 @@ class _GuidedReLU(torch.autograd.Function):
         return x.clamp_min(0)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (positive,) = ctx.saved_tensors
         return grad.clamp_min(0) * positive, None
 

@@ -302,6 +302,18 @@ class KerasAdapter:
             return None
         return shape[-1 if self.channels_last else 1]
 
+    @property
+    def device(self) -> torch.device:
+        """The CPU: canonical torch batches are taken and handed out there."""
+        return torch.device("cpu")
+
+    def outputs(self, x: Any) -> Any:
+        """Refused: targets that read the model's whole output are for PyTorch models."""
+        raise CamlensTypeError(
+            "targets that read the model's whole output (camlens.targets.segmentation, "
+            "detection) take PyTorch models; explain a Keras model's logits with a class index"
+        )
+
     # ---------------------------------------------------------------- tensors
     def to_torch(self, value: Any) -> torch.Tensor:
         """A backend tensor as a torch tensor, sharing memory where DLPack allows."""
@@ -748,7 +760,7 @@ class _GuidedTorch(torch.autograd.Function):
     """Guided backpropagation through one ReLU on Keras's torch backend."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, function: Callable) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, function: Callable) -> torch.Tensor:
         with torch.enable_grad():
             leaf = x.detach().requires_grad_()
             y = function(leaf)
@@ -756,7 +768,7 @@ class _GuidedTorch(torch.autograd.Function):
         return y.detach()
 
     @staticmethod
-    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor, None]:
         leaf, y = ctx.pair
         (grad,) = torch.autograd.grad(y, leaf, dy.clamp_min(0))
         return grad, None

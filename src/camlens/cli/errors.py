@@ -21,21 +21,18 @@ import errno
 import functools
 import inspect
 import shlex
-import tempfile
-import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
 
+from camlens.app.writer import log_traceback
 from camlens.errors import CamlensError
 
-LOG = "camlens.log"
 #: typer's own exits and click's usage errors pass through (typer may bundle its own click).
-PASS = (
+PASS: tuple[type[BaseException], ...] = (
     typer.Exit,
     typer.Abort,
     *[c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"],
@@ -87,22 +84,6 @@ def command_line(ctx: typer.Context, resume: bool = False) -> str:
     if resume:
         words.append("--resume")
     return " ".join(shlex.quote(printable(w)) for w in words)
-
-
-def log_traceback(out: Any, command: str) -> Path:
-    """Append the exception being handled to ``OUT/camlens.log`` (a temporary folder's when
-    OUT cannot be written) with a timestamp; returns the log's path."""
-    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    text = f"--- {stamp} {command}\n{traceback.format_exc()}\n"
-    for folder in ([Path(out)] if out is not None else []) + [Path(tempfile.gettempdir())]:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with open(folder / LOG, "a", encoding="utf-8", errors="backslashreplace") as handle:
-                handle.write(text)
-            return folder / LOG
-        except OSError:
-            continue
-    return Path(tempfile.gettempdir()) / LOG
 
 
 def _kept(out: Any) -> int | None:
@@ -177,6 +158,6 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
 
     extra = inspect.Parameter(CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
     parameters = [*signature.parameters.values(), extra]
-    run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]  # read by inspect
     run.__annotations__ = {**command.__annotations__, CONTEXT: typer.Context}
     return run

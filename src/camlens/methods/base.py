@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -179,7 +180,7 @@ class Explainer:
     def _reference(self, xc: torch.Tensor, target: Target) -> Capture:
         """Target, scores and probabilities of the clean canonical batch (no gradients)."""
         if isinstance(target, targets_.OutputTarget):  # the whole output: PyTorch models only
-            logits = self.adapter.outputs(xc)  # type: ignore[attr-defined]
+            logits = self.adapter.outputs(xc)
         else:
             logits = self.adapter.logits(xc)
         resolved = targets_.resolve(target, logits)
@@ -192,7 +193,7 @@ class Explainer:
             probs=targets_.probabilities(logits, resolved),
         )
 
-    def _copies_target(self, capture: Capture, copies: int) -> Target:
+    def _copies_target(self, capture: Capture, copies: int) -> torch.Tensor | Callable[..., Any]:
         """The resolved target for a batch holding ``copies`` consecutive copies of each image."""
         if capture.target.function is not None:
             return capture.target.function
@@ -217,7 +218,7 @@ class Explainer:
         attributions: list[torch.Tensor] = []
         layer = ""
         for start in range(0, noisy.shape[0], rows):
-            part = tgt if callable(tgt) else tgt[start : start + rows]  # type: ignore[index]
+            part = tgt if callable(tgt) else tgt[start : start + rows]
             step = self._step(self.adapter.native(noisy[start : start + rows]), part)
             raws.append(step.raw.float())
             if step.attribution is not None:

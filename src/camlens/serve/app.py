@@ -12,7 +12,7 @@ server keeps serving.
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from camlens.errors import CamlensError
 from camlens.serve.batcher import Busy
@@ -26,6 +26,9 @@ from camlens.serve.uploads import (
     TimedOut,
     Unsupported,
 )
+
+if TYPE_CHECKING:  # fastapi (and starlette) are the serve extra's
+    from starlette.types import Receive, Scope, Send
 
 #: Host headers answered when no token is set: a page elsewhere cannot reach a loopback server
 #: through a DNS name it controls (DNS rebinding).
@@ -100,7 +103,7 @@ def create_app(
 
     static = StaticFiles(directory=str(resources.files("camlens.serve") / "static"), html=True)
 
-    async def page(scope: dict, receive: Any, send: Any) -> None:
+    async def page(scope: Scope, receive: Receive, send: Send) -> None:
         """The page's files; below ``/api/`` a route's 405 (with ``Allow``), else 404."""
         if scope["path"].startswith("/api/"):
             below = scope["path"].removeprefix("/api")
@@ -109,7 +112,7 @@ def create_app(
                 for router in routers
                 for route in router.routes
                 if isinstance(route, APIRoute) and route.path_regex.match(below)
-                for method in route.methods
+                for method in route.methods or ()
             )
             if allowed:
                 raise HTTPException(405, headers={"Allow": ", ".join(allowed)})
