@@ -44,3 +44,15 @@ def test_every_type_ignore_says_why():
         if "type: ignore" in line
     ]
     assert [i for i in ignores if not re.search(r"# type: ignore\[[\w-]+\]  # \S", i[1])] == []
+
+
+def test_no_test_imports_the_tests_folder_as_a_package():
+    """CI runs plain ``pytest``, which puts ``tests/`` on the path but not the repository root:
+    ``from tests.toy_models import ...`` works under ``python -m pytest`` only."""
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.match(r"\s*(from tests[. ]|import tests\b)", line)
+    ]
+    assert found == []

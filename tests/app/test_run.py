@@ -229,7 +229,7 @@ def test_an_image_the_model_answers_nan_for_is_a_failure_row_not_a_black_map(tmp
 def test_a_batch_the_model_raises_for_is_a_failure_row_with_its_error_and_traceback(tmp_path):
     """The failure rows of a batch the model raised for keep the exception's type and message;
     its traceback goes to OUT/camlens.log; the other batches are explained."""
-    from tests.toy_models import SHAPE_ERROR, FailsForBright
+    from toy_models import SHAPE_ERROR, FailsForBright
 
     session = Session.from_model(FailsForBright().eval(), size=64)  # ImageNet normalisation
     folder = tmp_path / "in"

@@ -76,7 +76,7 @@ def test_segment_run_explains_the_largest_class(images, tmp_path):
 
 def test_an_image_the_model_raises_for_is_a_failure_row_with_its_error_and_traceback(tmp_path):
     """As the local engine: the reason keeps the error's type, the log its traceback."""
-    from tests.toy_models import SHAPE_ERROR, FailsForBrightSegmenter
+    from toy_models import SHAPE_ERROR, FailsForBrightSegmenter
 
     session = Session.from_model(FailsForBrightSegmenter().eval(), size=64)
     folder = tmp_path / "in"

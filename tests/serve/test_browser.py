@@ -178,3 +178,32 @@ def test_token_from_the_fragment_and_names_shown_as_text(
                 browser.close()
     finally:
         service.close()
+
+
+def test_an_answer_to_superseded_filters_is_not_shown(page) -> None:
+    """Filters changed twice quickly: when the first request's answer arrives last, the grid and
+    the pager still show the newer filters (a loaded server answered them out of order)."""
+    held: list = []
+
+    def hold_unfiltered(route) -> None:
+        if "method=" in route.request.url or "mistakes=" in route.request.url:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.click("#tab-runs")
+    page.wait_for_selector("body[data-grid='0:0:32']", timeout=30_000)
+    page.check("#f-mistakes")
+    page.wait_for_selector("body[data-grid]:not([data-grid='0:0:32'])", timeout=30_000)
+    page.route("**/api/runs/*/rows?*", hold_unfiltered)
+    page.uncheck("#f-mistakes")  # all 32 rows: held back
+    page.wait_for_function("() => true")  # let the held request reach the route
+    page.select_option("#f-method", "cam")  # 16 rows: answered at once
+    page.wait_for_selector("body[data-grid='0:0:16']", timeout=30_000)
+    assert len(held) == 1
+    with page.expect_response(lambda answer: answer.request.url == held[0].request.url):
+        held[0].continue_()
+    page.wait_for_timeout(200)  # the late answer has been handled by now
+    assert page.locator("#page-info").text_content() == "1–16 of 16"
+    assert page.get_attribute("body", "data-grid") == "0:0:16"
+    assert page.locator("#grid .tile").count() == 16

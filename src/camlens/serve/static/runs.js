@@ -78,8 +78,12 @@
     return params;
   }
 
+  let pages = 0;  // page requests made: an answer to one that a newer one superseded is dropped
+
   async function page() {
+    const mine = ++pages;
     const answer = await api(`runs/${view.run}/rows?${query()}`);
+    if (mine !== pages) return;  // filters changed while it was on its way
     freeImages();
     const grid = $("grid");
     grid.replaceChildren();
