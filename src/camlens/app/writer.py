@@ -85,6 +85,14 @@ def _describe(data: bytes) -> str:
         return "its pid is unknown"
 
 
+def _busy(out: Path, holder: str) -> CamlensValueError:
+    """The error for a folder whose lock ``holder`` (see :func:`_describe`) holds."""
+    return CamlensValueError(
+        f"{str(out)!r} is being written by another camlens run ({holder}); wait for it to "
+        "finish or choose another --out"
+    )
+
+
 def claim(out: Path, *, resume: bool, overwrite: bool) -> None:
     """Check that a run may write into ``out``, touching nothing: ``out`` is missing, an empty
     folder, or a camlens run (then ``resume`` or ``overwrite`` says what to do with it) that no
@@ -99,10 +107,7 @@ def claim(out: Path, *, resume: bool, overwrite: bool) -> None:
     if out.is_dir():
         holder = _holder(out)
         if holder is not None:
-            raise CamlensValueError(
-                f"{str(out)!r} is being written by another camlens run ({holder}); wait for it "
-                "to finish or choose another --out"
-            )
+            raise _busy(out, holder)
         _check_contents(out, resume or overwrite)
     _check_writable(out)
 
@@ -278,10 +283,7 @@ class RunWriter:
         except BlockingIOError:
             holder = _describe(os.pread(handle, 4096, 0))
             os.close(handle)
-            raise CamlensValueError(
-                f"{str(self.out)!r} is being written by another camlens run ({holder}); wait "
-                "for it to finish or choose another --out"
-            ) from None
+            raise _busy(self.out, holder) from None
         who = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}
         os.ftruncate(handle, 0)
         os.pwrite(handle, json.dumps(who).encode(), 0)
