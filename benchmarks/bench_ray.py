@@ -24,9 +24,9 @@ import torch
 from PIL import Image
 
 import camlens
-from camlens import distributed
-from camlens.app.engine import RunSettings, explain_files
-from camlens.app.session import Session
+from camlens.runs import distributed
+from camlens.runs.local import RunSettings, explain_files
+from camlens.runs.session import Session
 
 SPEC = {"spec": "torchvision:resnet18", "weights": "none", "size": 224}
 

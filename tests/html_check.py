@@ -26,7 +26,7 @@ class _Checker(HTMLParser):
 
 def html_problems(text: str) -> list[str]:
     """Structural problems of an HTML page: a missing doctype, unclosed or stray tags (every
-    non-void element closed, in order: what camlens.report.render_html writes)."""
+    non-void element closed, in order: what camlens.runs.report.render_html writes)."""
     problems = [] if text.lstrip().lower().startswith("<!doctype html>") else ["no <!DOCTYPE html>"]
     checker = _Checker()
     checker.feed(text)

@@ -3,8 +3,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from camlens.architectures import architectures, build_body, parse, smallcnn
 from camlens.errors import CamlensValueError
+from camlens.models.architectures import architectures, build_body, parse, smallcnn
 
 
 def test_parse_backbone_specs():

@@ -8,8 +8,8 @@ import torch
 from scipy import ndimage
 
 import camlens
-from camlens.boxes import boxes, components
 from camlens.errors import CamlensValueError
+from camlens.visualize.boxes import boxes, components
 
 
 def blobs() -> torch.Tensor:

@@ -6,9 +6,9 @@ import torch
 from needs import IN_CI
 
 import camlens
-from camlens.architectures import build_body
-from camlens.checkpoint import Classifier, load_model, read_config, save_checkpoint
 from camlens.errors import CamlensValueError
+from camlens.models.architectures import build_body
+from camlens.models.checkpoint import Classifier, load_model, read_config, save_checkpoint
 
 needs_timm = pytest.mark.skipif(
     find_spec("timm") is None and not IN_CI, reason="timm is not installed"
@@ -149,8 +149,8 @@ def test_load_errors(tmp_path):
 
 
 def test_demo_model_is_small_and_right_on_its_samples():
-    from camlens.checkpoint import demo_path
     from camlens.datasets import read_boxes
+    from camlens.models.checkpoint import demo_path
 
     assert (demo_path() / "model.safetensors").stat().st_size < 2_000_000
     model = camlens.load_model("demo")

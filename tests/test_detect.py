@@ -13,7 +13,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 import camlens
-from camlens.registry import get
+from camlens.methods._registry import get
 
 SIZE = dict(min_size=128, max_size=128)
 

@@ -12,8 +12,8 @@ from PIL import Image
 from toy_models import SmallCNN
 
 import camlens
-from camlens.display import SHOWN
-from camlens.figures import input_images
+from camlens.visualize.display import SHOWN
+from camlens.visualize.figures import input_images
 
 
 def explain(n: int) -> camlens.Explanation:
@@ -32,7 +32,7 @@ def test_html_shows_original_heatmap_and_overlay():
     assert len(pictures) == 6
     original = input_images(exp)[1]
     np.testing.assert_array_equal(pictures[3], original)
-    np.testing.assert_array_equal(pictures[4], camlens.render.colorize(exp.maps[1]))
+    np.testing.assert_array_equal(pictures[4], camlens.visualize.render.colorize(exp.maps[1]))
     np.testing.assert_array_equal(pictures[5], camlens.overlay(original, exp.maps[1]))
     caption = f"class {int(exp.targets[1])} {float(exp.probs[1]) * 100:.1f}%"
     assert f"<td>1</td><td>{caption}</td>" in text
@@ -61,5 +61,5 @@ def test_a_clip_shows_its_middle_frame():
     text = clip._repr_html_()
     (first, _) = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
     picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(first))))
-    np.testing.assert_array_equal(picture, camlens.render.colorize(maps[0, 2]))
+    np.testing.assert_array_equal(picture, camlens.visualize.render.colorize(maps[0, 2]))
     assert Image.open(io.BytesIO(clip._repr_png_())).format == "PNG"

@@ -20,13 +20,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import camlens
-from camlens import distributed
-from camlens.app.engine import RunSettings, explain_files
-from camlens.app.inputs import Failure
-from camlens.app.records import RenderOptions
-from camlens.app.session import Session
-from camlens.checkpoint import demo_path
 from camlens.cli import app
+from camlens.images.decode import Failure
+from camlens.models.checkpoint import demo_path
+from camlens.runs import distributed
+from camlens.runs.local import RunSettings, explain_files
+from camlens.runs.records import RenderOptions
+from camlens.runs.session import Session
 
 pytestmark = pytest.mark.timeout(240)  # a hung cluster fails the test instead of CI
 
@@ -279,7 +279,7 @@ def test_object_storage_uris(tmp_path):
 
 
 def test_a_batch_delivered_twice_is_kept_once():
-    record = camlens.app.records.Record({"path": "a.png", "method": "cam"})
+    record = camlens.runs.records.Record({"path": "a.png", "method": "cam"})
     done = {("b.png", "cam"), ("c.png", "")}
     failures = [Failure("c.png", "empty file (0 bytes)"), Failure("d.png", "empty file (0 bytes)")]
     records, failed = distributed._unique([record, *failures], done)
@@ -288,7 +288,7 @@ def test_a_batch_delivered_twice_is_kept_once():
 
 
 def test_the_core_package_does_not_import_ray():
-    code = "import sys, camlens, camlens.distributed, camlens.cli; print('ray' in sys.modules)"
+    code = "import sys, camlens, camlens.runs.distributed, camlens.cli; print('ray' in sys.modules)"
     env = dict(os.environ, PYTHONPATH=str(Path(camlens.__file__).parents[1]))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=120, check=True)  # fmt: skip

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from toy_models import SmallCNN
 
 import camlens
-from camlens.figures import input_images
+from camlens.visualize.figures import input_images
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -95,7 +95,7 @@ def test_without_matplotlib(batch, monkeypatch):
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    camlens.figures._figure_class.cache_clear()
+    camlens.visualize.figures._figure_class.cache_clear()
     with pytest.raises(camlens.CamlensImportError) as error:
         camlens.plot(images, exps)
     assert isinstance(error.value, ImportError)

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import camlens
-from camlens.io import IMAGENET_MEAN, IMAGENET_STD, to_rgb
+from camlens.images.load import IMAGENET_MEAN, IMAGENET_STD, to_rgb
 
 
 def test_imagenet_preset_resizes_crops_and_normalises(tmp_path):
@@ -66,8 +66,8 @@ def test_errors_name_the_file(tmp_path):
 def test_phone_photos_are_upright_everywhere(tmp_path):
     """EXIF orientation 6 (turn 90 degrees clockwise): load_images, to_rgb, a run's overlays
     and Run.image all see the upright picture."""
-    from camlens.app.engine import RunSettings, explain_files
-    from camlens.app.session import Session
+    from camlens.runs.local import RunSettings, explain_files
+    from camlens.runs.session import Session
 
     ramp = np.linspace(0, 255, 30 * 60 * 3).reshape(30, 60, 3).astype(np.uint8)
     exif = Image.Exif()

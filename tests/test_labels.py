@@ -7,7 +7,7 @@ import json
 import pytest
 
 from camlens.errors import CamlensValueError
-from camlens.labels import class_name, imagenet_classes, load_labels
+from camlens.images.labels import class_name, imagenet_classes, load_labels
 
 
 def test_imagenet_names_offline():

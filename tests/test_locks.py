@@ -1,4 +1,4 @@
-"""camlens.locks: concurrent explainer calls on one model give the serial maps."""
+"""camlens.backends.locks: concurrent explainer calls on one model give the serial maps."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from toy_models import SmallCNN
 
 import camlens
-from camlens.locks import model_lock
+from camlens.backends.locks import model_lock
 
 
 def test_eight_threads_on_one_model_give_the_serial_maps() -> None:
@@ -46,7 +46,7 @@ def test_one_reentrant_lock_per_model_weakly_kept() -> None:
     assert model_lock(model) is lock and model_lock(other) is not lock
     with lock, model_lock(model):  # re-entrant: a method may call another inside its call
         pass
-    from camlens import locks
+    from camlens.backends import locks
 
     gc.collect()  # other tests' models go first, so that only this one is counted below
     count = len(locks._LOCKS)

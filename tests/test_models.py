@@ -12,7 +12,7 @@ import torchvision
 from needs import need
 
 from camlens.errors import CamlensValueError
-from camlens.models import class_names, kind_of, load_spec
+from camlens.models.specs import class_names, kind_of, load_spec
 
 
 @pytest.fixture

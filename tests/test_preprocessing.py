@@ -9,9 +9,9 @@ import timm
 import torch
 import torchvision
 
-from camlens.checkpoint import load_model
 from camlens.errors import CamlensValueError
-from camlens.preprocessing import MODES, Preprocess, resolve
+from camlens.images.preprocessing import MODES, Preprocess, resolve
+from camlens.models.checkpoint import load_model
 
 PIXEL = torch.tensor([1.0, 0.5, 0.0])[None, :, None, None]  # one RGB pixel (B, C, H, W)
 

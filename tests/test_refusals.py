@@ -12,9 +12,9 @@ import torch
 from toy_models import NaNForNegative, SmallCNN
 
 import camlens
-from camlens import registry
 from camlens.backends.torch import TorchAdapter
 from camlens.methods import PixelMethod
+from camlens.methods import _registry as registry
 
 #: Options keeping every method fast on a 64 px batch of 2.
 FAST = {

@@ -40,7 +40,7 @@ def test_every_method_honours_the_contract(small_cnn, images, method):
     logits = small_cnn(images).detach()
     torch.testing.assert_close(exp.scores, logits[[0, 1], [1, 3]])
     torch.testing.assert_close(exp.probs, logits.softmax(1)[[0, 1], [1, 3]])
-    reusable = camlens.registry.get(method)(small_cnn)
+    reusable = camlens.methods._registry.get(method)(small_cnn)
     torch.testing.assert_close(reusable(images, target=[1, 3]).maps, exp.maps)
 
 

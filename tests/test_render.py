@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from camlens.errors import CamlensValueError
-from camlens.render import (
+from camlens.visualize.render import (
     _table,
     colorize,
     colormap_table,

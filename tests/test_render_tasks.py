@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import camlens
-from camlens.render_tasks import (
+from camlens.visualize.tasks import (
     clip_overlays,
     detection_overlay,
     rescale_box,

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 import pandas as pd
 from html_check import html_problems
 
-from camlens.report import render_html, run_data, write_report
+from camlens.runs.report import render_html, run_data, write_report
 
 EVIL = '"><img src=x onerror=alert(1)><script>alert(2)</script>'
 

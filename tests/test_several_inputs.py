@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import torchvision
 
 import camlens
-from camlens.inputs import Inputs, as_inputs
+from camlens.backends.inputs import Inputs, as_inputs
 
 
 class ImageAndMetadata(nn.Module):

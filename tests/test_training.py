@@ -8,7 +8,7 @@ from PIL import Image
 
 import camlens
 from camlens.errors import CamlensValueError
-from camlens.training import augment, report, scan
+from camlens.models.training import augment, report, scan
 
 FAST = {
     "backbone": "camlens:smallcnn",
@@ -161,7 +161,7 @@ def test_augment_without_crop_is_identity_or_flip():
 
 
 def test_images_are_read_whole_as_rgb_and_resized(tmp_path):
-    from camlens.checkpoint import to_uint8
+    from camlens.models.checkpoint import to_uint8
 
     image = np.zeros((20, 40), dtype=np.uint8)
     image[:, 20:] = 200  # the right half

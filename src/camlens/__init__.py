@@ -1,10 +1,11 @@
 """camlens: where an image classifier looks. Class activation maps and their relatives."""
 
+import importlib
 import importlib.metadata
 
-from camlens import targets
-from camlens.boxes import boxes
-from camlens.detect import Detections, explain_detections
+from camlens import methods, targets
+from camlens._deprecation import MOVED_MODULES, install
+from camlens.backends.survey import layers
 from camlens.errors import (
     CamlensError,
     CamlensImportError,
@@ -13,9 +14,7 @@ from camlens.errors import (
     CamlensWarning,
 )
 from camlens.explanation import Explanation
-from camlens.figures import plot
-from camlens.io import load_images
-from camlens.layers import layers
+from camlens.images.load import load_images
 from camlens.maps import minmax
 from camlens.methods import (
     CAM,
@@ -34,8 +33,13 @@ from camlens.methods import (
     SmoothGrad,
     XGradCAM,
 )
-from camlens.registry import explain, methods
-from camlens.render import overlay
+from camlens.methods._registry import explain
+from camlens.targets.detection import Detections, explain_detections
+from camlens.visualize.boxes import boxes
+from camlens.visualize.figures import plot
+from camlens.visualize.render import overlay
+
+install()  # old module paths (camlens.io, camlens.app.session, ...) keep working for one release
 
 
 def _installed_version() -> str:
@@ -53,19 +57,21 @@ def __getattr__(name: str):
     """Lazy exports: training, checkpoints and run folders (pandas, pyarrow) load on first
     use."""
     if name in ("Classifier", "load_model"):
-        from camlens import checkpoint
+        from camlens.models import checkpoint
 
         return getattr(checkpoint, name)
     if name == "train":
-        from camlens.training import train
+        from camlens.models.training import train
 
         return train
     if name in ("Run", "load_run"):
-        from camlens import run
+        from camlens.runs import folder as run
 
         return getattr(run, name)
     if name == "datasets":
         return importlib.import_module("camlens.datasets")
+    if f"camlens.{name}" in MOVED_MODULES:  # a module that moved: its shim warns on use
+        return importlib.import_module(f"camlens.{name}")
     raise AttributeError(f"module 'camlens' has no attribute {name!r}")
 
 

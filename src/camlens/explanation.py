@@ -54,11 +54,11 @@ class Explanation:
         )
 
     def _repr_html_(self) -> str:
-        from camlens.display import to_html
+        from camlens.visualize.display import to_html
 
         return to_html(self)
 
     def _repr_png_(self) -> bytes | None:
-        from camlens.display import to_png
+        from camlens.visualize.display import to_png
 
         return to_png(self)

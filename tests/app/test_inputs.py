@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from camlens.app.engine import output_names
-from camlens.app.inputs import (
+from camlens.errors import CamlensValueError
+from camlens.images.decode import (
     class_indices,
     collect,
     decode,
@@ -19,8 +19,8 @@ from camlens.app.inputs import (
     read_image,
     stream,
 )
-from camlens.app.session import resize_unit
-from camlens.errors import CamlensValueError
+from camlens.runs.local import output_names
+from camlens.runs.session import resize_unit
 
 
 @pytest.fixture
@@ -173,7 +173,7 @@ def test_a_model_without_names_takes_sorted_folders_only_when_they_are_its_class
 
 
 def test_class_map_files(tmp_path):
-    from camlens.labels import load_class_map
+    from camlens.images.labels import load_class_map
 
     (tmp_path / "map.json").write_text('{"misc": "dog", "kitten": 0}')
     (tmp_path / "map.csv").write_text("folder,class\nmisc,dog\nkitten,0\n")
@@ -334,7 +334,7 @@ def test_read_image_drafts_large_jpegs_only(tmp_path):
 
 
 def test_read_image_os_errors_say_what_happened(tmp_path, monkeypatch):
-    from camlens.app import inputs
+    from camlens.images import decode as inputs
 
     Image.new("RGB", (8, 8)).save(tmp_path / "locked.png")
 
@@ -347,7 +347,7 @@ def test_read_image_os_errors_say_what_happened(tmp_path, monkeypatch):
 
 
 def test_imagenet_class_folders_by_wordnet_id():
-    from camlens.labels import imagenet_classes
+    from camlens.images.labels import imagenet_classes
 
     names = list(imagenet_classes())
     got = class_indices(["n01484850", "n15075141", "tench"], names, 1000)

@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 
 import camlens
-import camlens.app.engine as engine
-from camlens.app.engine import RunSettings, explain_files
-from camlens.app.records import RenderOptions
-from camlens.app.session import Session
-from camlens.app.writer import RunWriter
-from camlens.checkpoint import demo_path
+import camlens.runs.local as engine
+from camlens.models.checkpoint import demo_path
+from camlens.runs.local import RunSettings, explain_files
+from camlens.runs.records import RenderOptions
+from camlens.runs.session import Session
+from camlens.runs.writer import RunWriter
 
 SAMPLES = demo_path() / "samples"
 
@@ -41,7 +41,7 @@ def test_rows_and_labels(labelled):
     run = camlens.load_run(out)
     assert (summary.done, summary.exit_code, len(run), len(run.failures)) == (16, 0, 32, 0)
     rows = run.results
-    assert list(rows.columns) == camlens.run.schema().names
+    assert list(rows.columns) == camlens.runs.folder.schema().names
     assert (rows.groupby("path")["method"].apply(sorted) == pd.Series([["cam", "gradcam"]] * 16,
             index=sorted(set(rows["path"])))).all()  # fmt: skip
     folders = rows["path"].map(lambda p: p.split("/")[-2])
@@ -128,7 +128,7 @@ def test_rows_of_a_killed_run_are_read_from_its_parts(tmp_path):
     """A process killed between batches leaves parts and no results.parquet: load_run reads
     them, a later failure of the same file is superseded by its success, and a part being
     written (a temporary name) is ignored."""
-    from camlens.app.records import Record
+    from camlens.runs.records import Record
 
     writer = RunWriter(tmp_path, {"methods": ["cam"]})
     Image.new("L", (4, 4), 51).save(tmp_path / "maps" / "a_cam.png")

@@ -1,5 +1,5 @@
 """A run owns its folder: claim, overwrite, the lock, resume checks, durability, damaged files and
-kills at every write step (camlens.app.writer, read back with camlens.load_run)."""
+kills at every write step (camlens.runs.writer, read back with camlens.load_run)."""
 
 from __future__ import annotations
 
@@ -18,15 +18,15 @@ import pyarrow.parquet as pq
 import pytest
 
 import camlens
-import camlens.app.engine as engine
-import camlens.app.writer as writer_module
-import camlens.report
-from camlens.app.engine import RunSettings, explain_files
-from camlens.app.records import RenderOptions
-from camlens.app.session import Session
-from camlens.app.writer import RunWriter, claim
-from camlens.checkpoint import demo_path
+import camlens.runs.local as engine
+import camlens.runs.report
+import camlens.runs.writer as writer_module
 from camlens.errors import CamlensError, CamlensValueError
+from camlens.models.checkpoint import demo_path
+from camlens.runs.local import RunSettings, explain_files
+from camlens.runs.records import RenderOptions
+from camlens.runs.session import Session
+from camlens.runs.writer import RunWriter, claim
 
 SAMPLES = sorted((demo_path() / "samples").glob("*/*.png"))
 
@@ -130,7 +130,7 @@ def test_a_second_writer_is_refused_naming_the_first(demo, inputs, tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys
-            from camlens.app.writer import RunWriter
+            from camlens.runs.writer import RunWriter
             with RunWriter({str(out)!r}, {{"methods": ["cam"]}}):
                 print("locked", flush=True)
                 sys.stdin.read()
@@ -308,7 +308,7 @@ def test_a_run_killed_at_any_write_step_resumes_to_every_image_once(
     demo, inputs, tmp_path, monkeypatch, step
 ):
     name, when, which = STEPS[step]
-    replace, write_report, renames, dead = os.replace, camlens.report.write_report, [], []
+    replace, write_report, renames, dead = os.replace, camlens.runs.report.write_report, [], []
 
     def dying(source, target):
         if dead:
@@ -332,7 +332,7 @@ def test_a_run_killed_at_any_write_step_resumes_to_every_image_once(
         return path
 
     monkeypatch.setattr(os, "replace", dying)
-    monkeypatch.setattr(camlens.report, "write_report", report)
+    monkeypatch.setattr(camlens.runs.report, "write_report", report)
     out = tmp_path / "out"
     with pytest.raises(Killed):
         run(demo, inputs, out, methods=["cam", "gradcam"])
@@ -370,7 +370,7 @@ def test_a_run_written_before_this_change_is_read_and_resumed(demo, inputs, tmp_
 
 
 def test_a_segmentation_run_resumes_through_the_same_checks(inputs, tmp_path):
-    from camlens.app.tasks import TaskSettings, explain_task_files
+    from camlens.runs.tasks import TaskSettings, explain_task_files
 
     session = Session.from_spec("task_models:segmenter", size=64)
     files, out = sorted(inputs.iterdir())[:2], tmp_path / "out"

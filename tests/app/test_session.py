@@ -10,8 +10,8 @@ import torch
 import torchvision
 
 import camlens
-from camlens.app.session import Session, device_for, method_names
 from camlens.errors import CamlensValueError
+from camlens.runs.session import Session, device_for, method_names
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""camlens.app.tasks: a detector and a segmentation model explained into run folders."""
+"""camlens.runs.tasks: a detector and a segmentation model explained into run folders."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 import camlens
-from camlens.app.engine import RunSettings
-from camlens.app.session import Session
-from camlens.app.tasks import TaskSettings, explain_task_files, preprocess_for
+from camlens.runs.local import RunSettings
+from camlens.runs.session import Session
+from camlens.runs.tasks import TaskSettings, explain_task_files, preprocess_for
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_detect_run_has_a_row_and_map_per_detection(images, tmp_path):
 
 
 def _unit(session, path):
-    from camlens.app.session import resize_unit
+    from camlens.runs.session import resize_unit
 
     image = np.asarray(Image.open(path).convert("RGB"))
     return session.native(resize_unit(image, session.size)[None])

@@ -19,7 +19,7 @@ keras = pytest.importorskip("keras")
 import camlens  # noqa: E402
 from camlens.backends import adapter_for  # noqa: E402
 from camlens.backends.keras import KerasAdapter, load_spec  # noqa: E402
-from camlens.registry import get, options_for  # noqa: E402
+from camlens.methods._registry import get, options_for  # noqa: E402
 
 BACKEND = keras.backend.backend()
 CAM_FAMILY = ["cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam"]
@@ -454,7 +454,7 @@ def test_unbuilt_sequential_and_subclassed_models():
 def test_preprocess_auto_is_the_applications_own(name, module, mode):
     """``--preprocess auto`` on keras:NAME is that application's preprocess_input, which for
     these two is the caffe and the tf formula."""
-    from camlens.preprocessing import resolve
+    from camlens.images.preprocessing import resolve
 
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     chosen = resolve("auto", f"keras:{name}", None)

@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from camlens.cli import app
-from camlens.demo import run_demo
+from camlens.runs.demo import run_demo
 
 
 def test_demo_command_writes_the_report_and_prints_the_scores(tmp_path):
@@ -31,8 +31,8 @@ def test_demo_command_writes_the_report_and_prints_the_scores(tmp_path):
 def test_scores_agree_with_the_metrics(tmp_path):
     import camlens
     from camlens import metrics
-    from camlens.checkpoint import demo_path
     from camlens.datasets import read_boxes
+    from camlens.models.checkpoint import demo_path
 
     scores, summary = run_demo(tmp_path / "d", ["eigencam"], echo=lambda t: None)
     assert summary.exit_code == 0 and [s.method for s in scores] == ["eigencam"]

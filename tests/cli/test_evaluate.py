@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 import camlens
 from camlens import metrics
-from camlens.app.annotations import read_boxes, to_input_box
 from camlens.cli import app
+from camlens.images.annotations import read_boxes, to_input_box
 
 
 class TinyNet(nn.Module):
@@ -35,7 +35,7 @@ class TinyNet(nn.Module):
 def tiny(monkeypatch) -> nn.Module:
     torch.manual_seed(0)
     model = TinyNet().eval()
-    monkeypatch.setattr("camlens.models.load_spec", lambda spec, weights=None, **_: model)
+    monkeypatch.setattr("camlens.models.specs.load_spec", lambda spec, weights=None, **_: model)
     return model
 
 
@@ -171,8 +171,8 @@ def test_boxes_follow_the_resize():
 
 
 def test_preprocess_auto_gives_a_checkpoint_its_own_input(tmp_path):
-    from camlens.checkpoint import demo_path
     from camlens.datasets import read_boxes as read_demo_boxes
+    from camlens.models.checkpoint import demo_path
 
     folder = demo_path() / "samples"
     paths, labels, boxes = read_demo_boxes(folder / "boxes.csv")
@@ -208,8 +208,8 @@ def test_demo_runs_with_no_other_flag(tmp_path):
     assert set(saved["methods"]) == set(camlens.methods())
     assert saved["config"]["images"] == 16
     # the scores are those of the bundled samples and their ground-truth boxes
-    from camlens.checkpoint import demo_path
     from camlens.datasets import read_boxes
+    from camlens.models.checkpoint import demo_path
 
     paths, _, boxes = read_boxes(demo_path() / "samples" / "boxes.csv")
     x, _ = camlens.load_images(paths, preset="unit")
@@ -224,8 +224,8 @@ def test_demo_runs_with_no_other_flag(tmp_path):
 def test_non_square_images_are_resized_whole_and_boxes_follow(tmp_path):
     """The model sees the whole image (no centre crop) and the box covers the object: an
     object at the right edge of a 20 x 40 image stays in view and inside its box."""
-    from camlens.app.evaluation import folder_batches
-    from camlens.app.session import Session
+    from camlens.runs.evaluation import folder_batches
+    from camlens.runs.session import Session
 
     pixels = np.full((20, 40, 3), 255, np.uint8)
     pixels[5:15, 34:40] = 0
@@ -266,7 +266,9 @@ def test_a_factory_model_needs_no_weights_flag(tmp_path):
 def test_bad_options_are_found_before_the_model_loads(
     folder, tmp_path, monkeypatch, extra, message
 ):
-    monkeypatch.setattr("camlens.models.load_spec", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(
+        "camlens.models.specs.load_spec", lambda *a, **k: pytest.fail("model loaded")
+    )
     data, boxes = folder
     result = run("--model", "x:y", "--data", str(data), "--out", str(tmp_path / "o"), *extra)
     assert result.exit_code == 2 and message in result.output

@@ -13,10 +13,10 @@ import torchvision
 from typer.testing import CliRunner
 
 import camlens
-import camlens.app.engine as engine
-from camlens.app.writer import RunWriter
+import camlens.runs.local as engine
 from camlens.cli import app
 from camlens.errors import CamlensValueError
+from camlens.runs.writer import RunWriter
 
 runner = CliRunner()
 
@@ -26,7 +26,9 @@ def errors(result) -> list[str]:
 
 
 def no_model(monkeypatch) -> None:
-    monkeypatch.setattr("camlens.models.load_spec", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(
+        "camlens.models.specs.load_spec", lambda *a, **k: pytest.fail("model loaded")
+    )
 
 
 def explain(images, model_args, out, *extra):
@@ -154,9 +156,9 @@ def test_evaluate_with_a_torchscript_model_is_a_usage_error(tmp_path, images):
 @pytest.mark.parametrize(
     ("command", "target"),
     [
-        (["train", "data", "--out"], "camlens.training.train"),
-        (["evaluate", "--model", "demo", "--out"], "camlens.app.evaluation.evaluate"),
-        (["demo", "--out"], "camlens.demo.run_demo"),
+        (["train", "data", "--out"], "camlens.models.training.train"),
+        (["evaluate", "--model", "demo", "--out"], "camlens.runs.evaluation.evaluate"),
+        (["demo", "--out"], "camlens.runs.demo.run_demo"),
     ],
 )
 def test_every_command_exits_3_on_a_failed_write(tmp_path, monkeypatch, command, target):

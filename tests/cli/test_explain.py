@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import camlens
-import camlens.app.engine as engine
+import camlens.runs.local as engine
 from camlens.cli import app
 
 runner = CliRunner()
@@ -67,7 +67,7 @@ def test_folder_with_bad_files(images, model_args, tmp_path):
     ]
     for line in lines:
         assert line["layer"] == "layer4"
-        assert line["predicted_name"] in camlens.labels.imagenet_classes()
+        assert line["predicted_name"] in camlens.images.labels.imagenet_classes()
         assert 0 < line["probability"] <= 1 and line["load_s"] >= 0 and line["render_s"] > 0
         with Image.open(out / line["overlay"]) as overlay, Image.open(line["path"]) as original:
             assert overlay.size == (line["width"], line["height"])
@@ -131,7 +131,7 @@ def test_resume_after_an_interrupted_run(images, model_args, tmp_path, monkeypat
 
 
 def test_labels_from_folders_and_target_label(tmp_path):
-    from camlens.checkpoint import demo_path
+    from camlens.models.checkpoint import demo_path
 
     out = tmp_path / "out"
     samples = demo_path() / "samples"
@@ -152,7 +152,7 @@ def test_labels_from_folders_and_target_label(tmp_path):
 
 def _class_folders(root, folders):
     """Two demo samples in each of ``folders`` below ``root``."""
-    from camlens.checkpoint import demo_path
+    from camlens.models.checkpoint import demo_path
 
     samples = sorted((demo_path() / "samples").glob("*/*.png"))
     for i, folder in enumerate(folders):

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 import camlens
 from camlens.cli import app
-from camlens.registry import get
+from camlens.methods._registry import get
 
 
 def test_methods_lists_the_registry():

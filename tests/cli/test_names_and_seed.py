@@ -59,7 +59,7 @@ def test_run_json_names_the_weights_their_hash_and_the_seed(images, tmp_path):
 
 
 def test_run_json_hashes_a_checkpoints_weights(images, tmp_path):
-    from camlens.checkpoint import WEIGHTS, demo_path
+    from camlens.models.checkpoint import WEIGHTS, demo_path
 
     out = tmp_path / "demo"
     args = ["explain", str(images / "ramp.png"), "--model", "demo", "--method", "cam"]

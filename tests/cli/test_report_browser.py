@@ -12,9 +12,9 @@ from needs import need
 from PIL import Image
 from typer.testing import CliRunner
 
-from camlens.app.records import Record
-from camlens.app.writer import RunWriter
 from camlens.cli import app
+from camlens.runs.records import Record
+from camlens.runs.writer import RunWriter
 
 #: In the page: how many images there are and how many did not decode.
 BROKEN = """() => { const im = Array.from(document.images);

@@ -137,7 +137,7 @@ def test_serve_draws_random_weights_from_the_runs_seed():
     explained, so re-explaining a run's image shows the run's maps."""
     import torch
 
-    from camlens.app.session import Session
+    from camlens.runs.session import Session
     from camlens.serve.launch import Settings, build
 
     spec = dict(model="torchvision:resnet18", weights="none", size=64)

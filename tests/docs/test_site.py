@@ -50,7 +50,7 @@ def test_every_command_and_option_is_on_the_command_line_page(site):
 def test_api_reference_has_every_method_class_and_the_api(site):
     methods = page(site, "api/methods")
     for name in camlens.methods():
-        cls = camlens.registry.get(name)
+        cls = camlens.methods._registry.get(name)
         assert f'id="camlens.{cls.__name__}"' in methods, name
     explain = page(site, "api/explain")
     assert 'id="camlens.explain"' in explain and "the predicted class" in explain

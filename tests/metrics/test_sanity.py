@@ -91,8 +91,8 @@ def test_on_the_bundled_demo_model():
     at the last step, Guided Backprop 0.77 to 0.43 over the first seven steps. The absolute-value
     correlation of saliency (|gradient|) stays at ~0.3, as Guided Backprop's does, on this
     five-layer model."""
-    from camlens.checkpoint import demo_path
     from camlens.datasets import read_boxes
+    from camlens.models.checkpoint import demo_path
 
     paths, _, _ = read_boxes(demo_path() / "samples" / "boxes.csv")
     x, _ = camlens.load_images(paths, preset="unit")
@@ -125,8 +125,8 @@ def test_layers_and_plot(digit_model, tmp_path):
 def test_signed_correlation_uses_the_signed_attribution(digit_model):
     """Saliency's map is |gradient|, so its signed correlation compares the gradients summed over
     channels; a CAM's signed map is its own map."""
+    from camlens.methods._registry import get
     from camlens.metrics.sanity import randomise, signed_map
-    from camlens.registry import get
 
     model, images, _ = digit_model
     x = images[:2]

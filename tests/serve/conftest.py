@@ -27,7 +27,7 @@ def png():
 
 @pytest.fixture(scope="package")
 def demo_service():
-    from camlens.app.session import Session
+    from camlens.runs.session import Session
     from camlens.serve import ModelService
 
     service = ModelService(Session.from_spec("demo"))
@@ -38,7 +38,7 @@ def demo_service():
 @pytest.fixture(scope="package")
 def cnn_service():
     """toy_models.SmallCNN through a factory spec: ImageNet mean/std preprocessing, 64 px."""
-    from camlens.app.session import Session
+    from camlens.runs.session import Session
     from camlens.serve import ModelService
 
     service = ModelService(Session.from_spec("toy_models:SmallCNN", size=64))
@@ -91,8 +91,8 @@ def run_folder(tmp_path_factory):
     """A real run: the demo model on its 16 samples (class folders), gradcam and cam."""
     from typer.testing import CliRunner
 
-    from camlens.checkpoint import demo_path
     from camlens.cli import app
+    from camlens.models.checkpoint import demo_path
 
     out = tmp_path_factory.mktemp("run") / "demo-run"
     samples = demo_path() / "samples"
@@ -117,6 +117,6 @@ def live(demo_service, run_folder):
 @pytest.fixture(scope="package")
 def digit() -> bytes:
     """A bundled demo sample (a cluttered digit 3), as uploaded."""
-    from camlens.checkpoint import demo_path
+    from camlens.models.checkpoint import demo_path
 
     return (demo_path() / "samples" / "3").glob("*.png").__next__().read_bytes()

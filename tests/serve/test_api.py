@@ -13,7 +13,7 @@ from needs import need
 from PIL import Image
 
 import camlens
-from camlens.preprocessing import resolve
+from camlens.images.preprocessing import resolve
 from camlens.serve import create_app
 from camlens.serve.service import probabilities
 
@@ -224,7 +224,7 @@ def test_requests_are_micro_batched(cnn_service) -> None:
 
 def test_a_failing_model_is_a_json_500_and_the_server_keeps_serving(cnn_service, png) -> None:
     """A model that raises on some inputs: that request gets a JSON 500, the next one its map."""
-    from camlens.app.session import Session
+    from camlens.runs.session import Session
     from camlens.serve import ModelService
 
     class Fussy(torch.nn.Module):
@@ -254,7 +254,7 @@ def test_a_failing_model_is_a_json_500_and_the_server_keeps_serving(cnn_service,
 
 
 def test_target_takes_class_names_as_the_cli_does(tmp_path, png) -> None:
-    from camlens.app.session import Session
+    from camlens.runs.session import Session
     from camlens.serve import ModelService
 
     labels = tmp_path / "classes.txt"

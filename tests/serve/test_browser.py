@@ -144,7 +144,7 @@ def test_token_from_the_fragment_and_names_shown_as_text(
 ) -> None:
     """Class names are the model's, shown as text: markup in them stays text. With a token the
     page sends it from the URL fragment; without it the page says why nothing works."""
-    from camlens.app.session import Session
+    from camlens.runs.session import Session
     from camlens.serve import ModelService, create_app
 
     names = ["<img src=x onerror=window.pwned=1>", "b&amp;", "c", "d", "e"]

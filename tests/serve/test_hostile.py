@@ -13,7 +13,7 @@ import pytest
 import torch
 from needs import need
 
-from camlens.app.session import resize_unit
+from camlens.runs.session import resize_unit
 from camlens.serve import create_app
 from camlens.serve.uploads import Decoders
 

@@ -30,7 +30,7 @@ def client(demo_service, run_folder):
 
 
 def test_listing_and_summary(client, run) -> None:
-    from camlens.checkpoint import demo_path
+    from camlens.models.checkpoint import demo_path
 
     assert client.get("/api/runs").json() == [
         {
@@ -160,7 +160,7 @@ def test_fifty_thousand_rows_page_fast(tmp_path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from camlens.run import schema
+    from camlens.runs.folder import schema
 
     n = 50_000
     rng = np.random.default_rng(0)

@@ -75,7 +75,7 @@ class Adapter(Protocol):
 
     @property
     def model(self) -> Any:
-        """The wrapped model (explainer calls hold its lock: camlens.locks)."""
+        """The wrapped model (explainer calls hold its lock: camlens.backends.locks)."""
 
     @property
     def device(self) -> torch.device:

@@ -26,6 +26,7 @@ import torch.nn as nn
 from camlens import targets as targets_
 from camlens.backends.base import Capture, Head, LayerInfo, Layout
 from camlens.backends.guided import guided_relu
+from camlens.backends.inputs import EXPECTED, Inputs, load_hint
 from camlens.backends.quantize import GAP_WARNING, probability_gap, quantize_int8, run_int8
 from camlens.backends.torch_layers import (
     detector_layers,
@@ -37,7 +38,6 @@ from camlens.backends.torch_layers import (
     survey,
 )
 from camlens.errors import CamlensTypeError, CamlensValueError, CamlensWarning, describe
-from camlens.inputs import EXPECTED, Inputs, load_hint
 
 log = logging.getLogger("camlens")
 
@@ -160,8 +160,8 @@ class TorchAdapter:
         return tuple(int(n) for n in x.shape[2:]) if x.ndim == 5 else (x.shape[-2], x.shape[-1])
 
     def prepare_inputs(self, x: Any) -> Any:
-        """:meth:`prepare` for a tensor; for :class:`~camlens.inputs.Inputs`, the image prepared
-        and the other tensors moved to the model's device."""
+        """:meth:`prepare` for a tensor; for :class:`~camlens.backends.inputs.Inputs`, the image
+        prepared and the other tensors moved to the model's device."""
         if isinstance(x, Inputs):
             return x.replace(self.prepare(x.image), self.device)
         return self.prepare(x)

@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 
 from camlens.backends.base import LayerInfo, Layout
+from camlens.backends.inputs import Inputs
 from camlens.errors import CamlensError, CamlensValueError
-from camlens.inputs import Inputs
 
 #: Module classes never chosen by "auto": they pool, drop, flatten or only re-lay out a map.
 EXCLUDED = re.compile(r"Pool|Dropout|Flatten|Unflatten|Identity|Permute|Softmax|Upsample")

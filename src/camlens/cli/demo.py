@@ -30,9 +30,9 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
-    from camlens.app.session import method_names
     from camlens.cli.progress import progress_bar
-    from camlens.demo import run_demo
+    from camlens.runs.demo import run_demo
+    from camlens.runs.session import method_names
 
     chosen = method_names(method)
     with progress_bar("explaining", enabled=not quiet) as (total, advance):

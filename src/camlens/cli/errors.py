@@ -28,8 +28,8 @@ from typing import Any, NoReturn
 
 import typer
 
-from camlens.app.writer import log_traceback
 from camlens.errors import CamlensError
+from camlens.runs.writer import log_traceback
 
 #: typer's own exits and click's usage errors pass through (typer may bundle its own click).
 PASS: tuple[type[BaseException], ...] = (
@@ -59,7 +59,7 @@ def fail(message: str, code: int = USAGE) -> NoReturn:
 
 def printable(text: str) -> str:
     """``text`` with undecodable file-name bytes (surrogate escapes) as backslash escapes."""
-    from camlens.app.records import path_text
+    from camlens.runs.records import path_text
 
     return path_text(text)
 
@@ -88,7 +88,7 @@ def command_line(ctx: typer.Context, resume: bool = False) -> str:
 
 def _kept(out: Any) -> int | None:
     """The number of explained rows in the run folder ``out`` (None: no readable run)."""
-    from camlens.run import MANIFEST, read_rows
+    from camlens.runs.folder import MANIFEST, read_rows
 
     if out is None or not (Path(out) / MANIFEST).is_file():
         return None

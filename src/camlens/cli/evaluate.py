@@ -1,7 +1,7 @@
 """``camlens evaluate``: faithfulness and localisation tables for methods on a folder of images.
 
 Boxes come from a CSV (``path,x0,y0,x1,y1[,label]``) or Pascal VOC XML (see
-:mod:`camlens.app.annotations`); the work is :func:`camlens.app.evaluation.evaluate`'s.
+:mod:`camlens.images.annotations`); the work is :func:`camlens.runs.evaluation.evaluate`'s.
 """
 
 from __future__ import annotations
@@ -77,11 +77,11 @@ def evaluate(
 
     Example: camlens evaluate --model demo --out eval/
     """
-    from camlens.app.evaluation import choose_metrics, evaluate
-    from camlens.app.session import Session, method_names
     from camlens.cli.progress import progress_bar
     from camlens.metrics import report
     from camlens.metrics.faithfulness import check_precision
+    from camlens.runs.evaluation import choose_metrics, evaluate
+    from camlens.runs.session import Session, method_names
 
     # everything about the command is checked before the model or any image is loaded
     if data is None and model != "demo":

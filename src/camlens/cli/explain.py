@@ -46,8 +46,8 @@ def _check(
     overlay_format: str, min_score: float,
 ) -> None:  # fmt: skip
     """The options' own checks, and that ``out`` can take this run (before the model loads)."""
-    from camlens.app.records import OVERLAY_FORMATS
-    from camlens.app.writer import claim
+    from camlens.runs.records import OVERLAY_FORMATS
+    from camlens.runs.writer import claim
 
     if not 0.0 <= alpha <= 1.0:
         usage_error(f"--alpha must be in [0, 1], got {alpha}")
@@ -208,14 +208,14 @@ def explain(
     The model sees each whole image resized to --size x --size; overlays and boxes
     are drawn on the image at its original resolution.
     """
-    from camlens import distributed
-    from camlens.app.engine import RunSettings, explain_files
-    from camlens.app.records import RenderOptions
-    from camlens.app.session import Session, method_names
-    from camlens.app.tasks import TaskSettings, explain_task_files, preprocess_for
     from camlens.cli.progress import progress_bar
-    from camlens.labels import load_class_map
-    from camlens.render import colormap_table
+    from camlens.images.labels import load_class_map
+    from camlens.runs import distributed
+    from camlens.runs.local import RunSettings, explain_files
+    from camlens.runs.records import RenderOptions
+    from camlens.runs.session import Session, method_names
+    from camlens.runs.tasks import TaskSettings, explain_task_files, preprocess_for
+    from camlens.visualize.render import colormap_table
 
     # everything that can be wrong with the command is checked before any work starts
     chosen = method_names(method)

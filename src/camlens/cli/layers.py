@@ -23,7 +23,7 @@ def layers_command(
     import torch
 
     import camlens
-    from camlens.models import load_spec
+    from camlens.models.specs import load_spec
 
     try:
         network = load_spec(model, weights, trust_pickle=trust_pickle)

@@ -10,7 +10,7 @@ from camlens.cli import app
 @app.command("methods")
 def methods_command() -> None:
     """List the methods (names for --method) with their papers."""
-    from camlens.registry import get, methods
+    from camlens.methods._registry import get, methods
 
     names = methods()
     width = max(len(name) for name in names)

@@ -46,7 +46,7 @@ def train(
 
     Example: camlens train xrays/ --backbone resnet18 --freeze --out xray-model
     """
-    from camlens.training import train as run
+    from camlens.models.training import train as run
 
     run(
         data_dir,

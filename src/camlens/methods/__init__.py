@@ -1,4 +1,12 @@
-"""The built-in methods; importing this package registers them, in the order listed here."""
+"""The built-in methods; importing this package registers them, in the order listed here.
+
+``camlens.methods()`` lists the registered names: the package itself is callable, so that
+``camlens.methods.GradCAM`` and ``camlens.methods()`` both mean what they say."""
+
+import sys
+import types
+
+from camlens.methods import _registry
 
 # isort: off
 from camlens.methods.base import Explainer, LayerMethod
@@ -35,3 +43,14 @@ __all__ = [
     "SmoothGrad",
     "XGradCAM",
 ]
+
+
+class _CallableModule(types.ModuleType):
+    """This package, callable: ``camlens.methods()`` lists the registered method names."""
+
+    def __call__(self) -> list[str]:
+        """The registered method names, in registration order."""
+        return _registry.methods()
+
+
+sys.modules[__name__].__class__ = _CallableModule

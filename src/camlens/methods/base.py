@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from camlens import targets as targets_
 from camlens.backends import adapter_for
 from camlens.backends.base import Capture
+from camlens.backends.inputs import Inputs, as_inputs, check_batch, images_text
+from camlens.backends.locks import model_lock
 from camlens.errors import CamlensTypeError, CamlensValueError, CamlensWarning
 from camlens.explanation import Explanation
-from camlens.inputs import Inputs, as_inputs, check_batch, images_text
-from camlens.locks import model_lock
 from camlens.maps import UPSAMPLE_MODES, finalize, minmax, upsample
 from camlens.targets import Target
 
@@ -73,7 +73,8 @@ class Explainer:
     deviation as a fraction of each image's value range, ``seed`` for the noise: 0 by default, so
     the same call gives the same map; None draws from torch's global generator, ``batch_size``
     copies per pass); CAM methods take ``augment=True`` (test-time augmentation). ``image``
-    names the explained input when ``x`` is a tuple or dict of inputs (:mod:`camlens.inputs`).
+    names the explained input when ``x`` is a tuple or dict of inputs
+    (:mod:`camlens.backends.inputs`).
     """
 
     name: ClassVar[str] = ""

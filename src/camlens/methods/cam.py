@@ -6,8 +6,8 @@ import torch
 
 from camlens.backends.base import Capture
 from camlens.errors import CamlensValueError
+from camlens.methods._registry import register
 from camlens.methods.base import LayerMethod
-from camlens.registry import register
 
 
 def cam(activations: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

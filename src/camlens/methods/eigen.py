@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from camlens.backends.base import Capture
+from camlens.methods._registry import register
 from camlens.methods.base import LayerMethod
-from camlens.registry import register
 
 
 def eigencam(activations: torch.Tensor) -> torch.Tensor:

@@ -19,8 +19,8 @@ from camlens.backends.base import Capture
 from camlens.backends.quantize import calibration_rows
 from camlens.errors import CamlensTypeError, CamlensValueError
 from camlens.maps import minmax
+from camlens.methods._registry import register
 from camlens.methods.base import LayerMethod, auto_batch
-from camlens.registry import register
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 

@@ -15,9 +15,9 @@ import torch
 from camlens.backends.base import Capture
 from camlens.errors import CamlensTypeError, CamlensValueError, describe
 from camlens.maps import upsample
+from camlens.methods._registry import register
 from camlens.methods.base import Explainer, Step, auto_batch, fuse
 from camlens.methods.gradient import gradcam
-from camlens.registry import register
 from camlens.targets import Target
 
 

@@ -134,7 +134,7 @@ def box_iou(maps: Any, boxes: Any, threshold: float = 0.2) -> torch.Tensor:
         raise CamlensValueError(
             f"threshold must be in [0, 1] (a share of the max), got {threshold}"
         )
-    from camlens.boxes import boxes as cam_boxes
+    from camlens.visualize.boxes import boxes as cam_boxes
 
     # the largest 8-connected region of each map: one list (empty for an all-zero map) per map
     found = cast(list[list[Box]], cam_boxes(values, threshold))

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 
 from camlens.errors import CamlensError, CamlensValueError
-from camlens.figures import new_figure
+from camlens.methods._registry import explain, get, options_for
 from camlens.metrics import faithfulness, localisation
 from camlens.metrics.road import road as road_metric
-from camlens.registry import explain, get, options_for
+from camlens.visualize.figures import new_figure
 
 # name -> (label, higher is better)
 METRICS: dict[str, tuple[str, bool]] = {

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 
 from camlens import targets as targets_
 from camlens.errors import CamlensTypeError, CamlensValueError, describe
-from camlens.figures import new_figure
 from camlens.maps import minmax
-from camlens.registry import get
+from camlens.methods._registry import get
+from camlens.visualize.figures import new_figure
 
 SSIM_SIZE = 11
 SSIM_SIGMA = 1.5

@@ -198,7 +198,7 @@ def config(app: Any, *, head_timeout: float = HEAD_TIMEOUT, **options: Any) -> A
 def build(settings: Settings, *, trust_pickle: bool = False, **limits: Any) -> tuple[Any, list]:
     """The ASGI app for ``settings`` (the model loaded, the run folders read) and the runs that
     were skipped as unreadable (``(folder, reason)``)."""
-    from camlens.app.session import Session
+    from camlens.runs.session import Session
     from camlens.serve.app import create_app
     from camlens.serve.service import ModelService
 

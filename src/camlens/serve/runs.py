@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from camlens.errors import CamlensValueError, CamlensWarning
-from camlens.run import source_path
+from camlens.runs.folder import source_path
 from camlens.serve.guards import shown
 
 #: Sort keys of :meth:`Runs.rows`: a column each (``row``: the run's own order).
@@ -88,7 +88,7 @@ class Runs:
 
     def _load(self, folder: Path) -> Any:
         import camlens
-        from camlens.run import MANIFEST
+        from camlens.runs.folder import MANIFEST
 
         if not (folder / MANIFEST).is_file():
             return camlens.load_run(folder)  # the error says what a run folder is

@@ -17,11 +17,11 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from camlens.app.records import map_png
-from camlens.app.session import LABEL, Session, resize_unit
+from camlens.backends.locks import model_lock
 from camlens.errors import CamlensValueError
-from camlens.locks import model_lock
-from camlens.registry import methods as camlens_methods
+from camlens.methods._registry import methods as camlens_methods
+from camlens.runs.records import map_png
+from camlens.runs.session import LABEL, Session, resize_unit
 from camlens.serve.batcher import MicroBatcher
 from camlens.serve.guards import shown
 
@@ -31,7 +31,7 @@ TOP = 5
 @dataclass
 class Request:
     """One image to explain: its [0, 1] (3, S, S) input before the model's preprocessing
-    (:func:`camlens.app.session.resize_unit`), a checked method, layer and target (None:
+    (:func:`camlens.runs.session.resize_unit`), a checked method, layer and target (None:
     predicted)."""
 
     unit: torch.Tensor
@@ -50,7 +50,7 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 
 class ModelService:
-    """The model behind ``camlens serve``: a :class:`camlens.app.session.Session` (built from a
+    """The model behind ``camlens serve``: a :class:`camlens.runs.session.Session` (built from a
     spec given on the command line only), its layers, and the queue in front of it."""
 
     def __init__(
@@ -75,7 +75,7 @@ class ModelService:
     ) -> Request:
         """A checked request for ``image`` (uint8 RGB, or already :func:`resize_unit`'s tensor);
         ``CamlensValueError`` names the field that is wrong."""
-        from camlens.registry import get
+        from camlens.methods._registry import get
 
         try:
             chosen = get(method).name

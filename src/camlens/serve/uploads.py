@@ -1,6 +1,6 @@
 """Decoding an uploaded image: bounded in bytes, pixels, formats, threads and time.
 
-Uploads are decoded by :func:`camlens.app.inputs.read_image`, the decode function of every
+Uploads are decoded by :func:`camlens.images.decode.read_image`, the decode function of every
 reader: a format outside its allow-list (EPS and PDF, which Pillow would hand to Ghostscript,
 among them) is refused with 415, an image over the pixel limit with 400, both from the header
 before anything is decompressed. Decoding runs in a
@@ -37,10 +37,11 @@ class TimedOut(CamlensValueError):
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, size: int | None = None) -> np.ndarray:
     """The uploaded bytes as uint8 RGB (H, W, 3), decoded by
-    :func:`camlens.app.inputs.read_image` (its format allow-list, EXIF orientation and pixel limit
-    checked from the header; ``size`` lets a large JPEG decode reduced): :class:`Unsupported` for a
-    format it does not read (EPS, PDF...), ``CamlensValueError`` saying why for anything else."""
-    from camlens.app.inputs import read_image
+    :func:`camlens.images.decode.read_image` (its format allow-list, EXIF orientation and pixel
+    limit checked from the header; ``size`` lets a large JPEG decode reduced): :class:`Unsupported`
+    for a format it does not read (EPS, PDF...), ``CamlensValueError`` saying why for
+    anything else."""
+    from camlens.images.decode import read_image
 
     if not data:
         raise CamlensValueError("image: expected an image file, got an empty upload (0 bytes)")
@@ -55,7 +56,7 @@ def decode_for_model(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> An
     """The upload decoded and resized at once to the model's input (a [0, 1] (3, size, size)
     tensor, as ``camlens explain`` resizes): the full-size pixels are freed, and given back to
     the system, before returning."""
-    from camlens.app.session import resize_unit
+    from camlens.runs.session import resize_unit
 
     try:
         return resize_unit(decode_image(data, max_pixels, size), size)

@@ -42,8 +42,8 @@ def model(request: Request) -> ModelInfo:
     import numpy as np
 
     import camlens
-    from camlens.registry import get
-    from camlens.render import colormap_table
+    from camlens.methods._registry import get
+    from camlens.visualize.render import colormap_table
 
     service = request.app.state.service
     session = service.session

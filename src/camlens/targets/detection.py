@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 from camlens import targets as targets_
+from camlens.backends.locks import model_lock
 from camlens.errors import CamlensTypeError, CamlensValueError, describe
 from camlens.explanation import Explanation
-from camlens.locks import model_lock
-from camlens.registry import get
+from camlens.methods._registry import get
 
 
 @dataclass

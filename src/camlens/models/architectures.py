@@ -19,8 +19,8 @@ import torch
 import torch.nn as nn
 
 from camlens.errors import CamlensValueError
-from camlens.io import IMAGENET_MEAN, IMAGENET_STD
-from camlens.weights import read_state, timm_model, torchvision_model
+from camlens.images.load import IMAGENET_MEAN, IMAGENET_STD
+from camlens.models.weights import read_state, timm_model, torchvision_model
 
 _ARCHITECTURES: dict[str, Callable[..., nn.Sequential]] = {}
 

@@ -37,15 +37,15 @@ def run_demo(
 
     Returns the per-method scores (in ``methods`` order; seconds per image) and the run's
     summary. ``total`` and ``advance`` follow the progress as in
-    :func:`camlens.app.engine.explain_files`.
+    :func:`camlens.runs.local.explain_files`.
     """
     import camlens
     from camlens import metrics
-    from camlens.app.engine import RunSettings, explain_files
-    from camlens.app.records import RenderOptions
-    from camlens.app.session import Session
-    from camlens.checkpoint import demo_path, load_model
     from camlens.datasets import read_boxes
+    from camlens.models.checkpoint import demo_path, load_model
+    from camlens.runs.local import RunSettings, explain_files
+    from camlens.runs.records import RenderOptions
+    from camlens.runs.session import Session
 
     chosen = list(methods) if methods else camlens.methods()
     session = Session.from_model(load_model("demo"), spec="demo")

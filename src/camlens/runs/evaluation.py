@@ -2,7 +2,7 @@
 
 Images are fed as ``camlens explain`` feeds them (the session's whole-image resize and the
 model's own preprocessing), and ground-truth boxes are mapped to the model's input the same way
-(:func:`camlens.app.annotations.to_input_box`), so a box covers what the model saw of its object
+(:func:`camlens.images.annotations.to_input_box`), so a box covers what the model saw of its object
 on non-square images too. The metrics themselves are :mod:`camlens.metrics.report`'s.
 """
 
@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from camlens.app.annotations import BoxRecord, read_boxes, to_input_box
-from camlens.app.inputs import image_files, read_image
-from camlens.app.session import Session
 from camlens.errors import CamlensError, CamlensValueError
+from camlens.images.annotations import BoxRecord, read_boxes, to_input_box
+from camlens.images.decode import image_files, read_image
+from camlens.runs.session import Session
 
 #: A batch for :func:`camlens.metrics.report.evaluate`: inputs, boxes per image, true labels.
 EvalBatch = tuple[torch.Tensor, list[list[tuple[int, int, int, int]]] | None, torch.Tensor | None]
@@ -84,8 +84,8 @@ def folder_batches(
 
 def demo_records() -> tuple[list[Path], Path, dict[str, BoxRecord]]:
     """The bundled samples, their folder and their ground-truth boxes and labels."""
-    from camlens.checkpoint import demo_path
     from camlens.datasets import read_boxes as read_demo_boxes
+    from camlens.models.checkpoint import demo_path
 
     root = demo_path() / "samples"
     paths, labels, boxes = read_demo_boxes(root / "boxes.csv")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from camlens.errors import CamlensValueError
-from camlens.io import ImageLike, to_rgb
+from camlens.images.load import ImageLike, to_rgb
 from camlens.maps import as_heatmaps, upsample
 
 # Matplotlib's "jet" as piecewise-linear segments: (x, value) per channel (matplotlib's _jet_data).
@@ -236,7 +236,7 @@ def panel(
     """Save a PNG figure: one row per method, columns original | heatmap | overlay.
 
     ``rows`` holds ``(method title, heatmap (h, w) in [0, 1], overlay uint8 (H, W, 3))``; the
-    figure is :func:`camlens.figures.grid`'s.
+    figure is :func:`camlens.visualize.figures.grid`'s.
     """
     with open(path, "wb") as handle:
         handle.write(panel_png(image, rows, title, colormap))
@@ -250,7 +250,7 @@ def panel_png(
 ) -> bytes:
     """The PNG bytes of :func:`panel`'s figure (a matplotlib figure: slow, so runs make it only
     on request)."""
-    from camlens.figures import figure_png, grid
+    from camlens.visualize.figures import figure_png, grid
 
     picture = to_rgb(image)
     cells = [

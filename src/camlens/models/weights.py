@@ -152,7 +152,7 @@ def seeded(seed: int) -> Iterator[None]:
 def weights_digest(spec: str, weights: str | None) -> str | None:
     """The SHA-256 of the file that holds the weights: ``weights`` when it is a file, else the
     model file or checkpoint folder ``spec`` names; None for downloaded or random weights."""
-    from camlens.checkpoint import WEIGHTS, demo_path
+    from camlens.models.checkpoint import WEIGHTS, demo_path
 
     if (
         weights is not None

@@ -3,7 +3,7 @@
 Presets: ``"imagenet"`` resizes the shorter side to 256, centre-crops 224 and normalises with the
 ImageNet mean and std (torchvision's recipe); ``"unit"`` keeps [0, 1] floats. ``size`` overrides the
 crop (the resize keeps the 256/224 ratio). Grayscale, palette, RGBA and 16-bit images become 8-bit
-RGB first. Files are decoded by :func:`camlens.app.inputs.read_image` (EXIF orientation, a
+RGB first. Files are decoded by :func:`camlens.images.decode.read_image` (EXIF orientation, a
 format allow-list, a pixel limit), as every camlens reader decodes them.
 """
 
@@ -56,12 +56,12 @@ ImageLike: TypeAlias = str | os.PathLike | Image.Image | np.ndarray
 def to_rgb(image: ImageLike) -> np.ndarray:
     """Any image (path, PIL image, array) as an 8-bit RGB array (H, W, 3).
 
-    A path is decoded by :func:`camlens.app.inputs.read_image`. 16-bit values are shifted down
+    A path is decoded by :func:`camlens.images.decode.read_image`. 16-bit values are shifted down
     by 8 bits (65535 -> 255), floats in [0, 1] scaled to 255, grayscale is stacked to three
     channels, alpha is dropped.
     """
     if isinstance(image, (str, os.PathLike)):
-        from camlens.app.inputs import read_image
+        from camlens.images.decode import read_image
 
         path = os.fspath(image)
         if not os.path.exists(path):

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from camlens.backends.keras import load_spec as keras_spec
-from camlens.checkpoint import load_model
 from camlens.errors import CamlensValueError
-from camlens.weights import is_random, load_state, timm_model, torchvision_model
+from camlens.models.checkpoint import load_model
+from camlens.models.weights import is_random, load_state, timm_model, torchvision_model
 
 #: torch.load(weights_only=True) refuses a pickle that holds more than tensors with REFUSED, and
 #: bytes that are no pickle at all with FOREIGN; its reason follows DETAIL.
@@ -207,7 +207,7 @@ def class_names(spec: str, model: Any, classes: int | None = None) -> list[str] 
         except (ImportError, AttributeError, ValueError):
             pass
     if kind in ("torchvision", "timm") and classes in (None, 1000):
-        from camlens.labels import imagenet_classes
+        from camlens.images.labels import imagenet_classes
 
         names = imagenet_classes()
         return list(names) if names else None

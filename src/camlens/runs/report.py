@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from camlens.app.durable import write_bytes
+from camlens.runs.durable import write_bytes
 
 _STYLE = """
 *{box-sizing:border-box}

@@ -15,9 +15,9 @@ import torch
 
 from camlens.errors import CamlensImportError, CamlensValueError, describe
 from camlens.explanation import Explanation
-from camlens.io import ImageLike, to_rgb
-from camlens.labels import class_name
-from camlens.render import label_text, overlay
+from camlens.images.labels import class_name
+from camlens.images.load import ImageLike, to_rgb
+from camlens.visualize.render import label_text, overlay
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

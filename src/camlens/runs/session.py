@@ -20,8 +20,8 @@ import torch
 
 from camlens.backends import Adapter, adapter_for
 from camlens.errors import CamlensTypeError, CamlensValueError
-from camlens.labels import class_name
-from camlens.preprocessing import Preprocess
+from camlens.images.labels import class_name
+from camlens.images.preprocessing import Preprocess
 
 #: ``--target`` words besides a class index or name.
 PREDICTED, LABEL = "pred", "label"
@@ -46,7 +46,7 @@ def device_for(name: str) -> torch.device:
 
 def method_names(text: str | Sequence[str]) -> list[str]:
     """Registry names for ``"gradcam,cam"``, ``"all"`` or a list; duplicates dropped, order kept."""
-    from camlens.registry import get, methods
+    from camlens.methods._registry import get, methods
 
     if isinstance(text, str):
         if text.strip() == "all":
@@ -103,17 +103,17 @@ class Session:
         trust_pickle: bool = False,
         seed: int = 0,
     ) -> Session:
-        """Load the model ``spec`` names (see :mod:`camlens.models`) and resolve the rest.
+        """Load the model ``spec`` names (see :mod:`camlens.models.specs`) and resolve the rest.
 
         ``weights`` None means ``DEFAULT`` (download) for ``torchvision:``/``timm:`` names and
         random or built-in weights otherwise; ``labels`` is a file of class names or a list.
         Random weights are drawn from ``seed`` (the caller's random state is left as it was), so
         every process that loads the same spec and seed explains the same network.
         """
-        from camlens.labels import load_labels
-        from camlens.models import load_spec
-        from camlens.preprocessing import MODES, resolve
-        from camlens.weights import seeded
+        from camlens.images.labels import load_labels
+        from camlens.images.preprocessing import MODES, resolve
+        from camlens.models.specs import load_spec
+        from camlens.models.weights import seeded
 
         if preprocess not in MODES:  # before the (slow) model load
             raise CamlensValueError(
@@ -149,8 +149,8 @@ class Session:
     ) -> Session:
         """A session around a model object (a camlens ``Classifier`` gets its own [0, 1] input,
         size and labels; other models ImageNet normalisation unless ``prepare`` says otherwise)."""
-        from camlens.models import class_names
-        from camlens.preprocessing import input_size, resolve
+        from camlens.images.preprocessing import input_size, resolve
+        from camlens.models.specs import class_names
 
         if isinstance(device, str):
             device = device_for(device)
@@ -232,8 +232,8 @@ class Session:
     def check(self, methods: Sequence[str], layer: Any = "auto", precision: str = "auto") -> None:
         """Raise a CamlensError now if ``methods`` cannot run at ``layer`` with ``precision``
         (an unknown layer, a TorchScript model for a layer method, int8 on an unsupported model)."""
+        from camlens.methods._registry import get, options_for
         from camlens.methods.perturbation import PRECISIONS
-        from camlens.registry import get, options_for
 
         if precision not in PRECISIONS:
             raise CamlensValueError(
@@ -261,7 +261,7 @@ class Session:
 
     def explainer(self, method: str, layer: Any = "auto", precision: str = "auto") -> Any:
         """The reusable explainer for ``method`` at ``layer`` (one per session and setting)."""
-        from camlens.registry import get, options_for
+        from camlens.methods._registry import get, options_for
 
         key = (method, repr(layer), precision)
         if key not in self._explainers:

@@ -16,7 +16,7 @@ import numpy as np
 
 from camlens.errors import CamlensImportError
 from camlens.explanation import Explanation
-from camlens.render import colorize, label_text, overlay
+from camlens.visualize.render import colorize, label_text, overlay
 
 #: At most this many images are shown; the rest are counted.
 SHOWN = 8
@@ -31,7 +31,7 @@ def _png(picture: np.ndarray) -> str:
 
 
 def _originals(exp: Explanation) -> list[np.ndarray] | None:
-    from camlens.figures import input_images
+    from camlens.visualize.figures import input_images
 
     x = exp.inputs
     if x is None or x.ndim != 4 or x.shape[1] not in (1, 3):
@@ -88,7 +88,7 @@ def to_html(exp: Explanation, size: int = 160) -> str:
 
 def to_png(exp: Explanation) -> bytes | None:
     """A matplotlib figure of the first :data:`SHOWN` images as PNG bytes, or ``None``."""
-    from camlens.figures import figure_png, grid, plot
+    from camlens.visualize.figures import figure_png, grid, plot
 
     try:
         if _originals(exp) is None:

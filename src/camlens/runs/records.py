@@ -21,8 +21,8 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from camlens.app.inputs import Failure
-from camlens.app.session import LABEL, Session
+from camlens.images.decode import Failure
+from camlens.runs.session import LABEL, Session
 
 #: Overlay encodings: file suffix -> Pillow format and save options.
 OVERLAY_FORMATS = {
@@ -116,7 +116,7 @@ def explain_batch(
     unknown). ``true_labels`` are class indices (-1: unknown), ``true_names`` their folder names.
     With ``box_threshold``, each map's CAM-paper box (largest region at or above that fraction of
     its maximum) is found for the whole batch at once, in the map's pixels."""
-    from camlens.boxes import boxes as find_boxes
+    from camlens.visualize.boxes import boxes as find_boxes
 
     x = session.native(unit)
     truth = torch.tensor(
@@ -185,8 +185,8 @@ def render(
     explained: Explained, stems: Sequence[str], session: Session, options: RenderOptions
 ) -> list[Record]:
     """Rows and files for every image and method of ``explained`` (``stems`` name the files)."""
-    from camlens.boxes import scale_box
-    from camlens.render import (
+    from camlens.visualize.boxes import scale_box
+    from camlens.visualize.render import (
         draw_boxes,
         draw_contours,
         draw_label,

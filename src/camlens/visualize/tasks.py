@@ -15,15 +15,16 @@ import numpy as np
 import torch
 
 from camlens.errors import CamlensValueError
-from camlens.io import ImageLike, to_rgb
-from camlens.render import draw_boxes, overlay
+from camlens.images.load import ImageLike, to_rgb
+from camlens.visualize.render import draw_boxes, overlay
 
 Box = tuple[float, float, float, float]
 
 
 def rescale_box(box: Box, source: tuple[int, int], target: tuple[int, int]) -> Box:
     """A detector's box (x0, y0, x1, y1) in continuous pixel coordinates of a ``source`` (H, W)
-    image, in those of ``target`` (:func:`camlens.boxes.scale_box` maps inclusive map cells)."""
+    image, in those of ``target`` (:func:`camlens.visualize.boxes.scale_box` maps inclusive map
+    cells)."""
     sy, sx = target[0] / source[0], target[1] / source[1]
     x0, y0, x1, y1 = box
     return (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
@@ -42,7 +43,7 @@ def detection_overlay(
     (inside it when the box touches the top), uint8 RGB at the image's own size."""
     from PIL import Image, ImageDraw
 
-    from camlens.render import _font
+    from camlens.visualize.render import _font
 
     x0, y0, x1, y1 = (round(v) for v in box)
     picture = draw_boxes(overlay(image, heatmap, colormap, alpha), [(x0, y0, x1, y1)], color)

@@ -2,7 +2,7 @@
 
 The folder holds one sub-folder per class (``train/`` and ``val/`` sub-folders are used when both
 exist, otherwise a seeded stratified split holds out ``val_split`` of each class). Images are
-decoded as ``camlens explain`` decodes them (:func:`camlens.app.inputs.read_image`: RGB, EXIF
+decoded as ``camlens explain`` decodes them (:func:`camlens.images.decode.read_image`: RGB, EXIF
 orientation) and resized whole to ``image_size`` x ``image_size``; every image is decoded once
 when the folder is scanned, and one that fails (a truncated JPEG, a file that is no image) is
 skipped and listed. Training adds a random resized crop and a horizontal flip.
@@ -27,10 +27,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from camlens.app.inputs import Failure, read_image, scan_folder
-from camlens.checkpoint import Classifier, check_destination, save_checkpoint, to_uint8
 from camlens.errors import CamlensValueError
-from camlens.io import IMAGE_SUFFIXES
+from camlens.images.decode import Failure, read_image, scan_folder
+from camlens.images.load import IMAGE_SUFFIXES
+from camlens.models.checkpoint import Classifier, check_destination, save_checkpoint, to_uint8
 
 #: Folders smaller than this many bytes (decoded, at image_size) are kept in memory.
 CACHE_BYTES = 1 << 29
@@ -285,7 +285,7 @@ def train(
     ``progress``: print a progress bar per epoch, the epochs' scores and the final report
     (``camlens train`` does); by default the call prints nothing.
     """
-    from camlens.architectures import build_body
+    from camlens.models.architectures import build_body
 
     for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1)):
         if not isinstance(value, int) or value < low:

@@ -1,7 +1,7 @@
 """``camlens explain --task detect|segment``: detectors and segmentation models into a run folder.
 
-The classify task is :func:`camlens.app.engine.explain_files`. Here the same inputs, stems,
-manifest and :class:`~camlens.app.writer.RunWriter` serve two other tasks, one batch at a time:
+The classify task is :func:`camlens.runs.local.explain_files`. Here the same inputs, stems,
+manifest and :class:`~camlens.runs.writer.RunWriter` serve two other tasks, one batch at a time:
 
 - ``detect``: every detection scoring at least ``threshold`` gets its own map
   (:func:`camlens.explain_detections`) and its own row (``stem`` ``<image>_<n>``, ``predicted``
@@ -23,7 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from camlens.app.engine import (
+from camlens.backends.locks import model_lock
+from camlens.errors import CamlensValueError
+from camlens.images.decode import collect, stream
+from camlens.runs.local import (
     EXPLAIN_ERRORS,
     RunSettings,
     Summary,
@@ -33,12 +36,9 @@ from camlens.app.engine import (
     output_names,
     to_do,
 )
-from camlens.app.inputs import collect, stream
-from camlens.app.records import Record, _encode, _number, map_png
-from camlens.app.session import Session
-from camlens.app.writer import RunWriter
-from camlens.errors import CamlensValueError
-from camlens.locks import model_lock
+from camlens.runs.records import Record, _encode, _number, map_png
+from camlens.runs.session import Session
+from camlens.runs.writer import RunWriter
 
 TASKS = ("classify", "detect", "segment")
 
@@ -120,8 +120,8 @@ def detect_records(
     task: TaskSettings,
 ) -> list[Record]:
     """One image through the detector: a row, a map and an overlay per method and detection."""
-    from camlens.detect import explain_detections
-    from camlens.render_tasks import detection_overlay, rescale_box
+    from camlens.targets.detection import explain_detections
+    from camlens.visualize.tasks import detection_overlay, rescale_box
 
     options = settings.render
     fmt = options.overlay_format
@@ -168,7 +168,7 @@ def segment_records(
 ) -> list[Record]:
     """One image through the segmentation model: the target class's region, per method."""
     from camlens import targets
-    from camlens.render import draw_label, overlay
+    from camlens.visualize.render import draw_label, overlay
 
     options = settings.render
     fmt = options.overlay_format

@@ -3,11 +3,11 @@
 Ray Data's batch-inference pattern around the app layer, not a scheduler of ours: the driver lists
 the inputs (local files, folders and globs, or ``s3://``/``gs://``/``file://`` prefixes and globs
 through pyarrow's file systems), skips what a resumed run has done, and hands the paths to
-``map_batches`` over an actor pool. Each actor builds the :class:`~camlens.app.session.Session`
-from the model spec once, then per batch decodes its files (:func:`camlens.app.inputs.decode`),
-explains them (:func:`camlens.app.records.explain_batch`) and renders rows and files
-(:func:`camlens.app.records.render`), exactly as the local engine does. The driver writes what
-comes back through the same :class:`~camlens.app.writer.RunWriter`, so ``camlens.load_run``, the
+``map_batches`` over an actor pool. Each actor builds the :class:`~camlens.runs.session.Session`
+from the model spec once, then per batch decodes its files (:func:`camlens.images.decode.decode`),
+explains them (:func:`camlens.runs.records.explain_batch`) and renders rows and files
+(:func:`camlens.runs.records.render`), exactly as the local engine does. The driver writes what
+comes back through the same :class:`~camlens.runs.writer.RunWriter`, so ``camlens.load_run``, the
 report and ``--resume`` work unchanged (``"engine": "ray"`` in ``run.json``).
 
 Nothing lost, nothing twice: Ray restarts an actor that dies and retries the batch it held
@@ -31,7 +31,18 @@ from typing import Any, cast
 
 import numpy as np
 
-from camlens.app.engine import (
+from camlens.backends.locks import model_lock
+from camlens.errors import CamlensValueError
+from camlens.images.decode import (
+    Failure,
+    class_indices,
+    collect,
+    decode,
+    folder_labels,
+    read_image,
+    require_labels,
+)
+from camlens.runs.local import (
     EXPLAIN_ERRORS,
     RunSettings,
     Summary,
@@ -41,20 +52,9 @@ from camlens.app.engine import (
     output_names,
     to_do,
 )
-from camlens.app.inputs import (
-    Failure,
-    class_indices,
-    collect,
-    decode,
-    folder_labels,
-    read_image,
-    require_labels,
-)
-from camlens.app.records import RenderOptions, explain_batch, render
-from camlens.app.session import Session
-from camlens.app.writer import RunWriter, claim
-from camlens.errors import CamlensValueError
-from camlens.locks import model_lock
+from camlens.runs.records import RenderOptions, explain_batch, render
+from camlens.runs.session import Session
+from camlens.runs.writer import RunWriter, claim
 
 #: Batches in flight in one actor: one in the model, one decoding or rendering beside it.
 CALLS = 2
@@ -131,7 +131,7 @@ def start(address: str | None = None, num_cpus: int | None = None) -> bool:
         "logging_level": logging.WARNING,
     }
     if address is None:
-        root = str(Path(__file__).resolve().parents[1])
+        root = str(Path(__file__).resolve().parents[2])  # src/, above camlens/
         paths = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         options["num_cpus"] = num_cpus
         options["_node_ip_address"] = "127.0.0.1"  # a local Ray listens on loopback only
@@ -169,7 +169,7 @@ class ObjectPath(str):
 
 
 def read_object(path: Path, size: int | None = None) -> np.ndarray:
-    """:func:`~camlens.app.inputs.read_image` for a local path or an :class:`ObjectPath`."""
+    """:func:`~camlens.images.decode.read_image` for a local path or an :class:`ObjectPath`."""
     if not isinstance(path, ObjectPath):
         return read_image(path, size)
     try:
@@ -237,7 +237,7 @@ def list_uris(uris: Sequence[str]) -> tuple[list[ObjectPath], list[Failure], dic
 
 
 def _names(files: Sequence[Path]) -> dict[str, str]:
-    """:func:`~camlens.app.engine.output_names` for local paths and URIs alike."""
+    """:func:`~camlens.runs.local.output_names` for local paths and URIs alike."""
     keyed = {PurePosixPath("/" + str(f).split("://", 1)[-1].lstrip("/")): str(f) for f in files}
     stems = output_names(cast(Sequence[Path], list(keyed)))
     return {keyed[cast(PurePosixPath, k)]: v for k, v in stems.items()}
@@ -253,13 +253,13 @@ class Trace:
 
 class Worker:
     """A Ray Data actor: one session built from the spec in ``__init__``; ``__call__`` decodes,
-    explains and renders a batch of paths into pickled :class:`~camlens.app.records.Record` s and
-    :class:`~camlens.app.inputs.Failure` s (column ``item``), and a :class:`Trace` per batch
+    explains and renders a batch of paths into pickled :class:`~camlens.runs.records.Record` s and
+    :class:`~camlens.images.decode.Failure` s (column ``item``), and a :class:`Trace` per batch
     that failed, which the driver appends to the run's log.
 
     Two calls run at once in an actor (:data:`CALLS`), as the local engine's stages do: while one
-    batch holds the model (its :func:`~camlens.locks.model_lock`, for the whole batch), the other
-    decodes or renders."""
+    batch holds the model (its :func:`~camlens.backends.locks.model_lock`, for the whole batch),
+    the other decodes or renders."""
 
     def __init__(self, spec: dict[str, Any], settings: RunSettings) -> None:
         self.session = Session.from_spec(**spec)  # random weights: the spec's seed, the driver's
@@ -493,12 +493,12 @@ def explain(
 ) -> Summary:
     """``camlens explain --engine ray`` from Python: explain ``paths`` (files, folders, globs,
     ``s3://``/``gs://`` prefixes, or a Ray Dataset with a ``path`` column) with the model ``model``
-    into the run folder ``out``; returns the run's :class:`~camlens.app.engine.Summary`.
+    into the run folder ``out``; returns the run's :class:`~camlens.runs.local.Summary`.
 
-    >>> camlens.distributed.explain(["val/"], model="torchvision:resnet50",
+    >>> camlens.runs.distributed.explain(["val/"], model="torchvision:resnet50",
     ...                             methods=["gradcam", "cam"], out="out/", workers=4)
     """
-    from camlens.app.session import method_names
+    from camlens.runs.session import method_names
 
     if hasattr(paths, "select_columns") and hasattr(paths, "iter_rows"):  # a Ray Dataset
         if "path" not in paths.columns():

@@ -24,7 +24,7 @@ def imagenet_classes() -> tuple[str, ...] | None:
 def imagenet_wnids() -> tuple[str, ...]:
     """The 1000 ImageNet-1k WordNet ids in index order (``n01440764`` is class 0, tench): the
     class-folder names of ImageNet's train and val sets (the list timm ships)."""
-    text = (Path(__file__).parent / "data" / "imagenet_wnids.txt").read_text(encoding="ascii")
+    text = (Path(__file__).parents[1] / "data" / "imagenet_wnids.txt").read_text(encoding="ascii")
     return tuple(text.split())
 
 

@@ -1,9 +1,9 @@
 """The local engine: a folder of images through a session into a run folder, at the model's speed.
 
 Three stages run side by side so that the model never waits: decoding threads read and resize
-the next batches (:func:`camlens.app.inputs.stream`), the calling thread runs the model
-(:func:`camlens.app.records.explain_batch`), and one writer thread renders overlays, encodes maps
-and writes rows (:func:`camlens.app.records.render`, :class:`camlens.app.writer.RunWriter`). Each
+the next batches (:func:`camlens.images.decode.stream`), the calling thread runs the model
+(:func:`camlens.runs.records.explain_batch`), and one writer thread renders overlays, encodes maps
+and writes rows (:func:`camlens.runs.records.render`, :class:`camlens.runs.writer.RunWriter`). Each
 stage holds at most a couple of batches, so memory stays flat in the number of images. A file that
 cannot be decoded, or a batch the model rejects, becomes failure rows and the run goes on.
 """
@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from camlens.app.inputs import (
+from camlens.errors import CamlensError, CamlensValueError
+from camlens.images.decode import (
     Failure,
     class_indices,
     collect,
@@ -28,11 +29,10 @@ from camlens.app.inputs import (
     require_labels,
     stream,
 )
-from camlens.app.records import Explained, RenderOptions, explain_batch, path_text, render
-from camlens.app.session import Session
-from camlens.app.writer import RunWriter, log_traceback
-from camlens.errors import CamlensError, CamlensValueError
-from camlens.weights import weights_digest
+from camlens.models.weights import weights_digest
+from camlens.runs.records import Explained, RenderOptions, explain_batch, path_text, render
+from camlens.runs.session import Session
+from camlens.runs.writer import RunWriter, log_traceback
 
 
 @dataclass

@@ -9,7 +9,7 @@ A run folder is what ``camlens explain`` (any engine) writes::
     overlays/*.jpg      overlays at each image's own size (webp or png on request)
     panels/, images/    opt-in: three-panel figures, copies of the inputs
     results.jsonl/.csv  the same rows for people (from results.parquet); report.html (+ .js)
-    .camlens.lock       held by the run writing the folder (:mod:`camlens.app.writer`)
+    .camlens.lock       held by the run writing the folder (:mod:`camlens.runs.writer`)
 
 Nothing here needs camlens to read it: Parquet, PNG and JSON. A row's map is ``PNG / 255``, equal
 to the ``exp.maps`` row it came from within 8-bit rounding (0.5 / 255).
@@ -54,7 +54,7 @@ def schema() -> Any:
 def source_path(text: str) -> Path:
     """The file a row's ``path`` names: the text itself, or, where no such file exists, the file
     name whose non-UTF-8 bytes the row stores as backslash escapes (``caf\\xe9.png``; see
-    :func:`camlens.app.records.path_text`)."""
+    :func:`camlens.runs.records.path_text`)."""
     path = Path(text)
     if path.exists() or os.name == "nt" or "\\x" not in text:
         return path
@@ -172,7 +172,7 @@ class Run:
 
     def image(self, i: int) -> np.ndarray:
         """Row ``i``'s input image as uint8 RGB at its own size (the copy, else the original)."""
-        from camlens.io import to_rgb
+        from camlens.images.load import to_rgb
 
         row = self._row(i)
         copy = row["image"]
@@ -187,7 +187,7 @@ class Run:
     ) -> np.ndarray:
         """Row ``i``'s map rendered again over its image, uint8 RGB at the image's own size;
         unset options are the run's own."""
-        from camlens.render import overlay
+        from camlens.visualize.render import overlay
 
         return overlay(
             self.image(i),

@@ -1,4 +1,4 @@
-"""Writing a run folder (see :mod:`camlens.run` for the layout) as batches finish.
+"""Writing a run folder (see :mod:`camlens.runs.folder` for the layout) as batches finish.
 
 A run writes only into a missing or empty folder or a camlens run (:func:`claim`), holds an OS
 lock on it from start to finish (one writer per folder), and removes only files it wrote
@@ -26,11 +26,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from camlens.app.durable import write_atomic, write_bytes
-from camlens.app.inputs import Failure
-from camlens.app.records import Record, failure_row
 from camlens.errors import CamlensValueError
-from camlens.run import FORMAT, MANIFEST, PARTS, RESULTS, VERSION, read_rows, schema
+from camlens.images.decode import Failure
+from camlens.runs.durable import write_atomic, write_bytes
+from camlens.runs.folder import FORMAT, MANIFEST, PARTS, RESULTS, VERSION, read_rows, schema
+from camlens.runs.records import Record, failure_row
 
 JSONL, CSV, LOCK, LOG = "results.jsonl", "results.csv", ".camlens.lock", "camlens.log"
 #: Files of a run at its top level, removed by ``overwrite``.
@@ -351,7 +351,7 @@ class RunWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from camlens.report import write_report
+        from camlens.runs.report import write_report
 
         rows = read_rows(self.out)
         table = pa.Table.from_pandas(rows, schema=schema(), preserve_index=False)

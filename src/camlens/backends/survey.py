@@ -6,8 +6,8 @@ from typing import Any
 
 from camlens.backends import adapter_for
 from camlens.backends.base import LayerInfo
-from camlens.inputs import as_inputs
-from camlens.locks import model_lock
+from camlens.backends.inputs import as_inputs
+from camlens.backends.locks import model_lock
 
 
 def layers(model: Any, x: Any) -> tuple[list[LayerInfo], str | None]:

@@ -122,7 +122,7 @@ class Classifier(nn.Module):
     def load_images(self, images: Any) -> tuple[torch.Tensor, list]:
         """Files, PIL images or arrays as a batch for this model: the whole image resized to
         ``input_size``, floats in [0, 1] (B, 3, H, W); also returns the originals (uint8 RGB)."""
-        from camlens.io import to_rgb
+        from camlens.images.load import to_rgb
 
         if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
             images = [images]
@@ -135,7 +135,7 @@ class Classifier(nn.Module):
         return save_checkpoint(self, path, files)
 
     def _find_cam_layer(self) -> str:
-        from camlens.layers import layers
+        from camlens.backends.survey import layers
 
         probe = torch.zeros(1, self.channels, *self.input_size, device=self.fc.weight.device)
         _, auto = layers(self, probe)
@@ -150,7 +150,7 @@ class Classifier(nn.Module):
 def to_uint8(image: Any, size: int | tuple[int, int]) -> torch.Tensor:
     """An image (path, PIL image, array) as uint8 RGB (3, H, W), resized whole to ``size``
     (bilinear, antialiased), as :class:`Classifier` models are trained and explained."""
-    from camlens.io import to_rgb
+    from camlens.images.load import to_rgb
 
     array = image if isinstance(image, np.ndarray) and image.ndim == 3 else to_rgb(image)
     tensor = torch.tensor(array).permute(2, 0, 1)
@@ -243,7 +243,7 @@ def load_model(path: str | os.PathLike = "demo", device: str | torch.device = "c
     """
     from safetensors.torch import load_file
 
-    from camlens.architectures import Body, build_body
+    from camlens.models.architectures import Body, build_body
 
     config = read_config(path)
     folder = demo_path() if str(path) == "demo" else Path(path)
