@@ -39,15 +39,15 @@ def run_demo(
     summary. ``total`` and ``advance`` follow the progress as in
     :func:`camlens.runs.local.explain_files`.
     """
-    import camlens
     from camlens import metrics
     from camlens.datasets import read_boxes
+    from camlens.methods._registry import methods as method_names
     from camlens.models.checkpoint import demo_path, load_model
     from camlens.runs.local import RunSettings, explain_files
     from camlens.runs.records import RenderOptions
     from camlens.runs.session import Session
 
-    chosen = list(methods) if methods else camlens.methods()
+    chosen = list(methods) if methods else method_names()
     session = Session.from_model(load_model("demo"), spec="demo")
     paths, _, truth = read_boxes(demo_path() / "samples" / "boxes.csv")
     box_of = {path.resolve(): box for path, box in zip(paths, truth.tolist())}

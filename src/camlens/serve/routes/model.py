@@ -41,8 +41,8 @@ class ModelInfo(BaseModel):
 def model(request: Request) -> ModelInfo:
     import numpy as np
 
-    import camlens
     from camlens.methods._registry import get
+    from camlens.methods._registry import methods as method_names
     from camlens.visualize.render import colormap_table
 
     service = request.app.state.service
@@ -69,7 +69,7 @@ def model(request: Request) -> ModelInfo:
         auto=service.auto,
         methods=[
             Method(name=name, uses_layer=get(name).uses_layer, paper=get(name).paper)
-            for name in camlens.methods()
+            for name in method_names()
         ],
         colormaps=tables,
     )
