@@ -34,7 +34,7 @@ from camlens.methods import (
     XGradCAM,
 )
 from camlens.methods._registry import explain
-from camlens.targets.detection import Detections, explain_detections
+from camlens.targets.detector import Detections, explain_detections
 from camlens.visualize.boxes import boxes
 from camlens.visualize.figures import plot
 from camlens.visualize.render import overlay

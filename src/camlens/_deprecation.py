@@ -85,7 +85,7 @@ MOVED_MODULES: dict[str, str] = {
     "camlens.architectures": "camlens.models.architectures",
     "camlens.checkpoint": "camlens.models.checkpoint",
     "camlens.demo": "camlens.runs.demo",
-    "camlens.detect": "camlens.targets.detection",
+    "camlens.detect": "camlens.targets.detector",
     "camlens.display": "camlens.visualize.display",
     "camlens.distributed": "camlens.runs.distributed",
     "camlens.figures": "camlens.visualize.figures",

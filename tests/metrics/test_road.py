@@ -11,7 +11,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
 from camlens import metrics
 from camlens.errors import CamlensValueError
-from camlens.metrics.road import removed_count
+from camlens.metrics.remove_and_debias import removed_count
 
 D, S = 1 / 12, 1 / 6  # diagonal and direct neighbours' weights
 

@@ -18,7 +18,7 @@ from camlens.metrics.localisation import (
     localisation_error,
     pointing_game,
 )
-from camlens.metrics.road import noisy_linear_impute, road
+from camlens.metrics.remove_and_debias import noisy_linear_impute, road
 from camlens.metrics.sanity import SanityResult, plot_sanity, sanity_check, spearman, ssim
 
 __all__ = [

@@ -21,7 +21,7 @@ import torch
 from camlens.errors import CamlensError, CamlensValueError
 from camlens.methods._registry import explain, get, options_for
 from camlens.metrics import faithfulness, localisation
-from camlens.metrics.road import road as road_metric
+from camlens.metrics.remove_and_debias import road as road_metric
 from camlens.visualize.figures import new_figure
 
 # name -> (label, higher is better)

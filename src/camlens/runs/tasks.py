@@ -120,7 +120,7 @@ def detect_records(
     task: TaskSettings,
 ) -> list[Record]:
     """One image through the detector: a row, a map and an overlay per method and detection."""
-    from camlens.targets.detection import explain_detections
+    from camlens.targets.detector import explain_detections
     from camlens.visualize.tasks import detection_overlay, rescale_box
 
     options = settings.render
