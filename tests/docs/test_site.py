@@ -12,8 +12,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 import pytest
-from browsers import chromium
-from needs import need
+from browsers import launched
 from typer.testing import CliRunner
 
 import camlens
@@ -104,11 +103,8 @@ def test_every_link_in_the_site_names_a_file(site):
 
 @pytest.fixture(scope="module")
 def browser():
-    playwright = need("playwright.sync_api")
-    with playwright.sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
-        yield launched
-        launched.close()
+    with launched() as chromium:
+        yield chromium
 
 
 def test_opened_from_disk_a_menu_link_opens_its_page_and_search_finds(site, browser, tmp_path):
