@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
-from needs import missing
+from needs import missing, need
 
 CHROMIUM = next(
     (
@@ -21,3 +24,16 @@ def chromium() -> str:
     if CHROMIUM is None:
         missing("Chromium is not installed (apt-get install chromium; .ci/run installs it)")
     return CHROMIUM
+
+
+@contextmanager
+def launched() -> Iterator[Any]:
+    """Headless Chromium through Playwright, closed on exit (without either the test skips, or
+    fails in CI); a module-scoped fixture is ``with launched() as browser: yield browser``."""
+    playwright = need("playwright.sync_api")
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 from html.parser import HTMLParser
+from importlib import resources
+from pathlib import Path
 
 import pandas as pd
+import tomllib
 from html_check import html_problems
 
 from camlens.runs.report import render_html, run_data, write_report
@@ -114,3 +117,18 @@ def test_html_problems_finds_unclosed_tags():
         "<div> never closed",
     ]
     assert html_problems("<html></html>") == ["no <!DOCTYPE html>"]
+
+
+def test_page_inlines_its_static_files_and_they_ship(tmp_path):
+    """report_static/'s CSS and script are inlined (the page opens from disk, one file beside the
+    data) and are package data, so a non-editable install has them."""
+    static = resources.files("camlens.runs") / "report_static"
+    css, js = ((static / name).read_text() for name in ("report.css", "report.js"))
+    assert "</" not in css and "</" not in js  # neither can end its inline tag
+    page = write_report(tmp_path, frame([row("/d/a.jpg", "cam", "cat", 0.9)]), {}).read_text()
+    assert f"<style>{css}</style>" in page and f"<script>{js}</script>" in page
+    assert page.count("<script src=") == 1 and "<link" not in page  # report-data.js only
+    globs = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"][
+        "setuptools"
+    ]
+    assert "runs/report_static/*" in globs["package-data"]["camlens"]

@@ -7,8 +7,7 @@ import io
 
 import numpy as np
 import pytest
-from browsers import chromium
-from needs import need
+from browsers import launched
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -23,11 +22,8 @@ BROKEN = """() => { const im = Array.from(document.images);
 
 @pytest.fixture(scope="module")
 def browser():
-    playwright = need("playwright.sync_api")
-    with playwright.sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
-        yield launched
-        launched.close()
+    with launched() as chromium:
+        yield chromium
 
 
 def open_page(browser, file, width=1280, height=1000):

@@ -1,5 +1,6 @@
 """The documentation site builds with ``mkdocs build --strict`` (a broken link or a missing
-reference fails), offline, and its generated pages match the code."""
+reference fails), offline, its generated pages match the code, and it works opened from disk
+(``file://``: every link names a file, search starts) as well as served."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import pytest
+from browsers import launched
 from typer.testing import CliRunner
 
 import camlens
@@ -32,7 +34,8 @@ def site(tmp_path_factory) -> Path:
 
 
 def page(site: Path, name: str) -> str:
-    return (site / name / "index.html").read_text(encoding="utf-8")
+    """The built page of ``docs/NAME.md`` (``use_directory_urls: false``: ``NAME.html``)."""
+    return (site / f"{name}.html").read_text(encoding="utf-8")
 
 
 def test_every_command_and_option_is_on_the_command_line_page(site):
@@ -61,7 +64,7 @@ def test_api_reference_has_every_method_class_and_the_api(site):
 def test_gallery_and_tutorials_are_pages(site):
     gallery = page(site, "gallery")
     for name in camlens.methods():
-        assert f'src="../images/gallery/{quote(name)}.png"' in gallery, name
+        assert f'src="images/gallery/{quote(name)}.png"' in gallery, name
         assert (site / "images" / "gallery" / f"{name}.png").is_file()
     for notebook in sorted((ROOT / "docs" / "examples").glob("*.ipynb")):
         html = page(site, f"examples/{notebook.stem}")
@@ -79,3 +82,47 @@ def test_no_network_needed_to_read_it(site):
     assert (mathjax / "tex-chtml.js").stat().st_size > 500_000
     assert list((mathjax / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
     assert 'class="arithmatex"' in page(site, "methods")  # formulas are marked for MathJax
+
+
+#: Links and sources in a page that stay inside the site (no scheme, not only a fragment).
+LOCAL = re.compile(r'(?:href|src)="(?![a-z][a-z0-9+.-]*:|#|//)([^"]+)"')
+
+
+def test_every_link_in_the_site_names_a_file(site):
+    """Opened from disk a link to a folder shows a listing: every local link names a file
+    (``404.html`` excepted: a server's error page, its links absolute)."""
+    broken = [
+        (str(html.relative_to(site)), link)
+        for html in site.rglob("*.html")
+        if html.name != "404.html"
+        for link in LOCAL.findall(html.read_text(encoding="utf-8"))
+        if not (html.parent / unquote(urlsplit(link).path)).is_file()
+    ]
+    assert broken == []
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with launched() as chromium:
+        yield chromium
+
+
+def test_opened_from_disk_a_menu_link_opens_its_page_and_search_finds(site, browser, tmp_path):
+    """``site/index.html`` opened as a file: the menu's Architecture link shows that page (not a
+    folder listing) and a search for a word on it lists it; no script error on the way."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto((site / "index.html").as_uri())
+    page.click("nav.md-nav--primary a.md-nav__link[href='architecture.html']")
+    page.wait_for_load_state("load")
+    assert page.url == (site / "architecture.html").as_uri()
+    assert page.locator("article h1").inner_text().startswith("Architecture")
+    page.locator("input.md-search__input").click()
+    page.locator("input.md-search__input").press_sequentially("adapter_for", delay=20)
+    results = page.locator(".md-search-result__item a[href]")
+    results.first.wait_for(timeout=20_000)
+    hrefs = results.evaluate_all("links => links.map(a => a.getAttribute('href'))")
+    assert any(h.startswith((site / "architecture.html").as_uri()) for h in hrefs), hrefs
+    page.screenshot(path=str(tmp_path / "search-from-disk.png"))
+    assert errors == []

@@ -7,113 +7,29 @@ images, methods, accuracy where true labels are known, predictions per class, a 
 histogram and the failures. Filters: method, predicted class, true class, mistakes only,
 confidence range; sort by confidence or name. The page is one static folder: no server, no
 network. Nothing from the data is parsed as HTML: the shell is escaped Python output and the
-script inserts text with ``textContent`` and links percent-encoded in Python.
+script inserts text with ``textContent`` and links percent-encoded in Python. The page's CSS and
+script are the files of ``report_static/``, inlined at write time: the page opens from disk.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from camlens.runs.durable import write_bytes
 
-_STYLE = """
-*{box-sizing:border-box}
-body{font-family:system-ui,sans-serif;margin:0;background:#f4f4f4;color:#222}
-header{background:#222;color:#fff;padding:12px 20px}
-header h1{margin:0;font-size:20px}
-.summary{display:flex;gap:14px;flex-wrap:wrap;padding:14px 20px}
-.stat{background:#fff;border-radius:6px;padding:10px 14px;box-shadow:0 1px 3px #0002;
-  min-width:150px}
-.stat b{display:block;font-size:22px}
-.chart{background:#fff;border-radius:6px;padding:10px 14px;box-shadow:0 1px 3px #0002}
-.chart h2{font-size:13px;margin:0 0 6px;font-weight:600}
-.bars{display:flex;align-items:flex-end;gap:2px;height:80px}
-.bars div{background:#3a78c2;width:16px;min-height:1px}
-.classes td{font-size:12px;padding:1px 6px}
-.classes .bar{background:#3a78c2;height:10px}
-.controls{padding:6px 20px;display:flex;gap:14px;align-items:center;flex-wrap:wrap;
-  position:sticky;top:0;background:#f4f4f4;border-bottom:1px solid #ddd;z-index:1}
-.controls label{font-size:13px}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:12px;
-  padding:12px 20px}
-.card{background:#fff;border-radius:6px;padding:8px;box-shadow:0 1px 3px #0002}
-.card.wrong{outline:2px solid #d33}
-.pair{display:flex;gap:6px}
-.pair figure{margin:0;flex:1;text-align:center}
-.pair img{width:100%;height:150px;object-fit:contain;background:#ddd;display:block}
-.pair figcaption{font-size:11px;color:#555}
-.card p{margin:4px 0 0;font-size:12px;word-break:break-all}
-.pager{padding:0 20px 20px;display:flex;gap:10px;align-items:center}
-.failures{margin:0 20px 20px;background:#fff3f3;border-radius:6px;padding:10px}
-.failures li{word-break:break-all;font-size:13px}
-"""
 
-_SCRIPT = r"""
-(function(){
-  var D=window.CAMLENS_RUN, n=D.path.length, S=D.strings, PER=48;
-  function s(col,i){var v=D[col][i];return v<0?null:S[v];}
-  var el=function(id){return document.getElementById(id);};
-  var grid=el('grid'), page=0, shown=[];
-  function option(select,value,text){var o=document.createElement('option');
-    o.value=value;o.textContent=text;select.appendChild(o);}
-  function fill(select,col){var seen={};for(var i=0;i<n;i++){var v=s(col,i);
-    if(v!==null&&!(v in seen)){seen[v]=1;}}
-    Object.keys(seen).sort(function(a,b){return a.localeCompare(b);})
-      .forEach(function(v){option(select,v,v);});}
-  fill(el('method'),'method'); fill(el('predicted'),'predicted_name');
-  fill(el('truth'),'true_name');
-  if(el('method').options.length>1){el('method').selectedIndex=1;}
-  function apply(){
-    var m=el('method').value,p=el('predicted').value,t=el('truth').value;
-    var wrong=el('wrong').checked;
-    var lo=parseFloat(el('lo').value)/100, hi=parseFloat(el('hi').value)/100;
-    shown=[];
-    for(var i=0;i<n;i++){
-      if(m&&s('method',i)!==m)continue; if(p&&s('predicted_name',i)!==p)continue;
-      if(t&&s('true_name',i)!==t)continue; if(wrong&&D.correct[i]!==0)continue;
-      var q=D.probability[i]; if(q<lo||q>hi)continue; shown.push(i);}
-    var how=el('sort').value;
-    shown.sort(function(a,b){
-      if(how==='name'){return s('name',a).localeCompare(s('name',b));}
-      var d=D.probability[a]-D.probability[b]; return how==='asc'?d:-d;});
-    page=0; draw();}
-  function figure(src,caption){
-    var f=document.createElement('figure'),im=document.createElement('img');
-    im.loading='lazy';im.src=src;im.alt=caption;var c=document.createElement('figcaption');
-    c.textContent=caption;f.appendChild(im);f.appendChild(c);return f;}
-  function draw(){
-    var pages=Math.max(1,Math.ceil(shown.length/PER)); page=Math.min(Math.max(page,0),pages-1);
-    grid.textContent='';
-    shown.slice(page*PER,page*PER+PER).forEach(function(i){
-      var card=document.createElement('section');
-      card.className='card'+(D.correct[i]===0?' wrong':'');
-      var pair=document.createElement('div');pair.className='pair';
-      pair.appendChild(figure(s('image',i),'original'));
-      var where=s('layer',i)?' at '+s('layer',i):'';
-      pair.appendChild(figure(s('overlay',i),s('method',i)+where));
-      card.appendChild(pair);
-      var text=s('name',i)+': predicted '+s('predicted_name',i)+' '+
-        (100*D.probability[i]).toFixed(1)+'%';
-      if(s('true_name',i)!==null){text+=' \u00b7 true '+s('true_name',i);}
-      var aim=s('target_name',i);
-      if(aim!==null&&aim!==s('predicted_name',i)){text+=' \u00b7 explains '+aim;}
-      var p=document.createElement('p');p.textContent=text;p.title=s('path',i);card.appendChild(p);
-      grid.appendChild(card);});
-    el('count').textContent=shown.length+' of '+n+' rows';
-    el('page').textContent='page '+(page+1)+' of '+pages;}
-  ['method','predicted','truth','wrong','sort','lo','hi'].forEach(function(id){
-    el(id).addEventListener('change',apply);});
-  function turn(step){page+=step;draw();el('grid').scrollIntoView();}
-  el('prev').addEventListener('click',function(){turn(-1);});
-  el('next').addEventListener('click',function(){turn(1);});
-  apply();
-})();
-"""
+@functools.cache
+def _static_text(name: str) -> str:
+    """A file of ``report_static/`` (the page's CSS and script), inlined into every page."""
+    return (resources.files("camlens.runs") / "report_static" / name).read_text(encoding="utf-8")
+
 
 _COLUMNS = ("path", "name", "image", "overlay", "method", "layer", "predicted_name",
             "target_name", "true_name")  # fmt: skip
@@ -223,14 +139,14 @@ def render_html(rows: Any, info: dict[str, Any], title: str = "camlens report") 
         "<!DOCTYPE html>\n"
         f'<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<style>{_STYLE}</style></head><body>"
+        f"<style>{_static_text('report.css')}</style></head><body>"
         f"<header><h1>{_e(title)}</h1></header>"
         f"{_summary(rows, info)}{failures}{controls}"
         '<main class="grid" id="grid"></main>'
         '<nav class="pager"><button id="prev" type="button">previous</button>'
         '<span id="page"></span><button id="next" type="button">next</button></nav>'
         '<script src="report-data.js"></script>'
-        f"<script>{_SCRIPT}</script></body></html>\n"
+        f"<script>{_static_text('report.js')}</script></body></html>\n"
     )
 
 
