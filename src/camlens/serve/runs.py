@@ -20,6 +20,7 @@ from typing import Any
 
 from camlens.errors import CamlensValueError, CamlensWarning
 from camlens.runs.folder import source_path
+from camlens.runs.row import PAGE_COLUMNS
 from camlens.serve.guards import shown
 
 #: Sort keys of :meth:`Runs.rows`: a column each (``row``: the run's own order).
@@ -191,16 +192,11 @@ class Runs:
         elif filters.descending:
             chosen = chosen.iloc[::-1]
         page = chosen.iloc[filters.offset : filters.offset + filters.limit]
-        fields = [
-            "path", "stem", "method", "layer", "predicted", "predicted_name", "probability",
-            "target", "target_name", "target_probability", "true_label", "true_name", "correct",
-            "width", "height", "map", "overlay", "panel", "image",
-        ]  # fmt: skip
         return {
             "total": len(chosen),
             "offset": filters.offset,
             "rows": [
-                {"row": int(index), **{key: _clean(record[key]) for key in fields}}
+                {"row": int(index), **{key: _clean(record[key]) for key in PAGE_COLUMNS}}
                 for index, record in page.iterrows()
             ],
         }
