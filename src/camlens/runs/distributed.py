@@ -38,6 +38,7 @@ from camlens.images.decode import Failure, decode, read_image
 from camlens.runs.local import local_inputs
 from camlens.runs.pipeline import (
     EXPLAIN_ERRORS,
+    Hooks,
     Inputs,
     Job,
     Outcome,
@@ -356,10 +357,8 @@ def explain_files(
     cluster.check()
     spec = dict(spec, labels=session.names)  # the driver's class names: no file needed on nodes
     info = manifest(session, settings, engine="ray")
-    return run(
-        RayEngine(spec, cluster), session, paths, out, settings, info, echo=echo,
-        advance=advance, total=total, title=title,
-    )  # fmt: skip
+    hooks = Hooks(echo, advance, total, title)
+    return run(RayEngine(spec, cluster), session, paths, out, settings, info, hooks)
 
 
 def _unique(items: Iterable[Any], done: set[tuple[str, str]]) -> tuple[list[Any], list[Failure]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from camlens.images.decode import Failure, collect, folder_labels, stream
 from camlens.runs.pipeline import (
     EXPLAIN_ERRORS,
+    Hooks,
     Inputs,
     Job,
     Outcome,
@@ -119,7 +120,5 @@ def explain_files(
     ``on_explained`` sees every batch's explanations (``camlens demo`` scores them).
     """
     info = manifest(session, settings)
-    return run(
-        LocalEngine(), session, paths, out, settings, info, echo=echo, advance=advance,
-        total=total, title=title, on_explained=on_explained,
-    )  # fmt: skip
+    hooks = Hooks(echo, advance, total, title, on_explained)
+    return run(LocalEngine(), session, paths, out, settings, info, hooks)

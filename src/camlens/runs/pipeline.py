@@ -86,8 +86,8 @@ class Inputs:
 @dataclass
 class Job:
     """What an engine explains: the files to do, every file of the run (for stems that stay the
-    same on resume), the folder, its writer, and the true class of each file (``labels``: file
-    text -> class index, -1 where unknown)."""
+    same on resume), the folder, its writer, each file's class folder (``classes``, keyed by the
+    file's text) and the class index of each folder name (``indices``)."""
 
     todo: list[Path]
     files: list[Path]
@@ -105,10 +105,25 @@ class Job:
 
 
 @dataclass
+class Hooks:
+    """How a run talks to its caller: ``echo`` says a line, ``advance(k)`` follows progress
+    after every batch, ``total(n)`` is told how many images are to do; the report's ``title``;
+    ``on_explained`` sees every batch's explanations where the engine has them (``camlens
+    demo`` scores them)."""
+
+    echo: Callable[[str], None] = print
+    advance: Callable[[int], None] | None = None
+    total: Callable[[int], None] | None = None
+    title: str = "camlens report"
+    on_explained: Callable[[Explained], None] | None = None
+
+
+@dataclass
 class Outcome:
-    """One batch done by an engine: ``records`` gives its rows and files (rendered on the writer
-    thread), ``failures`` its inputs that failed, ``done`` the images explained, ``handled`` the
-    inputs it took off the to-do list (progress)."""
+    """One batch done by an engine: ``records`` gives its rows and files (called on the writer
+    thread: rendering can wait there), ``failures`` its inputs that failed, ``done`` the images
+    explained, ``handled`` the inputs it took off the to-do list (progress); ``explained`` the
+    batch's explanations where the engine has them in this process."""
 
     records: Callable[[], list[Record]]
     failures: list[Failure]
@@ -265,34 +280,30 @@ def run(
     out: Path,
     settings: RunSettings,
     info: dict[str, Any],
-    *,
-    echo: Callable[[str], None] = print,
-    advance: Callable[[int], None] | None = None,
-    total: Callable[[int], None] | None = None,
-    title: str = "camlens report",
-    on_explained: Callable[[Explained], None] | None = None,
+    hooks: Hooks | None = None,
 ) -> Summary:
     """Explain every input under ``paths`` with ``engine`` into the run folder ``out``, whose
-    manifest holds ``info``. ``total(n)`` is told how many images are to do, ``advance(k)`` after
-    every batch; ``on_explained`` sees every batch's explanations where the engine has them."""
+    manifest holds ``info``, telling ``hooks`` as it goes."""
     check_target(settings)
+    hooks = hooks or Hooks()
     started = time.perf_counter()
     out = Path(out)
     found = engine.inputs(paths, out, settings.labels_from_folders)
     summary = Summary(failures=list(found.failures), ignored=found.ignored)
-    _say(found.failures, echo)
+    _say(found.failures, hooks.echo)
     if found.ignored:
-        echo(f"{found.ignored} non-image file(s) ignored")
+        hooks.echo(f"{found.ignored} non-image file(s) ignored")
     require_labels(found.classes, settings.target)
     indices = class_indices(
-        list(found.classes.values()), session.names, session.classes, settings.class_map, echo
-    )
+        list(found.classes.values()), session.names, session.classes, settings.class_map,
+        hooks.echo,
+    )  # fmt: skip
     with engine.started(out, settings):
         writer = RunWriter(out, info, settings.resume, settings.overwrite)
-        with _Writing(writer, title, summary) as writing:  # finishes however the run ends
-            todo = to_do(found.files, writer, settings.methods, summary, echo, total)
+        with _Writing(writer, hooks.title, summary) as writing:  # finishes however the run ends
+            todo = to_do(found.files, writer, settings.methods, summary, hooks.echo, hooks.total)
             job = Job(todo, found.files, out, session, settings, writer, found.classes, indices)
-            _loop(engine, job, writing, echo, advance, on_explained)
+            _loop(engine, job, writing, hooks)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -306,23 +317,21 @@ def _loop(
     engine: Engine,
     job: Job,
     writing: _Writing,
-    echo: Callable[[str], None],
-    advance: Callable[[int], None] | None,
-    on_explained: Callable[[Explained], None] | None,
+    hooks: Hooks,
 ) -> None:
     """Every batch of ``engine``: said, counted, handed to the writer thread."""
     summary = writing.summary
     if summary.failures:
         writing.submit(list, list(summary.failures))
     for outcome in engine.batches(job):
-        _say(outcome.failures, echo)
+        _say(outcome.failures, hooks.echo)
         summary.failures += outcome.failures
         summary.done += outcome.done
-        if outcome.explained is not None and on_explained is not None:
-            on_explained(outcome.explained)
+        if outcome.explained is not None and hooks.on_explained is not None:
+            hooks.on_explained(outcome.explained)
         writing.submit(outcome.records, outcome.failures)
-        if advance is not None:
-            advance(outcome.handled)
+        if hooks.advance is not None:
+            hooks.advance(outcome.handled)
     writing.complete = True
 
 

@@ -29,6 +29,7 @@ from camlens.backends.locks import model_lock
 from camlens.errors import CamlensValueError
 from camlens.images.decode import collect, stream
 from camlens.runs.pipeline import (
+    Hooks,
     Inputs,
     Job,
     Outcome,
@@ -204,6 +205,10 @@ class TaskEngine:
 
     def __init__(self, task: TaskSettings) -> None:
         self.task = task
+        #: One image's records: (session, x, path, image, stem, settings) -> records.
+        self.records: Callable[..., list[Record]] = (
+            partial(detect_records, task=task) if task.task == "detect" else segment_records
+        )
 
     def inputs(self, paths: Sequence[str | os.PathLike], out: Path, labels: bool) -> Inputs:
         return Inputs(*collect(paths, exclude=out))
@@ -230,20 +235,6 @@ class TaskEngine:
                 len(batch.paths) + len(batch.failures),
             )
 
-    def records(
-        self,
-        session: Session,
-        x: torch.Tensor,
-        path: Path,
-        image: np.ndarray,
-        stem: str,
-        settings: RunSettings,
-    ) -> list[Record]:
-        """One image's records for the task."""
-        if self.task.task == "detect":
-            return detect_records(session, x, path, image, stem, settings, self.task)
-        return segment_records(session, x, path, image, stem, settings)
-
 
 def explain_task_files(
     session: Session,
@@ -263,7 +254,5 @@ def explain_task_files(
     info = {**manifest(session, settings), "task": task.task}
     if task.task == "detect":
         info.update(threshold=task.threshold, limit=task.limit)
-    return run(
-        TaskEngine(task), session, paths, out, settings, info, echo=echo, advance=advance,
-        total=total, title=title,
-    )  # fmt: skip
+    hooks = Hooks(echo, advance, total, title)
+    return run(TaskEngine(task), session, paths, out, settings, info, hooks)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from camlens.errors import CamlensValueError, CamlensWarning
-from camlens.runs.folder import source_path
+from camlens.runs.folder import MANIFEST, load_run, source_path
 from camlens.runs.row import PAGE_COLUMNS
 from camlens.serve.guards import shown
 
@@ -88,13 +88,10 @@ class Runs:
         self.roots = [Path(run.folder).resolve() for run in self.runs]
 
     def _load(self, folder: Path) -> Any:
-        import camlens
-        from camlens.runs.folder import MANIFEST
-
         if not (folder / MANIFEST).is_file():
-            return camlens.load_run(folder)  # the error says what a run folder is
+            return load_run(folder)  # the error says what a run folder is
         try:
-            return camlens.load_run(folder)
+            return load_run(folder)
         except Exception as error:  # a damaged file: pyarrow's errors, OSError, a CamlensError
             reason = f"{type(error).__name__}: {error}"
             self.skipped.append((str(folder), reason))
