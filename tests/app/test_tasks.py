@@ -100,3 +100,21 @@ def test_unknown_task():
     with pytest.raises(camlens.CamlensValueError) as error:
         preprocess_for("count", "auto")
     assert str(error.value) == "--task must be one of classify, detect, segment, got 'count'"
+
+
+def test_a_resumed_task_run_says_what_it_skips_as_the_local_engine_does(images, tmp_path):
+    """One pipeline: tasks' --resume skips the images done and says so in resume's words."""
+    session = Session.from_spec("task_models:segmenter", size=64)
+    out = tmp_path / "out"
+    explain_task_files(
+        session, [str(images)], out, RunSettings(methods=["gradcam"]), TaskSettings("segment"),
+        echo=lambda text: None,
+    )  # fmt: skip
+    said: list[str] = []
+    summary = explain_task_files(
+        session, [str(images)], out, RunSettings(methods=["gradcam"], resume=True),
+        TaskSettings("segment"), echo=said.append,
+    )  # fmt: skip
+    assert summary.resumed == 2 and summary.done == 0 and summary.exit_code == 0
+    assert f"resume: 2 image(s) already in {out}, 0 to do" in said
+    assert camlens.load_run(out).complete and len(camlens.load_run(out)) == 2

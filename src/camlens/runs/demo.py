@@ -15,6 +15,14 @@ from typing import Any
 
 import torch
 
+from camlens import metrics
+from camlens.datasets import read_boxes
+from camlens.methods._registry import methods as method_names
+from camlens.models.checkpoint import demo_path, load_model
+from camlens.runs.local import RunSettings, explain_files
+from camlens.runs.records import RenderOptions
+from camlens.runs.session import Session
+
 
 @dataclass
 class MethodScore:
@@ -39,14 +47,6 @@ def run_demo(
     summary. ``total`` and ``advance`` follow the progress as in
     :func:`camlens.runs.local.explain_files`.
     """
-    from camlens import metrics
-    from camlens.datasets import read_boxes
-    from camlens.methods._registry import methods as method_names
-    from camlens.models.checkpoint import demo_path, load_model
-    from camlens.runs.local import RunSettings, explain_files
-    from camlens.runs.records import RenderOptions
-    from camlens.runs.session import Session
-
     chosen = list(methods) if methods else method_names()
     session = Session.from_model(load_model("demo"), spec="demo")
     paths, _, truth = read_boxes(demo_path() / "samples" / "boxes.csv")

@@ -18,14 +18,15 @@ here and only when a run starts (``pip install "camlens[ray]"``).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import os
 import pickle
-import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
@@ -33,28 +34,27 @@ import numpy as np
 
 from camlens.backends.locks import model_lock
 from camlens.errors import CamlensValueError
-from camlens.images.decode import (
-    Failure,
-    class_indices,
-    collect,
-    decode,
-    folder_labels,
-    read_image,
-    require_labels,
-)
-from camlens.runs.local import (
+from camlens.images.decode import Failure, decode, read_image
+from camlens.runs.local import local_inputs
+from camlens.runs.pipeline import (
     EXPLAIN_ERRORS,
+    Hooks,
+    Inputs,
+    Job,
+    Outcome,
     RunSettings,
     Summary,
+    check_target,
+    explain_decoded,
     failed_batch,
     log_failure,
     manifest,
     output_names,
-    to_do,
+    run,
 )
-from camlens.runs.records import RenderOptions, explain_batch, render
-from camlens.runs.session import Session
-from camlens.runs.writer import RunWriter, claim
+from camlens.runs.records import RenderOptions, render
+from camlens.runs.session import Session, method_names
+from camlens.runs.writer import claim
 
 #: Batches in flight in one actor: one in the model, one decoding or rendering beside it.
 CALLS = 2
@@ -191,13 +191,9 @@ def list_uris(uris: Sequence[str]) -> tuple[list[ObjectPath], list[Failure], dic
     seen: set[str] = set()
     for uri in uris:
         scheme = uri[: uri.index("://") + 3]
-        pattern = any(c in uri for c in "*?[")
         parts = uri[len(scheme) :].split("/")
-        fixed = (
-            parts[: next(i for i, p in enumerate(parts) if any(c in p for c in "*?["))]
-            if (pattern)
-            else parts
-        )
+        wild = [i for i, part in enumerate(parts) if any(c in part for c in "*?[")]
+        pattern, fixed = bool(wild), parts[: wild[0]] if wild else parts
         try:
             system, root = fs.FileSystem.from_uri(scheme + "/".join(fixed))
             info = system.get_file_info(root)
@@ -221,11 +217,8 @@ def list_uris(uris: Sequence[str]) -> tuple[list[ObjectPath], list[Failure], dic
         if pattern:
             full = [f for f in full if fnmatch.fnmatchcase(f, uri)]
         if not full:
-            failures.append(
-                Failure(
-                    uri, "no file matches this pattern" if pattern else "no such file or folder"
-                )
-            )
+            reason = "no file matches this pattern" if pattern else "no such file or folder"
+            failures.append(Failure(uri, reason))
         for name in full:
             if name not in seen:
                 seen.add(name)
@@ -274,23 +267,10 @@ class Worker:
         items: list[Any] = []
         if decoded.unit is not None:
             where = [texts.index(str(p)) for p in decoded.paths]
-            names = [batch["true_name"][i] or None for i in where]
+            truth = [(int(batch["true_label"][i]), batch["true_name"][i] or None) for i in where]
             try:
                 with model_lock(session.model):
-                    explained = explain_batch(
-                        session,
-                        decoded.unit,
-                        decoded.paths,
-                        decoded.images,
-                        settings.methods,
-                        settings.target,
-                        settings.layer,
-                        settings.precision,
-                        [int(batch["true_label"][i]) for i in where],
-                        names,
-                        decoded.load_s,
-                        settings.render.box_threshold if settings.render.boxes else None,
-                    )
+                    explained = explain_decoded(session, settings, decoded, truth)
             except EXPLAIN_ERRORS as error:
                 failed += failed_batch(decoded.paths, error)
                 items.append(Trace([str(p) for p in decoded.paths], traceback.format_exc()))
@@ -300,6 +280,58 @@ class Worker:
                 stems = [str(batch["stem"][i]) for i in where if texts[i] in kept]
                 items += render(explained, stems, session, settings.render)
         return {"item": [pickle.dumps(item) for item in items + failed]}
+
+
+class RayEngine:
+    """A pool of Ray Data actors decodes, explains and renders (:class:`Worker`); the driver
+    lists local files and object-storage URIs, and writes what comes back, once per image and
+    method."""
+
+    name = "ray"
+
+    def __init__(self, spec: dict[str, Any], cluster: Cluster) -> None:
+        self.spec, self.cluster = spec, cluster
+
+    def inputs(self, paths: Sequence[str | os.PathLike], out: Path, labels: bool) -> Inputs:
+        texts = [os.fspath(p) for p in paths]
+        found = local_inputs([t for t in texts if not _is_uri(t)], out, labels)
+        objects, listing, object_classes = list_uris([t for t in texts if _is_uri(t)])
+        classes = found.classes | object_classes if labels else {}
+        files = [*found.files, *cast(list[Path], objects)]
+        return Inputs(files, found.failures + listing, found.ignored, classes)
+
+    @contextlib.contextmanager
+    def started(self, out: Path, settings: RunSettings) -> Iterator[None]:
+        """Ray up (started here, or joined) for the run, after the folder is checked."""
+        claim(out, resume=settings.resume, overwrite=settings.overwrite)  # before Ray starts
+        begun = start(self.cluster.address)
+        try:  # Ray stops (if this run started it) however the run ends
+            _check_resources(self.cluster)
+            yield
+        finally:
+            if begun:
+                import ray
+
+                ray.shutdown()
+
+    def batches(self, job: Job) -> Iterator[Outcome]:
+        stems = _names(job.files)
+        rows = [
+            {"path": str(f), "stem": stems[str(f)], "true_name": job.classes.get(str(f), ""),
+             "true_label": job.label(f)[0]}
+            for f in job.todo
+        ]  # fmt: skip
+        if not rows:
+            return
+        for items in _run(rows, self.spec, job.settings, self.cluster):
+            for trace in [item for item in items if isinstance(item, Trace)]:
+                log_failure(job.out, trace.paths, trace.text)
+            records, failed = _unique(items, job.writer.done)
+            job.writer.done |= {(r.row["path"], r.row["method"]) for r in records}
+            job.writer.done |= {(f.path, "") for f in failed}
+            explained = {r.row["path"] for r in records}
+            handled = len(explained | {f.path for f in failed})
+            yield Outcome(partial(list, records), failed, len(explained), handled)
 
 
 def explain_files(
@@ -315,86 +347,18 @@ def explain_files(
     total: Callable[[int], None] | None = None,
     title: str = "camlens report",
 ) -> Summary:
-    """Explain every image under ``paths`` into the run folder ``out`` on Ray.
+    """The Ray engine's run: explain every image under ``paths`` into the run folder ``out`` on
+    Ray (:func:`camlens.runs.pipeline.run` with :class:`RayEngine`).
 
     ``session`` is the driver's (checks, the manifest); ``spec`` the keyword arguments of
     :meth:`Session.from_spec` each actor builds its own from (its ``device`` is the cluster's).
     """
-    if settings.target == "label" and not settings.labels_from_folders:
-        raise CamlensValueError("--target label explains the true class: add --labels-from-folders")
+    check_target(settings)
     cluster.check()
     spec = dict(spec, labels=session.names)  # the driver's class names: no file needed on nodes
-    started = time.perf_counter()
-    out = Path(out)
-    texts = [os.fspath(p) for p in paths]
-    local = [t for t in texts if not _is_uri(t)]
-    remote = [t for t in texts if _is_uri(t)]
-    found, failures, ignored = collect(local, exclude=out)
-    objects, listing, object_classes = list_uris(remote)
-    failures += listing
-    files: list[Path] = [*found, *cast(list[Path], objects)]
-    summary = Summary(failures=list(failures), ignored=ignored)
-    for failure in failures:
-        echo(f"failed: {failure.path}: {failure.reason}")
-    if ignored:
-        echo(f"{ignored} non-image file(s) ignored")
-    classes: dict[str, str] = {}
-    if settings.labels_from_folders:
-        classes = {str(k): v for k, v in folder_labels(found, local).items()} | object_classes
-    require_labels(classes, settings.target)
-    indices = class_indices(
-        list(classes.values()), session.names, session.classes, settings.class_map, echo
-    )
-    claim(out, resume=settings.resume, overwrite=settings.overwrite)  # before Ray starts
-    begun = start(cluster.address)
-    try:  # Ray stops (if this run started it) however the run ends
-        _check_resources(cluster)
-        stems = _names(files)
-        info = manifest(session, settings, engine="ray")
-        writer = RunWriter(out, info, settings.resume, settings.overwrite)  # the driver's lock
-        complete = False
-        try:
-            todo = to_do(files, writer, settings.methods, summary, echo, total)
-            rows = [
-                {
-                    "path": str(f),
-                    "stem": stems[str(f)],
-                    "true_name": classes.get(str(f), ""),
-                    "true_label": indices.get(classes.get(str(f), ""), -1),
-                }
-                for f in todo
-            ]
-            if summary.failures:
-                writer.write([], summary.failures)
-            if rows:
-                for items in _run(rows, session, spec, settings, cluster):
-                    for trace in [item for item in items if isinstance(item, Trace)]:
-                        log_failure(out, trace.paths, trace.text)
-                    records, failed = _unique(items, writer.done)
-                    for failure in failed:
-                        echo(f"failed: {failure.path}: {failure.reason}")
-                    summary.failures += failed
-                    summary.done += len({r.row["path"] for r in records})
-                    writer.write(records, failed)
-                    writer.done |= {(r.row["path"], r.row["method"]) for r in records}
-                    writer.done |= {(f.path, "") for f in failed}
-                    if advance is not None:
-                        advance(len({r.row["path"] for r in records} | {f.path for f in failed}))
-            complete = True
-        finally:
-            summary.rows = writer.finish(title, complete=complete)
-            summary.seconds = time.perf_counter() - started
-    finally:
-        _stop(begun)
-    return summary
-
-
-def _stop(begun: bool) -> None:
-    """Shut Ray down if this run started it."""
-    if begun:
-        import ray
-
-        ray.shutdown()
+    info = manifest(session, settings, engine="ray")
+    hooks = Hooks(echo, advance, total, title)
+    return run(RayEngine(spec, cluster), session, paths, out, settings, info, hooks)
 
 
 def _unique(items: Iterable[Any], done: set[tuple[str, str]]) -> tuple[list[Any], list[Failure]]:
@@ -429,7 +393,6 @@ def _check_resources(cluster: Cluster) -> None:
 
 def _run(
     rows: list[dict[str, Any]],
-    session: Session,
     spec: dict[str, Any],
     settings: RunSettings,
     cluster: Cluster,
@@ -452,10 +415,7 @@ def _run(
             max_concurrent_calls_per_actor=CALLS,
             enable_true_multi_threading=True,
         ),
-        fn_constructor_kwargs={
-            "spec": actors,
-            "settings": settings,
-        },
+        fn_constructor_kwargs={"spec": actors, "settings": settings},
         num_cpus=cluster.cpus_per_worker,
         num_gpus=cluster.gpus_per_worker or None,
         batch_format="numpy",
@@ -498,8 +458,6 @@ def explain(
     >>> camlens.runs.distributed.explain(["val/"], model="torchvision:resnet50",
     ...                             methods=["gradcam", "cam"], out="out/", workers=4)
     """
-    from camlens.runs.session import method_names
-
     if hasattr(paths, "select_columns") and hasattr(paths, "iter_rows"):  # a Ray Dataset
         if "path" not in paths.columns():
             raise CamlensValueError(

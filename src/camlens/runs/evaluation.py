@@ -16,9 +16,13 @@ from typing import Any
 
 import torch
 
+from camlens.datasets import read_boxes as read_demo_boxes
 from camlens.errors import CamlensError, CamlensValueError
 from camlens.images.annotations import BoxRecord, read_boxes, to_input_box
 from camlens.images.decode import image_files, read_image
+from camlens.metrics import report
+from camlens.metrics.sanity import plot_sanity, sanity_check
+from camlens.models.checkpoint import demo_path
 from camlens.runs.session import Session
 
 #: A batch for :func:`camlens.metrics.report.evaluate`: inputs, boxes per image, true labels.
@@ -27,8 +31,6 @@ EvalBatch = tuple[torch.Tensor, list[list[tuple[int, int, int, int]]] | None, to
 
 def choose_metrics(text: str, have_boxes: bool) -> list[str]:
     """``--metrics``: "default", "all" or names; localisation metrics only with boxes."""
-    from camlens.metrics import report
-
     if text == "default":
         names = list(report.DEFAULT)
     elif text == "all":
@@ -84,9 +86,6 @@ def folder_batches(
 
 def demo_records() -> tuple[list[Path], Path, dict[str, BoxRecord]]:
     """The bundled samples, their folder and their ground-truth boxes and labels."""
-    from camlens.datasets import read_boxes as read_demo_boxes
-    from camlens.models.checkpoint import demo_path
-
     root = demo_path() / "samples"
     paths, labels, boxes = read_demo_boxes(root / "boxes.csv")
     records: dict[str, BoxRecord] = {
@@ -123,9 +122,6 @@ def evaluate(
 ) -> Evaluation:
     """Score ``methods`` with ``metrics`` on the images of ``data`` (the bundled samples when
     None) and write ``metrics.csv``, ``metrics.json``, the curve plots and ``report.html``."""
-    from camlens.metrics import report
-    from camlens.metrics.sanity import plot_sanity, sanity_check
-
     if data is not None:
         files, root = image_files(data)[:limit], data
         records = read_boxes(boxes) if boxes is not None else None

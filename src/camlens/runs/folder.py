@@ -3,7 +3,8 @@
 A run folder is what ``camlens explain`` (any engine) writes::
 
     run.json            the manifest: model, methods, input size, class names, settings, counts
-    results.parquet     one row per image and method (COLUMNS); failure rows have an ``error``
+    results.parquet     one row per image and method (:class:`camlens.runs.row.Row`); failure
+                        rows have an ``error``
     parts/*.parquet     rows of a run still going or interrupted (one file per finished batch)
     maps/*.png          every map as data: 8-bit grayscale at the model input's resolution
     overlays/*.jpg      overlays at each image's own size (webp or png on request)
@@ -27,34 +28,20 @@ from typing import Any
 import numpy as np
 
 from camlens.errors import CamlensError, CamlensValueError
+from camlens.images.load import to_rgb
+from camlens.runs import row
+from camlens.visualize.render import overlay
 
 MANIFEST, RESULTS, PARTS = "run.json", "results.parquet", "parts"
 FORMAT, VERSION = "camlens-run", 1
-
-
-def schema() -> Any:
-    """The Arrow schema of ``results.parquet`` (explicit, so that parts with nulls agree)."""
-    import pyarrow as pa
-
-    text, integer, number = pa.string(), pa.int64(), pa.float64()
-    return pa.schema(
-        [
-            ("path", text), ("stem", text), ("width", pa.int32()), ("height", pa.int32()),
-            ("method", text), ("layer", text), ("predicted", integer), ("predicted_name", text),
-            ("probability", number), ("target", integer), ("target_name", text),
-            ("target_probability", number), ("score", number), ("true_label", integer),
-            ("true_name", text), ("correct", pa.bool_()),
-            ("boxes", pa.list_(pa.list_(pa.int32()))), ("map", text), ("overlay", text),
-            ("panel", text), ("image", text), ("load_s", number), ("explain_s", number),
-            ("render_s", number), ("error", text),
-        ]
-    )  # fmt: skip
+#: The Arrow schema of ``results.parquet``: :func:`camlens.runs.row.schema`.
+schema = row.schema
 
 
 def source_path(text: str) -> Path:
     """The file a row's ``path`` names: the text itself, or, where no such file exists, the file
     name whose non-UTF-8 bytes the row stores as backslash escapes (``caf\\xe9.png``; see
-    :func:`camlens.runs.records.path_text`)."""
+    :func:`camlens.runs.row.path_text`)."""
     path = Path(text)
     if path.exists() or os.name == "nt" or "\\x" not in text:
         return path
@@ -70,7 +57,6 @@ def read_rows(folder: Path, damaged: list[Path] | None = None) -> Any:
     A file that cannot be read raises a :class:`CamlensError` naming it; with a ``damaged`` list,
     it is added there and its rows are left out instead (what ``--resume`` redoes)."""
     import pandas as pd
-    import pyarrow as pa
 
     for attempt in range(3):  # a writer finishing meanwhile merges the parts and removes them
         try:
@@ -81,14 +67,9 @@ def read_rows(folder: Path, damaged: list[Path] | None = None) -> Any:
         except FileNotFoundError:
             if attempt == 2:
                 raise
-    nullable = {
-        pa.int32(): pd.Int32Dtype(),
-        pa.int64(): pd.Int64Dtype(),
-        pa.bool_(): pd.BooleanDtype(),
-    }.get  # integers stay integers beside the nulls of failure rows
     if not tables:
-        return schema().empty_table().to_pandas(types_mapper=nullable)
-    frame = pa.concat_tables(tables).to_pandas(types_mapper=nullable)
+        return row.frame([])
+    frame = row.frame(tables)
     frame["_order"] = np.arange(len(frame))
     key = frame["method"].fillna("\0failed")
     # a detection run has a row per detection: its own stem (<image>_<n>) for the same path
@@ -172,11 +153,9 @@ class Run:
 
     def image(self, i: int) -> np.ndarray:
         """Row ``i``'s input image as uint8 RGB at its own size (the copy, else the original)."""
-        from camlens.images.load import to_rgb
-
-        row = self._row(i)
-        copy = row["image"]
-        return to_rgb(self.folder / copy if isinstance(copy, str) else source_path(row["path"]))
+        chosen = self._row(i)
+        copy = chosen["image"]
+        return to_rgb(self.folder / copy if isinstance(copy, str) else source_path(chosen["path"]))
 
     def overlay(
         self,
@@ -187,8 +166,6 @@ class Run:
     ) -> np.ndarray:
         """Row ``i``'s map rendered again over its image, uint8 RGB at the image's own size;
         unset options are the run's own."""
-        from camlens.visualize.render import overlay
-
         return overlay(
             self.image(i),
             self.map(i),

@@ -11,7 +11,6 @@ engine wrote them.
 from __future__ import annotations
 
 import io
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,18 @@ import numpy as np
 import torch
 
 from camlens.images.decode import Failure
+from camlens.runs.row import Row, number, path_text
 from camlens.runs.session import LABEL, Session
+from camlens.visualize.boxes import boxes as find_boxes
+from camlens.visualize.boxes import scale_box
+from camlens.visualize.render import (
+    draw_boxes,
+    draw_contours,
+    draw_label,
+    label_text,
+    overlay,
+    panel_png,
+)
 
 #: Overlay encodings: file suffix -> Pillow format and save options.
 OVERLAY_FORMATS = {
@@ -116,8 +126,6 @@ def explain_batch(
     unknown). ``true_labels`` are class indices (-1: unknown), ``true_names`` their folder names.
     With ``box_threshold``, each map's CAM-paper box (largest region at or above that fraction of
     its maximum) is found for the whole batch at once, in the map's pixels."""
-    from camlens.visualize.boxes import boxes as find_boxes
-
     x = session.native(unit)
     truth = torch.tensor(
         list(true_labels) if true_labels is not None else [-1] * len(paths), dtype=torch.int64
@@ -158,7 +166,8 @@ def explain_batch(
     return out
 
 
-def _encode(picture: np.ndarray, fmt: str) -> bytes:
+def encode(picture: np.ndarray, fmt: str) -> bytes:
+    """An overlay (uint8 RGB) encoded as ``fmt`` (:data:`OVERLAY_FORMATS`)."""
     from PIL import Image
 
     name, options = OVERLAY_FORMATS[fmt]
@@ -177,24 +186,10 @@ def map_png(heat: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _number(value: float) -> float | None:
-    return None if value != value else round(float(value), 6)
-
-
 def render(
     explained: Explained, stems: Sequence[str], session: Session, options: RenderOptions
 ) -> list[Record]:
     """Rows and files for every image and method of ``explained`` (``stems`` name the files)."""
-    from camlens.visualize.boxes import scale_box
-    from camlens.visualize.render import (
-        draw_boxes,
-        draw_contours,
-        draw_label,
-        label_text,
-        overlay,
-        panel_png,
-    )
-
     records: list[Record] = []
     fmt = options.overlay_format
     for i, (path, image, stem) in enumerate(zip(explained.paths, explained.images, stems)):
@@ -219,37 +214,36 @@ def render(
             picture = draw_label(picture, label_text(session.name(target), prob))
             files = {
                 f"maps/{stem}_{method}.png": map_png(heat),
-                f"overlays/{stem}_{method}.{fmt}": _encode(picture, fmt),
+                f"overlays/{stem}_{method}.{fmt}": encode(picture, fmt),
             }
             panel_rows.append((method, heat, picture))
-            row = {
-                "path": path_text(path),
-                "stem": stem,
-                "width": width,
-                "height": height,
-                "method": method,
-                "layer": explained.layers[method],
-                "predicted": predicted,
-                "predicted_name": session.name(predicted),
-                "probability": _number(float(explained.probability[i])),
-                "target": target,
-                "target_name": session.name(target) if target >= 0 else None,
-                "target_probability": _number(prob),
-                "score": _number(float(explained.scores[method][i])),
-                "true_label": truth if truth >= 0 else None,
-                "true_name": explained.true_names[i],
-                "correct": (predicted == truth) if truth >= 0 else None,
-                "boxes": [[int(v) for v in box] for box in found],
-                "map": f"maps/{stem}_{method}.png",
-                "overlay": f"overlays/{stem}_{method}.{fmt}",
-                "panel": f"panels/{stem}.png" if options.panel else None,
-                "image": copied,
-                "load_s": round(explained.load_s / max(len(explained.paths), 1), 4),
-                "explain_s": round(explained.seconds[method], 4),
-                "render_s": round(time.perf_counter() - begin, 4),
-                "error": None,
-            }
-            mine.append(Record(row, files))
+            row = Row(
+                path=path_text(path),
+                stem=stem,
+                width=width,
+                height=height,
+                method=method,
+                layer=explained.layers[method],
+                predicted=predicted,
+                predicted_name=session.name(predicted),
+                probability=number(float(explained.probability[i])),
+                target=target,
+                target_name=session.name(target) if target >= 0 else None,
+                target_probability=number(prob),
+                score=number(float(explained.scores[method][i])),
+                true_label=truth if truth >= 0 else None,
+                true_name=explained.true_names[i],
+                correct=(predicted == truth) if truth >= 0 else None,
+                boxes=[[int(v) for v in box] for box in found],
+                map=f"maps/{stem}_{method}.png",
+                overlay=f"overlays/{stem}_{method}.{fmt}",
+                panel=f"panels/{stem}.png" if options.panel else None,
+                image=copied,
+                load_s=round(explained.load_s / max(len(explained.paths), 1), 4),
+                explain_s=round(explained.seconds[method], 4),
+                render_s=round(time.perf_counter() - begin, 4),
+            )
+            mine.append(Record(row.as_dict(), files))
         if options.panel:
             best = label_text(session.name(predicted), float(explained.probability[i]))
             title = f"{path_text(path.name)}: {best}"
@@ -260,19 +254,3 @@ def render(
             mine[0].files[copied] = path.read_bytes()
         records.extend(mine)
     return records
-
-
-def path_text(path: str | os.PathLike) -> str:
-    """A path as the text a row stores: itself, except that the bytes of a file name that is not
-    UTF-8 (``os.fsdecode``'s surrogate escapes, which Parquet and JSON cannot hold) become
-    backslash escapes (``caf\\xe9.png``), so every name is stored and matched alike."""
-    text = os.fspath(path) if not isinstance(path, str) else path
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate that is no escaped byte
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def failure_row(path: str, reason: str) -> dict[str, Any]:
-    """The row of an input that could not be explained: ``method`` None, ``error`` the reason."""
-    return {"path": path_text(path), "method": None, "error": path_text(reason)}

@@ -23,16 +23,13 @@ from typing import Any
 from urllib.parse import quote
 
 from camlens.runs.durable import write_bytes
+from camlens.runs.row import REPORT_COLUMNS
 
 
 @functools.cache
 def _static_text(name: str) -> str:
     """A file of ``report_static/`` (the page's CSS and script), inlined into every page."""
     return (resources.files("camlens.runs") / "report_static" / name).read_text(encoding="utf-8")
-
-
-_COLUMNS = ("path", "name", "image", "overlay", "method", "layer", "predicted_name",
-            "target_name", "true_name")  # fmt: skip
 
 
 def _e(value: Any) -> str:
@@ -50,7 +47,7 @@ def run_data(out: Path, rows: Any) -> dict[str, Any]:
     """The explained rows as columns for the page: strings as indices into one table."""
     explained = rows[rows["error"].isna()]
     table: dict[str, int] = {}
-    columns: dict[str, list[Any]] = {c: [] for c in _COLUMNS}
+    columns: dict[str, list[Any]] = {c: [] for c in REPORT_COLUMNS}
 
     def index(value: Any) -> int:
         if value is None or (isinstance(value, float) and value != value):
@@ -61,7 +58,7 @@ def run_data(out: Path, rows: Any) -> dict[str, Any]:
         row["name"] = Path(row["path"]).name
         row["image"] = _link(out, row)
         row["overlay"] = quote(str(row["overlay"]), safe="/")
-        for column in _COLUMNS:
+        for column in REPORT_COLUMNS:
             columns[column].append(index(row.get(column)))
     correct = explained["correct"].astype("Int64").fillna(-1)
     return {

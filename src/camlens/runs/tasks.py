@@ -16,29 +16,37 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from camlens import targets
 from camlens.backends.locks import model_lock
 from camlens.errors import CamlensValueError
 from camlens.images.decode import collect, stream
-from camlens.runs.local import (
-    EXPLAIN_ERRORS,
+from camlens.runs.pipeline import (
+    Hooks,
+    Inputs,
+    Job,
+    Outcome,
     RunSettings,
     Summary,
-    failed_batch,
-    log_failure,
+    attempt,
     manifest,
+    nothing,
     output_names,
-    to_do,
+    run,
 )
-from camlens.runs.records import Record, _encode, _number, map_png
+from camlens.runs.records import Record, encode, map_png
+from camlens.runs.row import Row, number
 from camlens.runs.session import Session
-from camlens.runs.writer import RunWriter
+from camlens.targets.detector import explain_detections
+from camlens.visualize.render import draw_label, overlay
+from camlens.visualize.tasks import detection_overlay, rescale_box
 
 TASKS = ("classify", "detect", "segment")
 
@@ -79,35 +87,17 @@ def _record(
     path, image, stem = where
     height, width = image.shape[:2]
     name = session.name(label)
-    chance = None if probability is None else _number(probability)
-    row = {
-        "path": str(path),
-        "stem": stem,
-        "width": width,
-        "height": height,
-        "method": method,
-        "layer": layer,
-        "predicted": label,
-        "predicted_name": name,
-        "probability": chance,
-        "target": label,
-        "target_name": name,
-        "target_probability": chance,
-        "score": _number(score),
-        "true_label": None,
-        "true_name": None,
-        "correct": None,
-        "boxes": boxes,
-        "map": f"maps/{stem}_{method}.png",
-        "overlay": f"overlays/{stem}_{method}.{fmt}",
-        "panel": None,
-        "image": None,
-        "load_s": 0.0,
-        "explain_s": round(timing[0], 4),
-        "render_s": round(time.perf_counter() - timing[1], 4),
-        "error": None,
-    }
-    return Record(row, {row["map"]: map_png(heat), row["overlay"]: _encode(picture, fmt)})
+    chance = None if probability is None else number(probability)
+    row = Row(
+        path=str(path), stem=stem, width=width, height=height, method=method, layer=layer,
+        predicted=label, predicted_name=name, probability=chance, target=label,
+        target_name=name, target_probability=chance, score=number(score), boxes=boxes,
+        map=f"maps/{stem}_{method}.png", overlay=f"overlays/{stem}_{method}.{fmt}",
+        load_s=0.0, explain_s=round(timing[0], 4),
+        render_s=round(time.perf_counter() - timing[1], 4),
+    )  # fmt: skip
+    assert row.map is not None and row.overlay is not None
+    return Record(row.as_dict(), {row.map: map_png(heat), row.overlay: encode(picture, fmt)})
 
 
 def detect_records(
@@ -120,9 +110,6 @@ def detect_records(
     task: TaskSettings,
 ) -> list[Record]:
     """One image through the detector: a row, a map and an overlay per method and detection."""
-    from camlens.targets.detector import explain_detections
-    from camlens.visualize.tasks import detection_overlay, rescale_box
-
     options = settings.render
     fmt = options.overlay_format
     records = []
@@ -167,9 +154,6 @@ def segment_records(
     settings: RunSettings,
 ) -> list[Record]:
     """One image through the segmentation model: the target class's region, per method."""
-    from camlens import targets
-    from camlens.visualize.render import draw_label, overlay
-
     options = settings.render
     fmt = options.overlay_format
     category = settings.target
@@ -212,6 +196,46 @@ def segment_records(
     return records
 
 
+class TaskEngine:
+    """``--task detect|segment`` on this machine, one image at a time (a detector's batch is its
+    detections); folder labels are not used."""
+
+    name = "local"
+    started = staticmethod(nothing)
+
+    def __init__(self, task: TaskSettings) -> None:
+        self.task = task
+        #: One image's records: (session, x, path, image, stem, settings) -> records.
+        self.records: Callable[..., list[Record]] = (
+            partial(detect_records, task=task) if task.task == "detect" else segment_records
+        )
+
+    def inputs(self, paths: Sequence[str | os.PathLike], out: Path, labels: bool) -> Inputs:
+        return Inputs(*collect(paths, exclude=out))
+
+    def batches(self, job: Job) -> Iterator[Outcome]:
+        session, settings = job.session, job.settings
+        stems = output_names(job.files)
+        for batch in stream(job.todo, 1, session.size, settings.decoders):
+            records: list[Record] | None = None
+            failed = list(batch.failures)
+            if batch.unit is not None:
+                path, image = batch.paths[0], batch.images[0]
+                x = session.native(batch.unit)
+                records, failed_now = attempt(
+                    job.out,
+                    [path],
+                    partial(self.records, session, x, path, image, stems[path], settings),
+                )
+                failed += failed_now
+            yield Outcome(
+                partial(list, records or []),
+                failed,
+                int(records is not None),
+                len(batch.paths) + len(batch.failures),
+            )
+
+
 def explain_task_files(
     session: Session,
     paths: Sequence[str | os.PathLike],
@@ -224,46 +248,11 @@ def explain_task_files(
     total: Callable[[int], None] | None = None,
     title: str = "camlens report",
 ) -> Summary:
-    """Explain every image under ``paths`` for ``task.task`` ("detect" or "segment") into the run
-    folder ``out``, one image at a time (a detector's batch is its detections)."""
-    started = time.perf_counter()
-    out = Path(out)
-    files, failures, ignored = collect(paths, exclude=out)
-    summary = Summary(failures=list(failures), ignored=ignored)
+    """The tasks' run: explain every image under ``paths`` for ``task.task`` ("detect" or
+    "segment") into the run folder ``out`` (:func:`camlens.runs.pipeline.run` with
+    :class:`TaskEngine`)."""
     info = {**manifest(session, settings), "task": task.task}
     if task.task == "detect":
         info.update(threshold=task.threshold, limit=task.limit)
-    stems = output_names(files)
-    writer = RunWriter(out, info, settings.resume, settings.overwrite)
-    complete = False
-    try:
-        todo = to_do(files, writer, settings.methods, summary, echo, total)
-        writer.write([], summary.failures)
-        for batch in stream(todo, 1, session.size, settings.decoders):
-            failed = list(batch.failures)
-            records: list[Record] = []
-            if batch.unit is not None:
-                path, image = batch.paths[0], batch.images[0]
-                x = session.native(batch.unit)
-                try:
-                    if task.task == "detect":
-                        records = detect_records(
-                            session, x, path, image, stems[path], settings, task
-                        )
-                    else:
-                        records = segment_records(session, x, path, image, stems[path], settings)
-                    summary.done += 1
-                except EXPLAIN_ERRORS as error:
-                    failed += failed_batch([path], error)
-                    log_failure(out, [path])
-            for failure in failed:
-                echo(f"failed: {failure.path}: {failure.reason}")
-            summary.failures += failed
-            writer.write(records, failed)
-            if advance is not None:
-                advance(len(batch.paths) + len(batch.failures))
-        complete = True
-    finally:
-        summary.rows = writer.finish(title, complete=complete)
-        summary.seconds = time.perf_counter() - started
-    return summary
+    hooks = Hooks(echo, advance, total, title)
+    return run(TaskEngine(task), session, paths, out, settings, info, hooks)

@@ -28,9 +28,10 @@ from typing import Any
 
 from camlens.errors import CamlensValueError
 from camlens.images.decode import Failure
+from camlens.runs import report, row
 from camlens.runs.durable import write_atomic, write_bytes
-from camlens.runs.folder import FORMAT, MANIFEST, PARTS, RESULTS, VERSION, read_rows, schema
-from camlens.runs.records import Record, failure_row
+from camlens.runs.folder import FORMAT, MANIFEST, PARTS, RESULTS, VERSION, read_rows
+from camlens.runs.records import Record
 
 JSONL, CSV, LOCK, LOG = "results.jsonl", "results.csv", ".camlens.lock", "camlens.log"
 #: Files of a run at its top level, removed by ``overwrite``.
@@ -316,7 +317,6 @@ class RunWriter:
 
     def write(self, records: Sequence[Record], failures: Iterable[Failure] = ()) -> None:
         """Store ``records`` (files, then rows) and ``failures`` as failure rows."""
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         begin = time.perf_counter()
@@ -328,10 +328,9 @@ class RunWriter:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     made.add(path.parent)
                 path.write_bytes(data)
-        rows = [r.row for r in records] + [failure_row(f.path, f.reason) for f in failures]
+        rows = [r.row for r in records] + [row.failure_row(f.path, f.reason) for f in failures]
         if rows:
-            columns = schema().names
-            table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows], schema())
+            table = row.table(rows)
             part = self.out / PARTS / f"part-{self._parts:06d}.parquet"
             write_atomic(part, lambda handle: pq.write_table(table, handle, compression="zstd"))
             self._parts += 1
@@ -351,23 +350,15 @@ class RunWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from camlens.runs.report import write_report
-
         rows = read_rows(self.out)
-        table = pa.Table.from_pandas(rows, schema=schema(), preserve_index=False)
+        table = pa.Table.from_pandas(rows, schema=row.schema(), preserve_index=False)
         write_atomic(self.out / RESULTS, lambda h: pq.write_table(table, h, compression="zstd"))
         for part in (self.out / PARTS).glob("part-*.parquet"):
             part.unlink()
         with contextlib.suppress(OSError):  # holds a damaged part set aside
             (self.out / PARTS).rmdir()
-        lines = "".join(json.dumps(row) + "\n" for row in table.to_pylist())
-        write_bytes(self.out / JSONL, lines.encode())
-        csv_rows = rows.copy()
-        csv_rows["boxes"] = [
-            "" if b is None else json.dumps([[int(v) for v in box] for box in b])
-            for b in csv_rows["boxes"]
-        ]
-        write_bytes(self.out / CSV, csv_rows.to_csv(index=False).encode())
+        write_bytes(self.out / JSONL, row.jsonl(table))
+        write_bytes(self.out / CSV, row.csv(rows))
         failed = rows["error"].notna()
         self.info.update(
             finished=_now() if complete else None,
@@ -375,7 +366,7 @@ class RunWriter:
             rows=int((~failed).sum()),
             failures=int(failed.sum()),
         )
-        write_report(self.out, rows, self.info, title)
+        report.write_report(self.out, rows, self.info, title)
         write_bytes(self.out / MANIFEST, json.dumps(self.info, indent=2).encode())
         return rows
 

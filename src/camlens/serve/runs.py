@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from camlens.errors import CamlensValueError, CamlensWarning
-from camlens.runs.folder import source_path
+from camlens.runs.folder import MANIFEST, load_run, source_path
+from camlens.runs.row import PAGE_COLUMNS
 from camlens.serve.guards import shown
 
 #: Sort keys of :meth:`Runs.rows`: a column each (``row``: the run's own order).
@@ -87,13 +88,10 @@ class Runs:
         self.roots = [Path(run.folder).resolve() for run in self.runs]
 
     def _load(self, folder: Path) -> Any:
-        import camlens
-        from camlens.runs.folder import MANIFEST
-
         if not (folder / MANIFEST).is_file():
-            return camlens.load_run(folder)  # the error says what a run folder is
+            return load_run(folder)  # the error says what a run folder is
         try:
-            return camlens.load_run(folder)
+            return load_run(folder)
         except Exception as error:  # a damaged file: pyarrow's errors, OSError, a CamlensError
             reason = f"{type(error).__name__}: {error}"
             self.skipped.append((str(folder), reason))
@@ -191,16 +189,11 @@ class Runs:
         elif filters.descending:
             chosen = chosen.iloc[::-1]
         page = chosen.iloc[filters.offset : filters.offset + filters.limit]
-        fields = [
-            "path", "stem", "method", "layer", "predicted", "predicted_name", "probability",
-            "target", "target_name", "target_probability", "true_label", "true_name", "correct",
-            "width", "height", "map", "overlay", "panel", "image",
-        ]  # fmt: skip
         return {
             "total": len(chosen),
             "offset": filters.offset,
             "rows": [
-                {"row": int(index), **{key: _clean(record[key]) for key in fields}}
+                {"row": int(index), **{key: _clean(record[key]) for key in PAGE_COLUMNS}}
                 for index, record in page.iterrows()
             ],
         }
