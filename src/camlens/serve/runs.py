@@ -10,6 +10,7 @@ content ever leaves it.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
@@ -18,9 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from camlens.errors import CamlensValueError, CamlensWarning
-from camlens.runs.folder import source_path
+from camlens.runs.folder import MANIFEST, load_run, source_path
 from camlens.serve.guards import shown
+from camlens.serve.uploads import decode_image
 
 #: Sort keys of :meth:`Runs.rows`: a column each (``row``: the run's own order).
 SORTS = {
@@ -87,13 +91,10 @@ class Runs:
         self.roots = [Path(run.folder).resolve() for run in self.runs]
 
     def _load(self, folder: Path) -> Any:
-        import camlens
-        from camlens.runs.folder import MANIFEST
-
         if not (folder / MANIFEST).is_file():
-            return camlens.load_run(folder)  # the error says what a run folder is
+            return load_run(folder)  # the error says what a run folder is
         try:
-            return camlens.load_run(folder)
+            return load_run(folder)
         except Exception as error:  # a damaged file: pyarrow's errors, OSError, a CamlensError
             reason = f"{type(error).__name__}: {error}"
             self.skipped.append((str(folder), reason))
@@ -230,12 +231,6 @@ class Runs:
     def original(self, run: int, row: int, max_pixels: int) -> bytes:
         """Row ``row``'s input image (its copy in the folder, else the path the run recorded),
         decoded under the upload limits and sent as PNG."""
-        import io
-
-        from PIL import Image
-
-        from camlens.serve.uploads import decode_image
-
         found = self.get(run)
         if not 0 <= row < len(found.results):
             raise CamlensValueError(f"row: expected 0..{len(found.results) - 1}, got {row}")
