@@ -96,7 +96,8 @@ class ExplainSettings:
     ``methods`` (names, ``"all"`` or comma-separated), the ``target`` word, ``layer``,
     ``precision``, images per forward, how rows are drawn, resume or overwrite, folder labels and
     a ``class_map`` file, the ``task`` with its detection options, and the Ray ``cluster`` (None:
-    this process). Built, it has checked everything that needs no model."""
+    this process). Built, it has checked everything that needs no model, and that ``out`` can take
+    the run (:func:`~camlens.runs.writer.claim`, which touches nothing)."""
 
     model: ModelSettings
     out: Path
