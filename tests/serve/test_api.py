@@ -278,3 +278,44 @@ def test_target_takes_class_names_as_the_cli_does(tmp_path, png) -> None:
         )
     finally:
         service.close()
+
+
+def test_a_class_name_target_is_the_class_and_map_camlens_explain_gives(tmp_path, png) -> None:
+    """One target parser: ``target=<class name>`` in the JSON API explains the class, with the
+    map, that ``camlens explain --target <class name>`` writes to its run."""
+    from typer.testing import CliRunner
+
+    from camlens.cli import app
+    from camlens.runs.settings import ModelSettings
+    from camlens.serve import ModelService
+
+    labels = tmp_path / "classes.txt"
+    labels.write_text("cat\ngolden retriever\ndog\nfox\nowl\n")
+    image = tmp_path / "in" / "x.png"
+    image.parent.mkdir()
+    image.write_bytes(png(photo(6)))
+    spec = ModelSettings("toy_models:SmallCNN", size=64, labels=labels, device="cpu")
+    args = ["explain", str(image), "--model", spec.model, "--size", "64", "--labels", str(labels)]
+    args += ["--target", "Golden Retriever", "--device", "cpu", "-q", "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (row,) = camlens.load_run(tmp_path / "o").results.itertuples()
+    service = ModelService(spec.load())
+    try:
+        client = TestClient(create_app(service), base_url="http://127.0.0.1")
+        answer = client.post(
+            "/api/explain",
+            files={"image": ("x.png", image.read_bytes())},
+            data={"target": "Golden Retriever"},
+        ).json()
+    finally:
+        service.close()
+    assert (
+        (answer["target"], answer["target_name"])
+        == (row.target, row.target_name)
+        == (1, "golden retriever")
+    )  # noqa: E501
+    assert answer["score"] == pytest.approx(row.score, rel=1e-5)
+    served = decoded(answer)
+    written = np.array(Image.open(tmp_path / "o" / row.map))
+    assert served.shape == written.shape and np.abs(served.astype(int) - written).max() <= 1

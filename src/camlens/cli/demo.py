@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from camlens.cli import app
+from camlens.cli import app, options
 from camlens.cli.errors import failed_inputs, guarded
 
 
@@ -14,10 +14,8 @@ from camlens.cli.errors import failed_inputs, guarded
 @guarded
 def demo(
     out: Path = typer.Option(Path("camlens-demo"), "--out", help="Folder for the results."),
-    method: str = typer.Option(
-        "all", "--method", help="Methods to run, comma-separated, or 'all' (camlens methods)."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    method: options.Methods = "all",
+    quiet: options.Quiet = False,
 ) -> None:
     """Explain the 16 bundled cluttered-digit samples with the bundled model (no download).
 

@@ -138,7 +138,7 @@ def failed_inputs(count: int) -> NoReturn:
 def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
     """Give ``command`` the exit codes above; its ``out`` parameter is where the log goes, and a
     ``resume`` parameter makes it say how to continue."""
-    signature = inspect.signature(command)
+    signature = inspect.signature(command, eval_str=True)  # typer reads Annotated options
     resumable = "resume" in signature.parameters
 
     @functools.wraps(command)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from camlens.cli import app
+from camlens.cli import app, options
 from camlens.cli.errors import guarded
 from camlens.errors import CamlensValueError
 
@@ -19,48 +20,30 @@ from camlens.errors import CamlensValueError
 @app.command()
 @guarded
 def evaluate(
-    model: str = typer.Option(..., "--model", help="Model spec (torchvision:resnet18, demo...)."),
+    model: options.Model,
+    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.csv/json, PNGs, report.")],
     data: Path | None = typer.Option(None, "--data", help="Folder of images (searched deeply)."),
     boxes: Path | None = typer.Option(
         None, "--boxes", help="Boxes: a CSV path,x0,y0,x1,y1[,label] or Pascal VOC XML (folder)."
     ),
-    out: Path = typer.Option(..., "--out", help="Folder for metrics.csv/json, PNGs, report."),
-    method: str = typer.Option("all", "--method", help="'all' or method names, comma-separated."),
+    method: options.Methods = "all",
     metrics_: str = typer.Option(
         "default",
         "--metrics",
         help="'default' (deletion, insertion, average_drop, increase and, with boxes, the "
         "localisation metrics), 'all' (adds road_morf, road_lerf) or names, comma-separated.",
     ),
-    weights: str = typer.Option(
-        None,
-        "--weights",
-        help="DEFAULT (download pretrained; the default for torchvision:/timm:), none (random) "
-        "or a local state-dict file.",
-    ),
-    seed: int = typer.Option(
-        0, "--seed", min=0, help="Random weights (--weights none) come from it."
-    ),
+    weights: options.Weights = None,
+    seed: options.Seed = 0,
     steps: int = typer.Option(50, "--steps", help="Deletion/insertion steps."),
     baseline: str = typer.Option("zero", "--baseline", help="Deletion baseline: zero|blur|mean."),
     batch_size: int = typer.Option(32, "--batch-size", help="Perturbed images per forward."),
     images_per_batch: int = typer.Option(8, "--images-per-batch", help="Images explained at once."),
-    preprocess: str = typer.Option(
-        "auto",
-        "--preprocess",
-        help="What the model takes: auto (its own, as camlens explain), imagenet, unit, raw, tf "
-        "or caffe.",
-    ),
-    size: int | None = typer.Option(
-        None,
-        "--size",
-        min=8,
-        help="Input side in pixels; each whole image is resized to it (default: a camlens "
-        "checkpoint's or Keras model's own, else 224).",
-    ),
+    preprocess: options.Preprocess = "auto",
+    size: options.Size = None,
     limit: int | None = typer.Option(None, "--limit", help="Evaluate the first N images only."),
-    target: str = typer.Option("pred", "--target", help="'pred' or a class index."),
-    layer: str = typer.Option("auto", "--layer", help="'auto' or a dotted module name."),
+    target: options.Target = "pred",
+    layer: options.Layer = "auto",
     tolerance: float = typer.Option(
         0.0, "--tolerance", help="Pointing game tolerance in pixels (Zhang et al.: 15)."
     ),
@@ -81,7 +64,8 @@ def evaluate(
     from camlens.metrics import report
     from camlens.metrics.faithfulness import check_precision
     from camlens.runs.evaluation import choose_metrics, evaluate
-    from camlens.runs.session import Session, method_names
+    from camlens.runs.session import method_names
+    from camlens.runs.settings import ModelSettings
 
     # everything about the command is checked before the model or any image is loaded
     if data is None and model != "demo":
@@ -89,9 +73,8 @@ def evaluate(
     chosen = choose_metrics(metrics_, have_boxes=boxes is not None or data is None)
     check_precision(precision)
     names = method_names(method)
-    session = Session.from_spec(model, weights, preprocess=preprocess, size=size, seed=seed)
-    for note in session.notes:
-        typer.echo(f"note: {note}", err=True)
+    session = ModelSettings(model, weights, preprocess, size, seed=seed).load()
+    options.print_notes(session)
     session.check(names, layer, precision)
     settings = report.Settings(
         steps=steps,

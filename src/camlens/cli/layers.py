@@ -2,34 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from camlens.cli import app, usage_error
+from camlens.cli import app, options
+from camlens.cli.errors import guarded
 
 
 @app.command("layers")
+@guarded
 def layers_command(
-    model: str = typer.Option(..., "--model", help="Model spec (see camlens explain --help)."),
-    weights: str = typer.Option(
-        None, "--weights", help="DEFAULT, none or a local .pth (default: none here)."
-    ),
-    size: int = typer.Option(224, "--size", help="Input side the layers are surveyed at."),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow a pickled model."),
+    model: options.Model,
+    weights: Annotated[
+        str | None,
+        typer.Option("--weights", help="DEFAULT, none or a local .pth (default: none here)."),
+    ] = None,
+    size: options.Size = None,
+    trust_pickle: options.TrustPickle = False,
 ) -> None:
-    """Print the candidate target layers with their output shapes; '*' marks layer=auto.
+    """Print the candidate target layers with their output shapes at the model's input (as
+    camlens explain feeds it); '*' marks layer=auto.
 
     Example: camlens layers --model torchvision:resnet18
     """
-    import torch
+    from camlens.runs.settings import ModelSettings
 
-    import camlens
-    from camlens.models.specs import load_spec
-
-    try:
-        network = load_spec(model, weights, trust_pickle=trust_pickle)
-        infos, auto = camlens.layers(network, torch.zeros(1, 3, size, size))
-    except camlens.CamlensError as error:
-        usage_error(str(error))
+    chosen = ModelSettings(model, weights or "none", size=size, trust_pickle=trust_pickle)
+    infos, auto = chosen.load(device="cpu").layers()
     width = max((len(info.name) for info in infos), default=4)
     typer.echo(f"  {'layer':<{width}}  {'module':<22} output (one image)  layout")
     for info in infos:

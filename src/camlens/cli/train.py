@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from camlens.cli import app
+from camlens.cli import app, options
 from camlens.cli.errors import guarded
 
 
@@ -40,7 +40,7 @@ def train(
     ),
     seed: int = typer.Option(0, "--seed"),
     workers: int = typer.Option(0, "--workers", help="Data-loading processes."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1..."),
+    device: options.Device = "auto",
 ) -> None:
     """Train a CAM-ready classifier on DATA_DIR and write a checkpoint to OUT.
 

@@ -53,7 +53,8 @@ from camlens.runs.pipeline import (
     run,
 )
 from camlens.runs.records import RenderOptions, render
-from camlens.runs.session import Session, method_names
+from camlens.runs.session import Session
+from camlens.runs.settings import ExplainSettings, ModelSettings
 from camlens.runs.writer import claim
 
 #: Batches in flight in one actor: one in the model, one decoding or rendering beside it.
@@ -467,29 +468,23 @@ def explain(
     elif isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     cluster = Cluster(address, workers, gpus_per_worker, device=device)
-    cluster.check()
-    chosen = method_names(methods)
-    spec = {
-        "spec": model,
-        "weights": weights,
-        "preprocess": preprocess,
-        "size": size,
-        "labels": labels,
-        "trust_pickle": trust_pickle,
-        "seed": seed,
-    }
-    session = Session.from_spec(**spec, device="cpu")
-    chosen_target = session.target(target)
-    session.check(chosen, layer, precision)
-    settings = RunSettings(
-        methods=chosen,
-        target=chosen_target,
+    network = ModelSettings(model, weights, preprocess, size, labels, trust_pickle=trust_pickle,
+                            seed=seed, device=device)  # fmt: skip
+    request = ExplainSettings(
+        model=network,
+        out=Path(out),
+        methods=methods,
+        target=target,
         layer=layer,
         precision=precision,
         batch_size=batch_size,
         render=render or RenderOptions(),
         resume=resume,
-        labels_from_folders=labels_from_folders,
         overwrite=overwrite,
+        labels_from_folders=labels_from_folders,
+        cluster=cluster,
     )
-    return explain_files(session, spec, list(paths), Path(out), settings, cluster, echo=echo)
+    session = request.session()
+    settings = request.run_settings(session)
+    spec = request.model.spec()
+    return explain_files(session, spec, list(paths), request.out, settings, cluster, echo=echo)

@@ -10,6 +10,7 @@ image is read, as a :class:`~camlens.errors.CamlensError` (exit code 2 on the co
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,11 +18,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from camlens.backends import Adapter, adapter_for
+from camlens.backends.base import LayerInfo
+from camlens.backends.survey import layers as survey
 from camlens.errors import CamlensTypeError, CamlensValueError
-from camlens.images.labels import class_name
-from camlens.images.preprocessing import Preprocess
+from camlens.images.labels import class_name, load_labels
+from camlens.images.preprocessing import MODES, Preprocess, input_size, resolve
+from camlens.methods._registry import get, methods, options_for
+from camlens.methods.perturbation import PRECISIONS
+from camlens.models import specs  # specs.load_spec looked up per call: it can be patched
+from camlens.models.weights import seeded
 
 #: ``--target`` words besides a class index or name.
 PREDICTED, LABEL = "pred", "label"
@@ -46,8 +54,6 @@ def device_for(name: str) -> torch.device:
 
 def method_names(text: str | Sequence[str]) -> list[str]:
     """Registry names for ``"gradcam,cam"``, ``"all"`` or a list; duplicates dropped, order kept."""
-    from camlens.methods._registry import get, methods
-
     if isinstance(text, str):
         if text.strip() == "all":
             return methods()
@@ -61,8 +67,6 @@ def resize_unit(image: np.ndarray, size: int) -> torch.Tensor:
     """A uint8 RGB image (H, W, 3), whole, resized to (3, size, size) floats in [0, 1]: Pillow's
     bilinear filter (antialiased when shrinking), one 8-bit rounding. Pillow releases the GIL, so
     decoding threads resize beside the model without taking its cores' thread pool."""
-    from PIL import Image
-
     if image.shape[:2] != (size, size):
         image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
     return torch.from_numpy(np.array(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
@@ -110,11 +114,6 @@ class Session:
         Random weights are drawn from ``seed`` (the caller's random state is left as it was), so
         every process that loads the same spec and seed explains the same network.
         """
-        from camlens.images.labels import load_labels
-        from camlens.images.preprocessing import MODES, resolve
-        from camlens.models.specs import load_spec
-        from camlens.models.weights import seeded
-
         if preprocess not in MODES:  # before the (slow) model load
             raise CamlensValueError(
                 f"--preprocess must be one of {', '.join(MODES)}, got {preprocess!r}"
@@ -128,7 +127,7 @@ class Session:
         if weights is None and spec.partition(":")[0] in ("torchvision", "timm"):
             weights = "DEFAULT"
         with seeded(seed):
-            network = load_spec(spec, weights, trust_pickle=trust_pickle)
+            network = specs.load_spec(spec, weights, trust_pickle=trust_pickle)
         prepare = resolve(preprocess, spec, network)
         session = cls.from_model(
             network, spec=spec, prepare=prepare, size=size, names=names, device=where
@@ -149,9 +148,6 @@ class Session:
     ) -> Session:
         """A session around a model object (a camlens ``Classifier`` gets its own [0, 1] input,
         size and labels; other models ImageNet normalisation unless ``prepare`` says otherwise)."""
-        from camlens.images.preprocessing import input_size, resolve
-        from camlens.models.specs import class_names
-
         if isinstance(device, str):
             device = device_for(device)
         if device is not None and isinstance(model, torch.nn.Module):
@@ -177,7 +173,7 @@ class Session:
             session.notes.append(
                 f"--labels has {len(names)} names, the model {session.classes} outputs"
             )
-        known = list(names) if names is not None else class_names(spec, model, classes)
+        known = list(names) if names is not None else specs.class_names(spec, model, classes)
         session.names = known
         return session
 
@@ -193,6 +189,12 @@ class Session:
     def to_input(self, images: Sequence[np.ndarray]) -> Any:
         """Whole uint8 RGB images, each resized to ``size`` x ``size``, as the model's input."""
         return self.native(torch.stack([resize_unit(image, self.size) for image in images]))
+
+    def layers(self) -> tuple[list[LayerInfo], str | None]:
+        """The model's explainable layers with their output shapes at the session's input (its
+        ``size``, its preprocessing), and the "auto" choice: what ``camlens layers`` prints and
+        ``camlens serve`` offers."""
+        return survey(self.adapter, self.native(torch.zeros(1, 3, self.size, self.size)))
 
     def name(self, index: int) -> str:
         """Class ``index``'s name, or the index as text."""
@@ -213,8 +215,6 @@ class Session:
             lookup = {name.lower(): i for i, name in reversed(list(enumerate(names)))}
             if str(text).lower() in lookup:
                 return lookup[str(text).lower()]
-            import difflib
-
             close = difflib.get_close_matches(str(text), names, n=5)
             hint = f"; close names: {', '.join(close)}" if close else ""
             known = "" if names else " (no class names known: pass --labels FILE)"
@@ -232,9 +232,6 @@ class Session:
     def check(self, methods: Sequence[str], layer: Any = "auto", precision: str = "auto") -> None:
         """Raise a CamlensError now if ``methods`` cannot run at ``layer`` with ``precision``
         (an unknown layer, a TorchScript model for a layer method, int8 on an unsupported model)."""
-        from camlens.methods._registry import get, options_for
-        from camlens.methods.perturbation import PRECISIONS
-
         if precision not in PRECISIONS:
             raise CamlensValueError(
                 f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
@@ -261,8 +258,6 @@ class Session:
 
     def explainer(self, method: str, layer: Any = "auto", precision: str = "auto") -> Any:
         """The reusable explainer for ``method`` at ``layer`` (one per session and setting)."""
-        from camlens.methods._registry import get, options_for
-
         key = (method, repr(layer), precision)
         if key not in self._explainers:
             self._explainers[key] = get(method)(

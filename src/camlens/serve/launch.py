@@ -10,6 +10,7 @@ request in progress, new requests get 503.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import warnings
@@ -19,23 +20,23 @@ from pathlib import Path
 from typing import Any
 
 from camlens.errors import CamlensValueError
+from camlens.runs.settings import ModelSettings
+from camlens.serve.app import LOOPBACK_HOSTS, create_app
+from camlens.serve.runs import Runs
+from camlens.serve.service import ModelService
 
 
-@dataclass
-class Settings:
-    """What ``camlens serve`` was asked for."""
+@dataclass(frozen=True)
+class Settings(ModelSettings):
+    """What ``camlens serve`` was asked for: the model (the demo model by default; random weights
+    are drawn from ``seed``, as ``camlens explain`` does), the run folders to browse, the address
+    and the token."""
 
     model: str = "demo"
-    weights: str | None = None
-    labels: Path | None = None
     runs: Sequence[Path] = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 8765
     token: str | None = None
-    size: int | None = None
-    preprocess: str = "auto"
-    device: str = "auto"
-    seed: int = 0  # random weights (--weights none) are drawn from it, as camlens explain does
 
 
 #: Seconds an idle keep-alive connection stays open; seconds to send a whole request head.
@@ -86,8 +87,6 @@ def allowed_hosts(host: str) -> list[str] | None:
     """The Host headers answered when serving on ``host``: on loopback the loopback names and
     ``host`` itself (a page elsewhere cannot reach the server through a DNS name it controls:
     DNS rebinding); elsewhere any (the token guards the API)."""
-    from camlens.serve.app import LOOPBACK_HOSTS
-
     if not is_loopback(host):
         return ["*"]
     return [*LOOPBACK_HOSTS, *([] if host in LOOPBACK_HOSTS else [host.strip("[]")])]
@@ -111,8 +110,6 @@ def bind(host: str, port: int) -> socket.socket:
         sock.listen(2048)
     except OSError as error:
         sock.close()
-        import errno
-
         if error.errno == errno.EADDRINUSE:
             raise CamlensValueError(f"port {port} on {host} is in use; choose --port") from None
         raise CamlensValueError(
@@ -195,29 +192,13 @@ def config(app: Any, *, head_timeout: float = HEAD_TIMEOUT, **options: Any) -> A
     return uvicorn.Config(app, **settings)
 
 
-def build(settings: Settings, *, trust_pickle: bool = False, **limits: Any) -> tuple[Any, list]:
+def build(settings: Settings, **limits: Any) -> tuple[Any, list]:
     """The ASGI app for ``settings`` (the model loaded, the run folders read) and the runs that
     were skipped as unreadable (``(folder, reason)``)."""
-    from camlens.runs.session import Session
-    from camlens.serve.app import create_app
-    from camlens.serve.service import ModelService
-
-    session = Session.from_spec(
-        settings.model,
-        settings.weights,
-        device=settings.device,
-        preprocess=settings.preprocess,
-        size=settings.size,
-        labels=settings.labels,
-        trust_pickle=trust_pickle,
-        seed=settings.seed,
-    )
-    service = ModelService(session)
+    service = ModelService(settings.load())
     runs = None
     skipped: list = []
     if settings.runs:
-        from camlens.serve.runs import Runs
-
         with warnings.catch_warnings():  # said on the terminal by launch
             warnings.simplefilter("ignore")
             runs = Runs(settings.runs)
@@ -227,13 +208,7 @@ def build(settings: Settings, *, trust_pickle: bool = False, **limits: Any) -> t
     return app, skipped
 
 
-def launch(
-    settings: Settings,
-    *,
-    trust_pickle: bool = False,
-    echo: Callable[[str], None] = print,
-    **limits: Any,
-) -> None:
+def launch(settings: Settings, *, echo: Callable[[str], None] = print, **limits: Any) -> None:
     """Check the settings, take the port, load the model and serve until interrupted."""
     try:
         import uvicorn
@@ -246,7 +221,7 @@ def launch(
     try:
         if warning:
             echo(warning)
-        app, skipped = build(settings, trust_pickle=trust_pickle, **limits)
+        app, skipped = build(settings, **limits)
         for folder, reason in skipped:
             echo(f"warning: run {folder!r} skipped: it cannot be read ({reason})")
         port = sock.getsockname()[1]

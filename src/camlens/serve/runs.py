@@ -10,6 +10,7 @@ content ever leaves it.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
@@ -18,10 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from camlens.errors import CamlensValueError, CamlensWarning
 from camlens.runs.folder import MANIFEST, load_run, source_path
 from camlens.runs.row import PAGE_COLUMNS
 from camlens.serve.guards import shown
+from camlens.serve.uploads import decode_image
 
 #: Sort keys of :meth:`Runs.rows`: a column each (``row``: the run's own order).
 SORTS = {
@@ -223,12 +227,6 @@ class Runs:
     def original(self, run: int, row: int, max_pixels: int) -> bytes:
         """Row ``row``'s input image (its copy in the folder, else the path the run recorded),
         decoded under the upload limits and sent as PNG."""
-        import io
-
-        from PIL import Image
-
-        from camlens.serve.uploads import decode_image
-
         found = self.get(run)
         if not 0 <= row < len(found.results):
             raise CamlensValueError(f"row: expected 0..{len(found.results) - 1}, got {row}")

@@ -19,6 +19,7 @@ import torch
 
 from camlens.backends.locks import model_lock
 from camlens.errors import CamlensValueError
+from camlens.methods._registry import get
 from camlens.methods._registry import methods as camlens_methods
 from camlens.runs.records import map_png
 from camlens.runs.session import LABEL, Session, resize_unit
@@ -61,11 +62,8 @@ class ModelService:
         window: float = 0.005,
         max_pending: int = 256,
     ) -> None:
-        import camlens
-
         self.session = session
-        blank = session.native(torch.zeros(1, 3, session.size, session.size))
-        self.layers, self.auto = camlens.layers(session.adapter, blank)
+        self.layers, self.auto = session.layers()
         self.batcher = MicroBatcher(
             self._run, max_batch=max_batch, window=window, max_pending=max_pending
         )
@@ -75,8 +73,6 @@ class ModelService:
     ) -> Request:
         """A checked request for ``image`` (uint8 RGB, or already :func:`resize_unit`'s tensor);
         ``CamlensValueError`` names the field that is wrong."""
-        from camlens.methods._registry import get
-
         try:
             chosen = get(method).name
         except CamlensValueError:

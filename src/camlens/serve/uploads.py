@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from camlens.errors import CamlensValueError
+from camlens.images.decode import read_image
+from camlens.runs.session import resize_unit
 
 #: Default limits: 20 MB of file, 40 megapixels of image (a 6,300 x 6,300 photo).
 MAX_BYTES = 20 * 1024 * 1024
@@ -41,8 +43,6 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, size: int | None = N
     limit checked from the header; ``size`` lets a large JPEG decode reduced): :class:`Unsupported`
     for a format it does not read (EPS, PDF...), ``CamlensValueError`` saying why for
     anything else."""
-    from camlens.images.decode import read_image
-
     if not data:
         raise CamlensValueError("image: expected an image file, got an empty upload (0 bytes)")
     try:
@@ -56,8 +56,6 @@ def decode_for_model(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> An
     """The upload decoded and resized at once to the model's input (a [0, 1] (3, size, size)
     tensor, as ``camlens explain`` resizes): the full-size pixels are freed, and given back to
     the system, before returning."""
-    from camlens.runs.session import resize_unit
-
     try:
         return resize_unit(decode_image(data, max_pixels, size), size)
     finally:

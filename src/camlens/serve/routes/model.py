@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
+
+from camlens.methods._registry import get
+from camlens.methods._registry import methods as method_names
+from camlens.visualize.render import colormap_table
 
 router = APIRouter(tags=["model"])
 
@@ -39,12 +44,6 @@ class ModelInfo(BaseModel):
 
 @router.get("/model")
 def model(request: Request) -> ModelInfo:
-    import numpy as np
-
-    from camlens.methods._registry import get
-    from camlens.methods._registry import methods as method_names
-    from camlens.visualize.render import colormap_table
-
     service = request.app.state.service
     session = service.session
     tables = {}
