@@ -128,7 +128,7 @@ def test_page_inlines_its_static_files_and_they_ship(tmp_path):
     page = write_report(tmp_path, frame([row("/d/a.jpg", "cam", "cat", 0.9)]), {}).read_text()
     assert f"<style>{css}</style>" in page and f"<script>{js}</script>" in page
     assert page.count("<script src=") == 1 and "<link" not in page  # report-data.js only
-    globs = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"][
+    globs = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["tool"][
         "setuptools"
     ]
     assert "runs/report_static/*" in globs["package-data"]["camlens"]

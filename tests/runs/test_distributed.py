@@ -43,7 +43,7 @@ def cluster(tmp_path_factory):
     ray = need("ray")
 
     marker = tmp_path_factory.mktemp("kill") / "killed"
-    here = str(Path(__file__).parent)
+    here = str(Path(__file__).parents[1])  # tests/, where ray_models.py is
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PYTHONPATH", os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]))
         patch.setenv(ray_models.MARKER, str(marker))
