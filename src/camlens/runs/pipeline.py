@@ -257,13 +257,13 @@ def explain_decoded(
         batch.paths,
         batch.images,
         settings.methods,
-        settings.target,
-        settings.layer,
-        settings.precision,
-        [index for index, _ in truth],
-        [name for _, name in truth],
-        batch.load_s,
-        settings.render.box_threshold if settings.render.boxes else None,
+        target=settings.target,
+        layer=settings.layer,
+        precision=settings.precision,
+        true_labels=[index for index, _ in truth],
+        true_names=[name for _, name in truth],
+        load_s=batch.load_s,
+        box_threshold=settings.render.box_threshold if settings.render.boxes else None,
     )
 
 

@@ -113,6 +113,7 @@ def explain_batch(
     paths: list[Path],
     images: list[np.ndarray],
     methods: Sequence[str],
+    *,
     target: int | str | None = None,
     layer: Any = "auto",
     precision: str = "auto",
