@@ -21,6 +21,7 @@ import torch
 from camlens.backends import Adapter, adapter_for
 from camlens.errors import CamlensTypeError, CamlensValueError
 from camlens.images.labels import class_name
+from camlens.images.pixels import resize_unit
 from camlens.images.preprocessing import Preprocess
 
 #: ``--target`` words besides a class index or name.
@@ -55,17 +56,6 @@ def method_names(text: str | Sequence[str]) -> list[str]:
     if not text:
         raise CamlensValueError("--method is empty; camlens methods lists the names")
     return list(dict.fromkeys(get(name.strip()).name for name in text))
-
-
-def resize_unit(image: np.ndarray, size: int) -> torch.Tensor:
-    """A uint8 RGB image (H, W, 3), whole, resized to (3, size, size) floats in [0, 1]: Pillow's
-    bilinear filter (antialiased when shrinking), one 8-bit rounding. Pillow releases the GIL, so
-    decoding threads resize beside the model without taking its cores' thread pool."""
-    from PIL import Image
-
-    if image.shape[:2] != (size, size):
-        image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
-    return torch.from_numpy(np.array(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 
 @dataclass
