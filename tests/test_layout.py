@@ -25,7 +25,6 @@ MAX_MODULE, MAX_FUNCTION = 500, 80
 KNOWN: set[str] = {
     "function camlens.cli.explain.explain: 88 lines",
     "function camlens.runs.local.explain_files: 87 lines",
-    "function-level import camlens.metrics.localisation -> camlens.visualize.boxes",
     "function-level import camlens.runs.demo -> camlens.datasets",
     "function-level import camlens.runs.demo -> camlens.methods._registry",
     "function-level import camlens.runs.demo -> camlens.metrics",
@@ -66,7 +65,6 @@ KNOWN: set[str] = {
     "function-level import camlens.serve.service -> camlens.methods._registry",
     "function-level import camlens.serve.uploads -> camlens.images.decode",
     "function-level import camlens.serve.uploads -> camlens.runs.session",
-    "function-level import camlens.targets.detection -> camlens.backends",
     "module camlens.runs.distributed: 537 lines",
 }
 
