@@ -29,11 +29,10 @@ from camlens.backends.survey import layers
 from camlens.errors import CamlensValueError, describe
 from camlens.images.load import to_rgb
 from camlens.models.architectures import Body, build_body
+from camlens.models.files import CONFIG, WEIGHTS, demo_path
 
 FORMAT = "camlens-checkpoint"
 VERSION = 1
-WEIGHTS = "model.safetensors"
-CONFIG = "camlens.json"
 
 
 class Classifier(nn.Module):
@@ -204,13 +203,6 @@ def save_checkpoint(
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return path
-
-
-def demo_path() -> Path:
-    """The folder of the bundled demo model and its sample images."""
-    from importlib.resources import files
-
-    return Path(str(files("camlens") / "data" / "demo"))
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:

@@ -18,7 +18,6 @@ A spec is one of:
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import pickle
 import zipfile
@@ -28,7 +27,7 @@ from typing import Any
 from camlens.backends import keras_missing
 from camlens.errors import CamlensValueError
 from camlens.images.labels import imagenet_classes
-from camlens.models.checkpoint import WEIGHTS, demo_path, load_model
+from camlens.models.checkpoint import load_model
 from camlens.models.weights import is_random, load_state, timm_model, torchvision_model
 
 #: torch.load(weights_only=True) refuses a pickle that holds more than tensors with REFUSED, and
@@ -216,26 +215,3 @@ def class_names(spec: str, model: Any, classes: int | None = None) -> list[str] 
         names = imagenet_classes()
         return list(names) if names else None
     return None
-
-
-def weights_digest(spec: str, weights: str | None) -> str | None:
-    """The SHA-256 of the file that holds the weights: ``weights`` when it is a file, else the
-    model file or checkpoint folder ``spec`` names; None for downloaded or random weights."""
-    if (
-        weights is not None
-        and not is_random(weights)
-        and weights != "DEFAULT"
-        and Path(weights).is_file()
-    ):
-        path = Path(weights)
-    elif spec == "demo":
-        path = demo_path() / WEIGHTS
-    elif (Path(spec) / WEIGHTS).is_file() or Path(spec).is_file():
-        path = Path(spec) / WEIGHTS if Path(spec).is_dir() else Path(spec)
-    else:
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -9,12 +9,14 @@ file: a ``.safetensors`` file, or a state dict saved with ``torch.save`` and loa
 from __future__ import annotations
 
 import difflib
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from camlens.errors import CamlensValueError
+from camlens.models.files import WEIGHTS, demo_path
 
 
 def is_random(weights: str | None) -> bool:
@@ -146,3 +148,26 @@ def seeded(seed: int) -> Iterator[None]:
         finally:
             random.setstate(python)
             np.random.set_state(legacy)
+
+
+def weights_digest(spec: str, weights: str | None) -> str | None:
+    """The SHA-256 of the file that holds the weights: ``weights`` when it is a file, else the
+    model file or checkpoint folder ``spec`` names; None for downloaded or random weights."""
+    if (
+        weights is not None
+        and not is_random(weights)
+        and weights != "DEFAULT"
+        and Path(weights).is_file()
+    ):
+        path = Path(weights)
+    elif spec == "demo":
+        path = demo_path() / WEIGHTS
+    elif (Path(spec) / WEIGHTS).is_file() or Path(spec).is_file():
+        path = Path(spec) / WEIGHTS if Path(spec).is_dir() else Path(spec)
+    else:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

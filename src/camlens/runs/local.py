@@ -29,7 +29,7 @@ from camlens.images.decode import (
     require_labels,
     stream,
 )
-from camlens.models.specs import weights_digest
+from camlens.models.weights import weights_digest
 from camlens.runs.records import Explained, RenderOptions, explain_batch, path_text, render
 from camlens.runs.session import Session
 from camlens.runs.writer import RunWriter, log_traceback
