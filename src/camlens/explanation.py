@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from camlens.visualize.display import to_html, to_png
+
 
 @dataclass
 class Explanation:
@@ -54,11 +56,7 @@ class Explanation:
         )
 
     def _repr_html_(self) -> str:
-        from camlens.visualize.display import to_html
-
         return to_html(self)
 
     def _repr_png_(self) -> bytes | None:
-        from camlens.visualize.display import to_png
-
         return to_png(self)

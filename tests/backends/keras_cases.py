@@ -18,8 +18,9 @@ keras = pytest.importorskip("keras")
 
 import camlens  # noqa: E402
 from camlens.backends import adapter_for  # noqa: E402
-from camlens.backends.keras import KerasAdapter, load_spec  # noqa: E402
+from camlens.backends.keras import KerasAdapter  # noqa: E402
 from camlens.methods._registry import get, options_for  # noqa: E402
+from camlens.models.keras import load_spec  # noqa: E402
 
 BACKEND = keras.backend.backend()
 CAM_FAMILY = ["cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam"]

@@ -116,3 +116,11 @@ def test_boxes_must_fit_the_batch():
         CamlensValueError, match=r"expected maps of shape \(B, H, W\), got \(8, 8\)"
     ):
         metrics.energy_pointing_game(torch.rand(8, 8), [(0, 0, 3, 3)])
+
+
+def test_box_iou_counts_pixels_with_inclusive_corners_against_the_best_true_box():
+    heat = torch.zeros(1, 20, 20)
+    heat[0, 0:10, 0:10] = 1.0  # the CAM box (0, 0, 9, 9): 100 pixels
+    # (5, 5, 14, 14) shares 5 x 5 = 25 of its 100 pixels: 25 / 175; the far box shares none
+    iou = metrics.box_iou(heat, [[(15, 15, 19, 19), (5, 5, 14, 14)]])
+    assert float(iou[0]) == pytest.approx(25 / 175)

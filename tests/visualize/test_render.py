@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from camlens.errors import CamlensValueError
+from camlens.visualize.overlay import _table
 from camlens.visualize.render import (
-    _table,
     colorize,
     colormap_table,
     contour_masks,

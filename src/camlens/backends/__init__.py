@@ -13,11 +13,16 @@ from typing import Any, cast
 
 from camlens.backends.base import Adapter, Capture, Head
 from camlens.backends.torch import TorchAdapter
-from camlens.errors import CamlensTypeError, describe
+from camlens.errors import CamlensTypeError, CamlensValueError, describe
 
 #: One adapter per PyTorch model, held weakly: one-shot calls (``camlens.explain``) share its
 #: layer surveys and int8 copy, and the model can still be freed.
 _ADAPTERS: weakref.WeakKeyDictionary[Any, TorchAdapter] = weakref.WeakKeyDictionary()
+
+
+def keras_missing() -> CamlensValueError:
+    """The error for a Keras model or spec when Keras 3 cannot be imported."""
+    return CamlensValueError("Keras models need keras 3 (pip install keras tensorflow-cpu)")
 
 
 def unwrap(model: Any) -> Any:
@@ -41,8 +46,10 @@ def adapter_for(model: Any) -> Adapter:
     if module.startswith(("keras", "tf_keras", "tensorflow")) or (
         keras is not None and isinstance(model, keras.Model)
     ):  # before nn.Module: on the torch backend a Keras model is an nn.Module too
-        from camlens.backends import keras as keras_backend
-
+        try:
+            from camlens.backends import keras as keras_backend
+        except ImportError as error:
+            raise keras_missing() from error
         return keras_backend.KerasAdapter(model)
     if isinstance(model, nn.Module):
         model = unwrap(model)

@@ -102,6 +102,27 @@ def load_hint(x: Any) -> str:
     return "x, images = camlens.load_images([image])"
 
 
+def check_tensor(x: Any) -> None:
+    """Raise unless ``x`` is a float (B, C, H, W) or (B, C, T, H, W) tensor, saying what to pass."""
+    if not isinstance(x, torch.Tensor):
+        hint = "torch.as_tensor(x) if it is one already, or " if hasattr(x, "shape") else ""
+        raise CamlensTypeError(
+            f"{EXPECTED}, got {describe(x)}; pass {hint}load and preprocess pictures first: "
+            + load_hint(x)
+        )
+    if x.ndim not in (4, 5):
+        hint = "; add a batch dimension with x[None]" if x.ndim == 3 else ""
+        raise CamlensValueError(
+            "expected x of shape (B, C, H, W), or (B, C, T, H, W) for clips and volumes, got "
+            f"{tuple(x.shape)}{hint}"
+        )
+    if not x.is_floating_point():
+        raise CamlensTypeError(
+            f"expected x as a float tensor, got dtype {x.dtype}; scale images to floats "
+            "(camlens.load_images does)"
+        )
+
+
 def refuse_files(x: Any) -> None:
     """Raise a CamlensTypeError for file names or pictures (one, or a list of them) where a
     preprocessed batch is expected, saying how to load them."""

@@ -1,12 +1,10 @@
 """The PyTorch adapter: runs a model with per-call hooks and returns what the methods need.
 
-Hooks live exactly one call: registered in ``try``, removed in ``finally``; the model's train/eval
-flags are restored and ``requires_grad`` flags are never touched. Gradients come from
-``torch.autograd.grad`` with respect to the captured activations only. The network below the
-explained layer runs without recording a graph (the hook switches recording on), so only the part
-above the layer is kept for the backward pass. The hook keeps the layer's output and hands the rest
-of the network a copy, so an in-place op downstream (DenseNet's ``F.relu(features, inplace=True)``)
-cannot rewrite what is explained.
+Hooks live exactly one call (:mod:`camlens.backends.torch_hooks`); the model's train/eval flags
+are restored and ``requires_grad`` flags are never touched. Gradients come from
+``torch.autograd.grad`` with respect to the captured activations only. Reading the logits and the
+linear head from a forward pass is :mod:`camlens.backends.torch_forward`'s; surveying the layers,
+:mod:`camlens.backends.torch_layers`'.
 """
 
 from __future__ import annotations
@@ -24,52 +22,30 @@ import torch
 import torch.nn as nn
 
 from camlens import targets as targets_
-from camlens.backends.base import Capture, Head, LayerInfo, Layout
+from camlens.backends.base import Capture, LayerInfo, Layout
 from camlens.backends.guided import guided_relu
-from camlens.backends.inputs import EXPECTED, Inputs, load_hint
+from camlens.backends.inputs import Inputs, check_tensor
 from camlens.backends.quantize import GAP_WARNING, probability_gap, quantize_int8, run_int8
+from camlens.backends.torch_forward import (
+    before_softmax,
+    detached,
+    floats,
+    head_record,
+    linear_head,
+    logits_of,
+    watching,
+)
+from camlens.backends.torch_hooks import Keeper, hooked, replacing
 from camlens.backends.torch_layers import (
     detector_layers,
     layout_of,
-    main_tensor,
     module_by_name,
     name_of,
-    replace_main,
     survey,
 )
 from camlens.errors import CamlensTypeError, CamlensValueError, CamlensWarning, describe
 
 log = logging.getLogger("camlens")
-
-
-def logits_of(output: Any) -> torch.Tensor:
-    """The score tensor in a model's output: a tensor, the first item of a tuple, a dict's
-    ``logits`` (or ``out``), or an object's ``.logits`` (HuggingFace); (B,) becomes (B, 1)."""
-    value = output
-    if isinstance(value, dict):
-        for key in ("logits", "out"):
-            if key in value:
-                value = value[key]
-                break
-        else:
-            if len(value) == 1:
-                value = next(iter(value.values()))
-    elif not isinstance(value, torch.Tensor) and hasattr(value, "logits"):
-        value = value.logits
-    if isinstance(value, (tuple, list)) and value:
-        return logits_of(value[0])
-    if not isinstance(value, torch.Tensor):
-        detector = isinstance(value, dict) and "boxes" in value
-        raise CamlensTypeError(
-            "the model must return logits as a tensor, a tuple, a dict with 'logits' or an object "
-            f"with .logits, got {describe(output)}"
-            + (
-                "; for a detector pass target=camlens.targets.detection(boxes, labels)"
-                if detector
-                else ""
-            )
-        )
-    return value[:, None] if value.ndim == 1 else value
 
 
 @functools.cache
@@ -173,23 +149,7 @@ class TorchAdapter:
     def prepare(self, x: Any) -> torch.Tensor:
         """Check ``x`` is a float (B, C, H, W) or (B, C, T, H, W) tensor; move it to the model's
         device and dtype."""
-        if not isinstance(x, torch.Tensor):
-            hint = "torch.as_tensor(x) if it is one already, or " if hasattr(x, "shape") else ""
-            raise CamlensTypeError(
-                f"{EXPECTED}, got {describe(x)}; pass {hint}load and preprocess pictures first: "
-                + load_hint(x)
-            )
-        if x.ndim not in (4, 5):
-            hint = "; add a batch dimension with x[None]" if x.ndim == 3 else ""
-            raise CamlensValueError(
-                "expected x of shape (B, C, H, W), or (B, C, T, H, W) for clips and volumes, got "
-                f"{tuple(x.shape)}{hint}"
-            )
-        if not x.is_floating_point():
-            raise CamlensTypeError(
-                f"expected x as a float tensor, got dtype {x.dtype}; scale images to floats "
-                "(camlens.load_images does)"
-            )
+        check_tensor(x)
         if x.is_inference():
             with torch.inference_mode(False):
                 x = x.clone()
@@ -210,7 +170,7 @@ class TorchAdapter:
         if key not in self._surveys:
             x = self.prepare_inputs(x)[:1]
             with self._explaining():
-                self._surveys[key] = survey(self.model, x, self._logits)
+                self._surveys[key] = survey(self.model, x, logits_of)
         return self._surveys[key]
 
     def resolve_layers(self, layer: Any, x: torch.Tensor) -> list[str]:
@@ -258,9 +218,6 @@ class TorchAdapter:
             for module, training in modes:
                 module.training = training
 
-    def _logits(self, output: Any) -> torch.Tensor:
-        return logits_of(output)
-
     def _forward(
         self,
         x: torch.Tensor,
@@ -277,51 +234,25 @@ class TorchAdapter:
         """
         if isinstance(target, targets_.OutputTarget):
             return self._call(x), None
-        seen: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
-        handles = []
-
-        def watch(module: nn.Module, args: tuple, output: Any) -> None:
-            if args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor):
-                seen.append((module, args[0], output))
-
-        try:
-            for module in self.model.modules():
-                probability = isinstance(module, (nn.Softmax, nn.LogSoftmax))
-                if probability or (watch_linear and isinstance(module, nn.Linear)):
-                    handles.append(module.register_forward_hook(watch))
+        with watching(self.model, watch_linear) as seen:
             output = self._call(x)
-        finally:
-            for handle in handles:
-                handle.remove()
         try:
             logits = logits_of(output)
         except CamlensTypeError:
             if whole:
                 return output, None
             raise
-        for module, inputs, output in reversed(seen):
-            if isinstance(module, (nn.Softmax, nn.LogSoftmax)) and output.data_ptr() == (
-                logits.data_ptr()
-            ):
-                if not self._warned_softmax:
-                    warnings.warn(
-                        f"the model ends in {type(module).__name__} "
-                        f"({name_of(self.model, module)!r}); camlens explains its input, the "
-                        "pre-softmax logits",
-                        CamlensWarning,
-                        stacklevel=4,
-                    )
-                    self._warned_softmax = True
-                logits = inputs if inputs.ndim == 2 else logits
-                break
-        head = None
-        for module, inputs, output in reversed(seen):
-            if isinstance(module, nn.Linear) and output.shape == logits.shape:
-                # NaN logits: still the head
-                if torch.allclose(output.detach(), logits.detach(), 0, 0, equal_nan=True):
-                    head = (module, inputs)
-                break
-        return logits, head
+        logits, softmax = before_softmax(logits, seen)
+        if softmax is not None and not self._warned_softmax:
+            warnings.warn(
+                f"the model ends in {type(softmax).__name__} "
+                f"({name_of(self.model, softmax)!r}); camlens explains its input, the "
+                "pre-softmax logits",
+                CamlensWarning,
+                stacklevel=4,
+            )
+            self._warned_softmax = True
+        return logits, linear_head(logits, seen)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for ``x`` without hooks or graph (perturbation methods), float32."""
@@ -352,84 +283,26 @@ class TorchAdapter:
         """
         x = self.prepare_inputs(x)
         size = self.input_size(x)
-        kept: list[torch.Tensor | None] = [None] * len(layers)
-        modules = [self.module(name) for name in layers]
-
-        def keep(index: int):
-            def hook(module: nn.Module, args: object, output: object) -> object:
-                tensor = main_tensor(output)
-                if tensor is None:
-                    raise CamlensValueError(
-                        f"layer {layers[index]!r} returns {type(output).__name__}, not a tensor"
-                    )
-                if kept[index] is not None:
-                    raise CamlensValueError(
-                        f"layer {layers[index]!r} runs more than once in a forward pass; pick a "
-                        "module that runs once (camlens layers lists them)"
-                    )
-                if gradients:
-                    torch.set_grad_enabled(True)
-                    if not tensor.requires_grad:
-                        tensor = tensor.detach().requires_grad_()
-                kept[index] = tensor
-                return replace_main(output, tensor.clone())
-
-            return hook
-
-        handles = []
-        with self._explaining():
-            try:
-                for index, module in enumerate(modules):
-                    handles.append(module.register_forward_hook(keep(index)))
-                with torch.no_grad():  # the first hook switches recording on
-                    logits, linear = self._forward(x, watch_linear=head, target=target)
-                    resolved = targets_.resolve(target, logits)
-                    score = targets_.scores(logits, resolved)
-                missing = [name for name, tensor in zip(layers, kept) if tensor is None]
-                if missing:
-                    raise CamlensValueError(
-                        f"layer {missing[0]!r} did not run in the forward pass; pick a layer "
-                        "the model uses (camlens layers lists them)"
-                    )
-                activations = [t for t in kept if t is not None]
-                grads: list[torch.Tensor] | None = None
-                if gradients:
-                    if not score.requires_grad:
-                        raise CamlensValueError(
-                            f"the explained score does not depend on layer {layers[0]!r}"
-                        )
-                    found = torch.autograd.grad(score.sum(), activations, allow_unused=True)
-                    grads = [
-                        torch.zeros_like(a) if g is None else g for a, g in zip(activations, found)
-                    ]
-            finally:
-                for handle in handles:
-                    handle.remove()
-
+        keeper = Keeper(layers, gradients)
+        hooks = [(self.module(name), keeper.hook(index)) for index, name in enumerate(layers)]
+        with self._explaining(), hooked(hooks):
+            with torch.no_grad():  # the first hook switches recording on
+                logits, linear = self._forward(x, watch_linear=head, target=target)
+                resolved = targets_.resolve(target, logits)
+                score = targets_.scores(logits, resolved)
+            activations = keeper.tensors()
+            grads = _gradients(score, activations, layers[0]) if gradients else None
         layouts = [self._layout(name, a, size) for name, a in zip(layers, activations)]
-        acts = [lay.to_nchw(a.detach()).float() for lay, a in zip(layouts, activations)]
-        grads_nchw = (
-            None
-            if grads is None
-            else [lay.to_nchw(g.detach()).float() for lay, g in zip(layouts, grads)]
-        )
-        head_record = None
-        if linear is not None:
-            module, features = linear
-            bias = module.bias if module.bias is not None else torch.zeros(module.out_features)
-            head_record = Head(
-                module.weight.detach().float(),
-                bias.detach().float().to(module.weight.device),
-                features.detach().float().reshape(features.shape[0], -1),
-            )
         return Capture(
-            activations=acts,
-            gradients=grads_nchw,
-            logits=_detached(logits),
+            activations=[lay.to_nchw(a.detach()).float() for lay, a in zip(layouts, activations)],
+            gradients=None
+            if grads is None
+            else [lay.to_nchw(g.detach()).float() for lay, g in zip(layouts, grads)],
+            logits=detached(logits),
             target=resolved,
             scores=score.detach().float().cpu(),
             probs=targets_.probabilities(logits, resolved),
-            head=head_record,
+            head=head_record(linear),
         )
 
     def _layout(self, name: str, tensor: torch.Tensor, size: tuple[int, ...]) -> Layout:
@@ -475,7 +348,7 @@ class TorchAdapter:
         return Capture(
             activations=[image.detach().float()],
             gradients=[grad.detach().float()],
-            logits=_detached(logits),
+            logits=detached(logits),
             target=resolved,
             scores=score.detach().float().cpu(),
             probs=targets_.probabilities(logits, resolved),
@@ -501,7 +374,7 @@ class TorchAdapter:
         autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
         with self._explaining(), torch.inference_mode(), autocast:
             logits, _ = self._forward(x, whole=True)
-        return _floats(logits)
+        return floats(logits)
 
     @contextmanager
     def int8(self, calibration: torch.Tensor, *, reuse: bool = True) -> Iterator[None]:
@@ -589,25 +462,12 @@ class TorchAdapter:
         """Logits with the layer's output replaced by ``activations`` (after the original one
         when ``keep_original``); also returns the original canonical output."""
         seen: list[torch.Tensor] = []
-
-        def hook(mod: nn.Module, args: object, output: object) -> object:
-            tensor = main_tensor(output)
-            if tensor is None:
-                raise CamlensValueError(f"layer {layer!r} returns {type(output).__name__}")
-            layout = self._layout(layer, tensor, size)
-            seen.append(layout.to_nchw(tensor).float())
-            rows = activations.to(tensor.dtype)
-            if keep_original:
-                rows = torch.cat([layout.to_nchw(tensor).to(rows.dtype), rows])
-            return replace_main(output, _from_nchw(layout, rows, tensor))
-
-        with self._explaining(), torch.inference_mode():
-            handle = module.register_forward_hook(hook)
-            try:
-                logits, _ = self._forward(x, whole=True)
-            finally:
-                handle.remove()
-        return _floats(logits), (seen[0] if seen else None)
+        hook = replacing(
+            layer, lambda t: self._layout(layer, t, size), activations, keep_original, seen
+        )
+        with self._explaining(), torch.inference_mode(), hooked([(module, hook)]):
+            logits, _ = self._forward(x, whole=True)
+        return floats(logits), (seen[0] if seen else None)
 
     def _check_broadcast(
         self,
@@ -629,29 +489,11 @@ class TorchAdapter:
         return bool((logits[:1] - plain).abs().max() <= 1e-4 * scale)
 
 
-def _floats(logits: Any) -> Any:
-    """Float32 logits; a whole output (a detector's list of dicts) as it is."""
-    return logits.float() if isinstance(logits, torch.Tensor) else logits
-
-
-def _detached(logits: Any) -> Any:
-    """Float32 detached logits; a whole output read by an :class:`~camlens.targets.OutputTarget`
-    (a detector's list of dicts, a dict) with its tensors detached."""
-    if isinstance(logits, torch.Tensor):
-        return logits.detach().float()
-    if isinstance(logits, dict):
-        return {key: _detached(value) for key, value in logits.items()}
-    if isinstance(logits, (list, tuple)):
-        return type(logits)(_detached(value) for value in logits)
-    return logits
-
-
-def _from_nchw(layout: Layout, rows: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
-    """Canonical (N, C, h, w) rows in the native layout of ``original`` (batch 1 or N)."""
-    if layout.kind in ("nchw", "ncthw"):
-        return rows.contiguous()
-    if layout.kind == "nhwc":
-        return rows.permute(0, 2, 3, 1).contiguous()
-    tokens = rows.flatten(2).transpose(1, 2)
-    prefix = original[:1, : layout.prefix, :].expand(rows.shape[0], -1, -1)
-    return torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
+def _gradients(
+    score: torch.Tensor, activations: list[torch.Tensor], first: str
+) -> list[torch.Tensor]:
+    """d(sum of ``score``)/d(each activation), zeros where one does not reach the score."""
+    if not score.requires_grad:
+        raise CamlensValueError(f"the explained score does not depend on layer {first!r}")
+    found = torch.autograd.grad(score.sum(), activations, allow_unused=True)
+    return [torch.zeros_like(a) if g is None else g for a, g in zip(activations, found)]

@@ -131,6 +131,33 @@ def survey(model: nn.Module, x: Any, logits_of) -> tuple[list[LayerInfo], str | 
     """
     image = x.image if isinstance(x, Inputs) else x
     size = tuple(int(n) for n in image.shape[2:]) if image.ndim == 5 else tuple(image.shape[-2:])
+    calls, counts, returned = _trace(model, x)
+    try:
+        output = logits_of(returned)
+    except CamlensError:  # a detector's list of dicts: no logit tensor to probe with
+        output = torch.zeros(0)
+    infos, tensors = _explainable(calls, counts, size)
+    dense = output.ndim == 4 and len(size) == 2
+    dense = dense and _fits(output.shape[2], output.shape[3], size[0], size[-1])
+    if dense:
+        # a dense (segmentation) output: the class projection and its upsampling only restate the
+        # prediction, so "auto" explains the last feature map before them
+        while infos and infos[-1].shape[1] == output.shape[1]:
+            infos.pop()
+            tensors.pop()
+    # in attention models, the last block's input norm: later token maps either reach the output
+    # only through the attention's value average (Grad-CAM there drops the attention weights,
+    # where the spatial information is) or, in a class-token model, not at all; a dense model's
+    # decoder comes after its attention blocks
+    preferred = set() if dense else block_inputs(model, infos)
+    auto = _reached(infos, tensors, _probes(calls, output), preferred)
+    return infos, auto or (infos[-1].name if infos else None)
+
+
+def _trace(model: nn.Module, x: Any) -> tuple[list[_Call], dict[int, int], Any]:
+    """One forward pass with every named module hooked, recording a graph: the floating-point
+    outputs in call order, how often each module ran, and what the model returned."""
+    image = x.image if isinstance(x, Inputs) else x
     calls: list[_Call] = []
     counts: dict[int, int] = {}
     handles = []
@@ -154,11 +181,14 @@ def survey(model: nn.Module, x: Any, logits_of) -> tuple[list[LayerInfo], str | 
     finally:
         for handle in handles:
             handle.remove()
-    try:
-        output = logits_of(returned)
-    except CamlensError:  # a detector's list of dicts: no logit tensor to probe with
-        output = torch.zeros(0)
+    return calls, counts, returned
 
+
+def _explainable(
+    calls: list[_Call], counts: dict[int, int], size: tuple[int, ...]
+) -> tuple[list[LayerInfo], list[torch.Tensor]]:
+    """The layers whose output is a map or a token sequence, one per output tensor (named after
+    the last module that returns it and runs once), with those tensors."""
     groups: dict[int, list[_Call]] = {}
     for call in calls:
         groups.setdefault(id(call.tensor), []).append(call)
@@ -186,17 +216,13 @@ def survey(model: nn.Module, x: Any, logits_of) -> tuple[list[LayerInfo], str | 
             LayerInfo(last.name, type(last.module).__name__, tuple(producer.tensor.shape), layout)
         )
         tensors.append(producer.tensor)
+    return infos, tensors
 
-    dense = output.ndim == 4 and len(size) == 2
-    dense = dense and _fits(output.shape[2], output.shape[3], size[0], size[-1])
-    if dense:
-        # a dense (segmentation) output: the class projection and its upsampling only restate the
-        # prediction, so "auto" explains the last feature map before them
-        while infos and infos[-1].shape[1] == output.shape[1]:
-            infos.pop()
-            tensors.pop()
-    # The score that must reach the layer: the largest output, or, for a head initialised to
-    # zero (torchvision's ViT), a random projection of the features entering the last linear layer.
+
+def _probes(calls: list[_Call], output: torch.Tensor) -> list[torch.Tensor]:
+    """The scores that must reach the layer: the largest output, or, for a head initialised to
+    zero (torchvision's ViT), a random projection of the features entering the last linear
+    layer."""
     linear_inputs = [call for call in calls if isinstance(call.module, nn.Linear)]
     probes = [output.flatten().float().max()] if output.numel() else []
     if linear_inputs:
@@ -206,6 +232,17 @@ def survey(model: nn.Module, x: Any, logits_of) -> tuple[list[LayerInfo], str | 
             features.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float32
         ).to(features.device)
         probes.append((features.float() * weights).sum())  # a plain sum is constant after a norm
+    return probes
+
+
+def _reached(
+    infos: list[LayerInfo],
+    tensors: list[torch.Tensor],
+    probes: list[torch.Tensor],
+    preferred: set[str],
+) -> str | None:
+    """The last layer a probe's gradient reaches with a non-zero map, among the ``preferred``
+    names first, then among all; None when no probe reaches any."""
     # token layers must have the width of the last token sequence: a ViT's qkv projection (3x)
     # or MLP hidden layer (4x) are not maps of the embedding
     widths = [info.shape[-1] for info in infos if info.layout.kind == "tokens"]
@@ -214,13 +251,8 @@ def survey(model: nn.Module, x: Any, logits_of) -> tuple[list[LayerInfo], str | 
         for info, t in zip(infos, tensors)
         if t.requires_grad and (info.layout.kind != "tokens" or info.shape[-1] == widths[-1])
     ]
-    # in attention models, the last block's input norm: later token maps either reach the output
-    # only through the attention's value average (Grad-CAM there drops the attention weights,
-    # where the spatial information is) or, in a class-token model, not at all; a dense model's
-    # decoder comes after its attention blocks
-    inputs = set() if dense else block_inputs(model, infos)
-    preferred = [(info, t) for info, t in reachable if info.name in inputs]
-    for candidates in (preferred, reachable):
+    first = [(info, t) for info, t in reachable if info.name in preferred]
+    for candidates in (first, reachable):
         for score in probes:
             if not score.requires_grad or not candidates:
                 continue
@@ -229,8 +261,8 @@ def survey(model: nn.Module, x: Any, logits_of) -> tuple[list[LayerInfo], str | 
             )
             for (info, _), gradient in zip(reversed(candidates), reversed(gradients)):
                 if gradient is not None and info.layout.to_nchw(gradient).abs().amax() > 0:
-                    return infos, info.name
-    return infos, (infos[-1].name if infos else None)
+                    return info.name
+    return None
 
 
 def block_inputs(model: nn.Module, infos: list[LayerInfo]) -> set[str]:

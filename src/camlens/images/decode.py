@@ -36,7 +36,7 @@ import torch
 
 from camlens.errors import CamlensValueError
 from camlens.images.labels import imagenet_classes, imagenet_wnids
-from camlens.images.load import IMAGE_SUFFIXES, pil_rgb
+from camlens.images.pixels import IMAGE_SUFFIXES, pil_rgb, resize_unit
 
 #: The Pillow formats :func:`read_image` decodes (those this Pillow has): raster formats it
 #: decodes itself. EPS/PS/PDF (Ghostscript) and formats that need another program are refused.
@@ -86,7 +86,7 @@ def collect(paths: Sequence[str | os.PathLike], exclude: Path | None = None) -> 
     """Expand files, folders (recursive, hidden files skipped) and globs into files, in order.
 
     Folders and globs give their image files (by suffix,
-    :data:`camlens.images.load.IMAGE_SUFFIXES`); their other files are counted in ``ignored``. A
+    :data:`camlens.images.pixels.IMAGE_SUFFIXES`); their other files are counted in ``ignored``. A
     file named on its own is always taken. A path that does not exist, cannot be read (a failure
     with the reason, e.g. "permission denied"), a folder without images or a glob without a match
     is a failure. Files under ``exclude`` (the
@@ -309,8 +309,6 @@ def _no_bomb_warning(active: bool) -> Iterator[None]:
 def decode(paths: Sequence[Path], size: int, read: Callable[..., np.ndarray] = read_image) -> Batch:
     """Decode ``paths`` into one :class:`Batch` for a model of input side ``size`` (``read(path,
     size)`` decodes one file, :func:`read_image` by default)."""
-    from camlens.runs.session import resize_unit
-
     begin = time.perf_counter()
     batch = Batch([], [], None)
     units = []

@@ -21,16 +21,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from camlens.errors import CamlensTypeError, CamlensValueError, describe
+from camlens.images.decode import read_image
+from camlens.images.pixels import IMAGE_SUFFIXES, pil_rgb
 
-#: File suffixes taken as images when a folder or glob is searched for them (explain, train,
-#: evaluate); other files there are counted as ignored.
-IMAGE_SUFFIXES = frozenset(
-    {
-        *(".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".bmp", ".dib", ".gif", ".webp"),
-        *(".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm", ".ico", ".pcx", ".tga", ".qoi"),
-        *(".jp2", ".j2k", ".psd", ".dds", ".avif", ".heic", ".heif"),
-    }
-)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -61,8 +54,6 @@ def to_rgb(image: ImageLike) -> np.ndarray:
     channels, alpha is dropped.
     """
     if isinstance(image, (str, os.PathLike)):
-        from camlens.images.decode import read_image
-
         path = os.fspath(image)
         if not os.path.exists(path):
             raise CamlensValueError(f"image {path!r} does not exist")
@@ -90,24 +81,6 @@ def to_rgb(image: ImageLike) -> np.ndarray:
             array = np.repeat(array, 3, axis=2)
         return np.ascontiguousarray(array[..., :3])
     raise CamlensTypeError(f"expected an image path, PIL image or array, got {describe(image)}")
-
-
-def pil_rgb(image: Image.Image) -> np.ndarray:
-    """A PIL image as uint8 RGB (H, W, 3) without float copies: 16-bit and 32-bit integer
-    images (``I;16*``, ``I``) are shifted down 8 bits in place (``I`` only when it holds values
-    over 255), palette images with transparency go through RGBA (no Pillow warning)."""
-    if image.mode.startswith("I;16") or image.mode == "I":
-        array = np.array(image)  # uint16 (or int32 for "I"): the one copy made
-        if image.mode == "I":
-            np.clip(array, 0, 65535, out=array)
-        if image.mode != "I" or array.max(initial=0) > 255:
-            np.right_shift(array, 8, out=array)
-        gray = array.astype(np.uint8)
-        del array
-        return np.repeat(gray[..., None], 3, axis=2)
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    return np.array(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
 def _crop_box(height: int, width: int, preset: Preset, size: int) -> tuple[int, int, int, int]:
@@ -168,3 +141,16 @@ def load_images(
         std = torch.tensor(chosen.std)[:, None, None]
         x = (x - mean) / std
     return x, originals
+
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_SUFFIXES",
+    "PRESETS",
+    "ImageLike",
+    "Preset",
+    "load_images",
+    "pil_rgb",
+    "to_rgb",
+]

@@ -28,6 +28,7 @@ import torch
 
 from camlens.errors import CamlensValueError
 from camlens.images.load import IMAGENET_MEAN, IMAGENET_STD
+from camlens.models.checkpoint import Classifier
 
 MODES = ("auto", "imagenet", "unit", "raw", "tf", "caffe")
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -104,8 +105,6 @@ def input_channels(network: Any) -> int:
 def input_size(network: Any, default: int = 224) -> int:
     """The model's own input side: a camlens checkpoint's, a Keras model's static square input
     shape's, else ``default``."""
-    from camlens.models.checkpoint import Classifier
-
     if isinstance(network, Classifier):
         return int(network.input_size[0])
     shape = getattr(network, "input_shape", None)
@@ -122,8 +121,6 @@ def resolve(mode: str, spec: str, network: Any) -> Preprocess:
     channels = input_channels(network)
     if mode != "auto":
         return Preprocess(mode, FIXED[mode], channels)
-    from camlens.models.checkpoint import Classifier
-
     if isinstance(network, Classifier):
         return Preprocess("unit (the checkpoint normalises itself)", FIXED["unit"], channels)
     config = getattr(network, "pretrained_cfg", None)

@@ -15,6 +15,8 @@ import torch
 from camlens.errors import CamlensTypeError, CamlensValueError, describe
 from camlens.explanation import Explanation
 from camlens.maps import check_batch
+from camlens.targets import pairwise_iou
+from camlens.visualize.boxes import boxes as cam_boxes
 
 Box = tuple[int, int, int, int]
 
@@ -115,14 +117,10 @@ def energy_pointing_game(maps: Any, boxes: Any) -> torch.Tensor:
     return (values * inside).sum(dim=(1, 2)) / values.sum(dim=(1, 2))
 
 
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes with inclusive pixel corners."""
-    width = min(a[2], b[2]) - max(a[0], b[0]) + 1
-    height = min(a[3], b[3]) - max(a[1], b[1]) + 1
-    inter = max(width, 0) * max(height, 0)
-    area_a = (a[2] - a[0] + 1) * (a[3] - a[1] + 1)
-    area_b = (b[2] - b[0] + 1) * (b[3] - b[1] + 1)
-    return inter / (area_a + area_b - inter)
+def _edges(boxes: Sequence[Box]) -> torch.Tensor:
+    """Boxes with inclusive pixel corners as continuous edges (x0, y0, x1 + 1, y1 + 1), float64,
+    so that :func:`camlens.targets.pairwise_iou` gives their pixel-count IoU."""
+    return torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4) + torch.tensor([0, 0, 1, 1])
 
 
 def box_iou(maps: Any, boxes: Any, threshold: float = 0.2) -> torch.Tensor:
@@ -134,14 +132,12 @@ def box_iou(maps: Any, boxes: Any, threshold: float = 0.2) -> torch.Tensor:
         raise CamlensValueError(
             f"threshold must be in [0, 1] (a share of the max), got {threshold}"
         )
-    from camlens.visualize.boxes import boxes as cam_boxes
-
     # the largest 8-connected region of each map: one list (empty for an all-zero map) per map
     found = cast(list[list[Box]], cam_boxes(values, threshold))
     out = torch.zeros(values.shape[0])
     for index, group in enumerate(box_lists(boxes, values.shape[0])):
         if found[index]:
-            out[index] = max(iou(found[index][0], box) for box in group)
+            out[index] = float(pairwise_iou(_edges(found[index][:1]), _edges(group)).max())
     return out
 
 

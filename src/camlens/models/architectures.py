@@ -22,23 +22,6 @@ from camlens.errors import CamlensValueError
 from camlens.images.load import IMAGENET_MEAN, IMAGENET_STD
 from camlens.models.weights import read_state, timm_model, torchvision_model
 
-_ARCHITECTURES: dict[str, Callable[..., nn.Sequential]] = {}
-
-
-def register_architecture(name: str):
-    """Decorator: register a body factory ``(**kwargs) -> nn.Sequential`` as ``camlens:NAME``."""
-
-    def decorate(factory: Callable[..., nn.Sequential]) -> Callable[..., nn.Sequential]:
-        _ARCHITECTURES[name] = factory
-        return factory
-
-    return decorate
-
-
-def architectures() -> list[str]:
-    """Names of camlens's own bodies (``camlens:NAME``)."""
-    return list(_ARCHITECTURES)
-
 
 def _block(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
@@ -48,7 +31,6 @@ def _block(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Sequenti
     )
 
 
-@register_architecture("smallcnn")
 def smallcnn(channels: int = 3, width: int = 16) -> nn.Sequential:
     """The demo CNN: five conv3x3 blocks (conv, batch norm, ReLU), 1/4 resolution.
 
@@ -64,6 +46,15 @@ def smallcnn(channels: int = 3, width: int = 16) -> nn.Sequential:
             block5=_block(3 * width, 4 * width),
         )
     )
+
+
+#: camlens's own bodies, ``camlens:NAME`` -> factory ``(**kwargs) -> nn.Sequential``.
+_ARCHITECTURES: dict[str, Callable[..., nn.Sequential]] = {"smallcnn": smallcnn}
+
+
+def architectures() -> list[str]:
+    """Names of camlens's own bodies (``camlens:NAME``)."""
+    return list(_ARCHITECTURES)
 
 
 class FeatureMap(nn.Module):

@@ -25,12 +25,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from camlens.backends.survey import layers
 from camlens.errors import CamlensValueError, describe
+from camlens.images.load import to_rgb
+from camlens.models.architectures import Body, build_body
+from camlens.models.files import CONFIG, WEIGHTS, demo_path
 
 FORMAT = "camlens-checkpoint"
 VERSION = 1
-WEIGHTS = "model.safetensors"
-CONFIG = "camlens.json"
 
 
 class Classifier(nn.Module):
@@ -122,8 +124,6 @@ class Classifier(nn.Module):
     def load_images(self, images: Any) -> tuple[torch.Tensor, list]:
         """Files, PIL images or arrays as a batch for this model: the whole image resized to
         ``input_size``, floats in [0, 1] (B, 3, H, W); also returns the originals (uint8 RGB)."""
-        from camlens.images.load import to_rgb
-
         if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
             images = [images]
         originals = [to_rgb(image) for image in images]
@@ -135,8 +135,6 @@ class Classifier(nn.Module):
         return save_checkpoint(self, path, files)
 
     def _find_cam_layer(self) -> str:
-        from camlens.backends.survey import layers
-
         probe = torch.zeros(1, self.channels, *self.input_size, device=self.fc.weight.device)
         _, auto = layers(self, probe)
         if auto is None:
@@ -150,8 +148,6 @@ class Classifier(nn.Module):
 def to_uint8(image: Any, size: int | tuple[int, int]) -> torch.Tensor:
     """An image (path, PIL image, array) as uint8 RGB (3, H, W), resized whole to ``size``
     (bilinear, antialiased), as :class:`Classifier` models are trained and explained."""
-    from camlens.images.load import to_rgb
-
     array = image if isinstance(image, np.ndarray) and image.ndim == 3 else to_rgb(image)
     tensor = torch.tensor(array).permute(2, 0, 1)
     hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
@@ -209,13 +205,6 @@ def save_checkpoint(
     return path
 
 
-def demo_path() -> Path:
-    """The folder of the bundled demo model and its sample images."""
-    from importlib.resources import files
-
-    return Path(str(files("camlens") / "data" / "demo"))
-
-
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """The ``camlens.json`` of a checkpoint folder, checked."""
     folder = demo_path() if str(path) == "demo" else Path(path)
@@ -242,8 +231,6 @@ def load_model(path: str | os.PathLike = "demo", device: str | torch.device = "c
     Weights come from safetensors (no pickle); the model is returned in eval mode on ``device``.
     """
     from safetensors.torch import load_file
-
-    from camlens.models.architectures import Body, build_body
 
     config = read_config(path)
     folder = demo_path() if str(path) == "demo" else Path(path)

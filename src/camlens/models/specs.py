@@ -24,8 +24,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from camlens.backends.keras import load_spec as keras_spec
+from camlens.backends import keras_missing
 from camlens.errors import CamlensValueError
+from camlens.images.labels import imagenet_classes
 from camlens.models.checkpoint import load_model
 from camlens.models.weights import is_random, load_state, timm_model, torchvision_model
 
@@ -77,7 +78,11 @@ def load_spec(spec: str, weights: str | None = None, *, trust_pickle: bool = Fal
     if kind == "checkpoint":
         return load_model(spec)
     if kind == "keras":
-        return keras_spec(spec, weights)
+        try:
+            from camlens.models import keras as keras_models
+        except ImportError as error:
+            raise keras_missing() from error
+        return keras_models.load_spec(spec, weights)
     if kind == "torchvision":
         return torchvision_model(spec.partition(":")[2], weights)
     if kind == "timm":
@@ -207,8 +212,6 @@ def class_names(spec: str, model: Any, classes: int | None = None) -> list[str] 
         except (ImportError, AttributeError, ValueError):
             pass
     if kind in ("torchvision", "timm") and classes in (None, 1000):
-        from camlens.images.labels import imagenet_classes
-
         names = imagenet_classes()
         return list(names) if names else None
     return None

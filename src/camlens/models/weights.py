@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from camlens.errors import CamlensValueError
+from camlens.models.files import WEIGHTS, demo_path
 
 
 def is_random(weights: str | None) -> bool:
@@ -152,8 +153,6 @@ def seeded(seed: int) -> Iterator[None]:
 def weights_digest(spec: str, weights: str | None) -> str | None:
     """The SHA-256 of the file that holds the weights: ``weights`` when it is a file, else the
     model file or checkpoint folder ``spec`` names; None for downloaded or random weights."""
-    from camlens.models.checkpoint import WEIGHTS, demo_path
-
     if (
         weights is not None
         and not is_random(weights)

@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from camlens.backends import Adapter, adapter_for
 from camlens.backends.base import LayerInfo
 from camlens.backends.survey import layers as survey
 from camlens.errors import CamlensTypeError, CamlensValueError
 from camlens.images.labels import class_name, load_labels
+from camlens.images.pixels import resize_unit
 from camlens.images.preprocessing import MODES, Preprocess, input_size, resolve
 from camlens.methods._registry import get, methods, options_for
 from camlens.methods.perturbation import PRECISIONS
@@ -61,15 +61,6 @@ def method_names(text: str | Sequence[str]) -> list[str]:
     if not text:
         raise CamlensValueError("--method is empty; camlens methods lists the names")
     return list(dict.fromkeys(get(name.strip()).name for name in text))
-
-
-def resize_unit(image: np.ndarray, size: int) -> torch.Tensor:
-    """A uint8 RGB image (H, W, 3), whole, resized to (3, size, size) floats in [0, 1]: Pillow's
-    bilinear filter (antialiased when shrinking), one 8-bit rounding. Pillow releases the GIL, so
-    decoding threads resize beside the model without taking its cores' thread pool."""
-    if image.shape[:2] != (size, size):
-        image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
-    return torch.from_numpy(np.array(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 
 @dataclass

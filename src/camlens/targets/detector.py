@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from camlens import targets as targets_
+from camlens.backends import TorchAdapter, adapter_for
 from camlens.backends.locks import model_lock
 from camlens.errors import CamlensTypeError, CamlensValueError, describe
 from camlens.explanation import Explanation
@@ -53,8 +54,6 @@ def detections(
     """The detections of ``model`` on one image ``x`` (1, C, H, W) scoring at least ``threshold``,
     best first, at most ``limit``: boxes (N, 4), labels (N,), scores (N,) float32/int64 on the CPU.
     Raw head outputs (ultralytics) are reduced by per-class non-maximum suppression (IoU 0.7)."""
-    from camlens.backends import TorchAdapter, adapter_for
-
     adapter = adapter_for(model)
     if not isinstance(adapter, TorchAdapter):
         raise CamlensTypeError(f"detectors are PyTorch models, got {describe(model)}")

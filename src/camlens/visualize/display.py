@@ -11,12 +11,16 @@ import base64
 import html
 import io
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from camlens.errors import CamlensImportError
-from camlens.explanation import Explanation
-from camlens.visualize.render import colorize, label_text, overlay
+from camlens.visualize.figures import figure_png, grid, input_images, plot
+from camlens.visualize.overlay import colorize, label_text, overlay
+
+if TYPE_CHECKING:
+    from camlens.explanation import Explanation
 
 #: At most this many images are shown; the rest are counted.
 SHOWN = 8
@@ -31,8 +35,6 @@ def _png(picture: np.ndarray) -> str:
 
 
 def _originals(exp: Explanation) -> list[np.ndarray] | None:
-    from camlens.visualize.figures import input_images
-
     x = exp.inputs
     if x is None or x.ndim != 4 or x.shape[1] not in (1, 3):
         return None
@@ -88,8 +90,6 @@ def to_html(exp: Explanation, size: int = 160) -> str:
 
 def to_png(exp: Explanation) -> bytes | None:
     """A matplotlib figure of the first :data:`SHOWN` images as PNG bytes, or ``None``."""
-    from camlens.visualize.figures import figure_png, grid, plot
-
     try:
         if _originals(exp) is None:
             rows = [

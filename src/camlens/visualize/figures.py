@@ -8,19 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 import numpy as np
 import torch
 
 from camlens.errors import CamlensImportError, CamlensValueError, describe
-from camlens.explanation import Explanation
 from camlens.images.labels import class_name
 from camlens.images.load import ImageLike, to_rgb
-from camlens.visualize.render import label_text, overlay
+from camlens.visualize.overlay import label_text, overlay
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from camlens.explanation import Explanation
 
 #: One cell of a grid: (title, picture). A picture is uint8 RGB (H, W, 3), or a float map (h, w)
 #: in [0, 1] drawn with the colormap over the extent (W, H) of the row's first picture.
@@ -129,8 +130,12 @@ def plot(
     inputs themselves (see :func:`input_images`). Returns the ``matplotlib.figure.Figure``
     (not registered with pyplot: a notebook shows it, ``fig.savefig(path)`` writes it).
     """
-    exps = [explanations] if isinstance(explanations, Explanation) else list(explanations)
-    if not exps or not all(isinstance(e, Explanation) for e in exps):
+    exps: list[Explanation] = (
+        [explanations]
+        if _is_explanation(explanations)
+        else list(cast("Sequence[Explanation]", explanations))
+    )
+    if not exps or not all(_is_explanation(e) for e in exps):
         raise CamlensValueError(
             "explanations: expected an Explanation or a non-empty sequence of them, got "
             f"{describe(explanations)}"
@@ -165,6 +170,12 @@ def plot(
                     cells.append((f"{exp.method}: {caption}", blended))
         rows.append(cells)
     return grid(rows, title, colormap, cell)
+
+
+def _is_explanation(value: Any) -> TypeGuard[Explanation]:
+    """Whether ``value`` has what :func:`plot` reads from an :class:`~camlens.Explanation`
+    (checked by its fields: :mod:`camlens.explanation` imports this module's display)."""
+    return all(hasattr(value, name) for name in ("maps", "targets", "probs", "method"))
 
 
 def figure_png(figure: Any, dpi: int = 100) -> bytes:

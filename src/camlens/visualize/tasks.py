@@ -16,7 +16,7 @@ import torch
 
 from camlens.errors import CamlensValueError
 from camlens.images.load import ImageLike, to_rgb
-from camlens.visualize.render import draw_boxes, overlay
+from camlens.visualize.render import _font, draw_boxes, overlay
 
 Box = tuple[float, float, float, float]
 
@@ -42,8 +42,6 @@ def detection_overlay(
     """One detection: its map over ``image``, its box (image pixels) and ``text`` above the box
     (inside it when the box touches the top), uint8 RGB at the image's own size."""
     from PIL import Image, ImageDraw
-
-    from camlens.visualize.render import _font
 
     x0, y0, x1, y1 = (round(v) for v in box)
     picture = draw_boxes(overlay(image, heatmap, colormap, alpha), [(x0, y0, x1, y1)], color)
