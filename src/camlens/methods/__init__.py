@@ -22,19 +22,23 @@ from camlens.methods.pixel import (
     Saliency,
     SmoothGrad,
 )
+from camlens.methods.variants import EigenGradCAM, GradCAMElementWise, KPCACAM
 # isort: on
 
 __all__ = [
     "AblationCAM",
     "CAM",
     "EigenCAM",
+    "EigenGradCAM",
     "Explainer",
     "GradCAM",
+    "GradCAMElementWise",
     "GradCAMPlusPlus",
     "GuidedBackprop",
     "GuidedGradCAM",
     "HiResCAM",
     "IntegratedGradients",
+    "KPCACAM",
     "LayerCAM",
     "LayerMethod",
     "PixelMethod",
