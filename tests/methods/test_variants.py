@@ -10,7 +10,7 @@ import torchvision
 from toy_models import TINY_X
 
 import camlens
-from camlens.methods.eigen import KERNELS, kpca
+from camlens.methods.variants import KERNELS, kpca
 
 TARGETS = [3, 500, 7, 999]
 

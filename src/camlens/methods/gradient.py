@@ -77,15 +77,6 @@ def layercam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor
     return (gradients.clamp_min(0) * activations).sum(dim=1)
 
 
-def gradcam_elementwise(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
-    r"""Element-wise Grad-CAM (pytorch-grad-cam's ``GradCAMElementWise``): each channel's
-    product rectified before the sum.
-
-    .. math:: L_{ij} = \sum_k \mathrm{relu}(g^k_{ij} A^k_{ij})
-    """
-    return (gradients * activations).clamp_min(0).sum(dim=1)
-
-
 class _GradientMethod(LayerMethod):
     function = staticmethod(gradcam)
 
