@@ -257,3 +257,11 @@ def _capture(model, x, target):
 def test_option_errors(method, options, message):
     with pytest.raises(camlens.CamlensValueError, match=message):
         camlens.explain(Inplace(), torch.zeros(1, 3, 8, 8), method=method, **options)
+
+
+def test_input_x_gradient_matches_captum(captum_attr, resnet, x, targets):
+    exp = camlens.explain(resnet, x, method="input-x-gradient")
+    reference = captum_attr.InputXGradient(resnet).attribute(x, target=targets)
+    assert torch.equal(exp.targets, targets)
+    assert close(exp.extra["attribution"], reference)
+    assert close(exp.raw, reference.abs().amax(dim=1))

@@ -17,6 +17,7 @@ from camlens.methods.perturbation import AblationCAM, ScoreCAM
 from camlens.methods.pixel import (
     GuidedBackprop,
     GuidedGradCAM,
+    InputXGradient,
     IntegratedGradients,
     PixelMethod,
     Saliency,
@@ -34,6 +35,7 @@ __all__ = [
     "GuidedBackprop",
     "GuidedGradCAM",
     "HiResCAM",
+    "InputXGradient",
     "IntegratedGradients",
     "LayerCAM",
     "LayerMethod",

@@ -198,3 +198,18 @@ class IntegratedGradients(PixelMethod):
         gap = attribution.flatten(1).sum(dim=1).cpu() - (path_scores[:, -1] - path_scores[:, 0])
         extra = {"completeness_gap": gap, "baseline_scores": path_scores[:, 0]}
         return Step(self.reduce(attribution), reference, "", extra, attribution)
+
+
+@register("input-x-gradient", "inputxgradient", "input-times-gradient")
+class InputXGradient(PixelMethod):
+    r"""Input times gradient (Shrikumar et al. 2016, arXiv:1605.01713), Captum's
+    ``InputXGradient``: the signed first-order contribution of each input value.
+
+    .. math:: a = x \odot \frac{\partial y^c}{\partial x}, \qquad M_{ij} = \max_c |a_{c,ij}|
+    """
+
+    paper = "Shrikumar et al. 2016, Not Just a Black Box (arXiv:1605.01713)"
+
+    def attribute(self, capture: Capture) -> torch.Tensor:
+        assert capture.gradients is not None
+        return capture.activations[0] * capture.gradients[0]
