@@ -19,6 +19,7 @@ from camlens.maps import minmax
 from camlens.methods import (
     CAM,
     AblationCAM,
+    Deconvolution,
     EigenCAM,
     Explainer,
     GradCAM,
@@ -84,6 +85,7 @@ __all__ = [
     "CamlensTypeError",
     "CamlensValueError",
     "CamlensWarning",
+    "Deconvolution",
     "Detections",
     "Classifier",
     "EigenCAM",

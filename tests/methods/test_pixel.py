@@ -265,3 +265,20 @@ def test_input_x_gradient_matches_captum(captum_attr, resnet, x, targets):
     assert torch.equal(exp.targets, targets)
     assert close(exp.extra["attribution"], reference)
     assert close(exp.raw, reference.abs().amax(dim=1))
+
+
+def test_deconvolution_matches_captum(captum_attr, resnet, x, targets):
+    exp = camlens.explain(resnet, x, method="deconvolution", target=targets.tolist())
+    reference = captum_attr.Deconvolution(resnet).attribute(x, target=targets)
+    assert close(exp.extra["attribution"], reference)
+    assert close(exp.raw, reference.abs().amax(dim=1))
+
+
+def test_deconvolution_rule_for_functional_relus_ignores_the_forward_input():
+    x = torch.tensor([-1.0, 2.0], requires_grad=True)
+    with guided_relu("deconvolution"):
+        (grad,) = torch.autograd.grad((F.relu(x) * torch.tensor([3.0, -4.0])).sum(), x)
+    assert grad.tolist() == [3.0, 0.0]
+    with guided_relu():
+        (grad,) = torch.autograd.grad((torch.relu(x) * torch.tensor([3.0, 4.0])).sum(), x)
+    assert grad.tolist() == [0.0, 4.0]

@@ -15,6 +15,7 @@ from camlens.methods.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCA
 from camlens.methods.eigen import EigenCAM
 from camlens.methods.perturbation import AblationCAM, ScoreCAM
 from camlens.methods.pixel import (
+    Deconvolution,
     GuidedBackprop,
     GuidedGradCAM,
     InputXGradient,
@@ -28,6 +29,7 @@ from camlens.methods.pixel import (
 __all__ = [
     "AblationCAM",
     "CAM",
+    "Deconvolution",
     "EigenCAM",
     "Explainer",
     "GradCAM",

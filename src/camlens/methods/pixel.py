@@ -26,7 +26,7 @@ class PixelMethod(Explainer):
 
     uses_layer: ClassVar[bool] = False
     smoothable: ClassVar[bool] = True
-    guided: ClassVar[bool] = False
+    guided: ClassVar[bool | str] = False
 
     def attribute(self, capture: Capture) -> torch.Tensor:
         """(B, C, H, W) signed attribution from the input and its gradient."""
@@ -213,3 +213,17 @@ class InputXGradient(PixelMethod):
     def attribute(self, capture: Capture) -> torch.Tensor:
         assert capture.gradients is not None
         return capture.activations[0] * capture.gradients[0]
+
+
+@register("deconvolution", "deconvnet", "deconv")
+class Deconvolution(PixelMethod):
+    r"""Deconvolution (Zeiler & Fergus 2014, arXiv:1311.2901), Captum's ``Deconvolution``: every
+    ReLU passes back the positive part of its gradient, whatever its forward input.
+
+    .. math:: R^{l-1} = \mathbb 1[R^l > 0]\,R^l, \qquad M_{ij} = \max_c |R^0_{c,ij}|
+
+    ``nn.ReLU`` modules and functional ReLUs alike (as guided backpropagation); PyTorch models.
+    """
+
+    paper = "Zeiler & Fergus 2014, Visualizing and Understanding CNNs (arXiv:1311.2901)"
+    guided = "deconvolution"
