@@ -24,6 +24,7 @@ from camlens.methods.pixel import (
     Saliency,
     SmoothGrad,
 )
+from camlens.methods.occlusion import Occlusion
 # isort: on
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "IntegratedGradients",
     "LayerCAM",
     "LayerMethod",
+    "Occlusion",
     "PixelMethod",
     "Saliency",
     "ScoreCAM",
