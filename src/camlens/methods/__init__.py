@@ -16,6 +16,7 @@ from camlens.methods.eigen import EigenCAM
 from camlens.methods.perturbation import AblationCAM, ScoreCAM
 from camlens.methods.pixel import (
     Deconvolution,
+    GradientShap,
     GuidedBackprop,
     GuidedGradCAM,
     InputXGradient,
@@ -35,6 +36,7 @@ __all__ = [
     "Explainer",
     "GradCAM",
     "GradCAMPlusPlus",
+    "GradientShap",
     "GuidedBackprop",
     "GuidedGradCAM",
     "HiResCAM",
