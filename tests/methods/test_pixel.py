@@ -251,6 +251,9 @@ def _capture(model, x, target):
         ("saliency", {"augment": True}, "augment=True is for CAM methods"),
         ("integrated-gradients", {"steps": 1}, "steps must be an int >= 2, got 1"),
         ("smoothgrad", {"samples": 0}, "samples must be a positive int, got 0"),
+        ("gradient-shap", {"n_samples": 0}, "n_samples must be a positive int, got 0"),
+        ("gradient-shap", {"stdevs": -1}, "stdevs must be a number >= 0, got -1"),
+        ("occlusion", {"smooth": 2}, "smooth=2 averages gradients over noisy copies"),
         ("gradcam", {"smooth": 2, "augment": True}, "pass smooth=N or augment=True, not both"),
     ],
 )
