@@ -10,11 +10,11 @@ from typing import Any
 import torch
 
 from camlens import targets as targets_
-from camlens.errors import CamlensTypeError, CamlensValueError, describe
+from camlens.errors import CamlensTypeError, CamlensValueError
 from camlens.methods._registry import register
 from camlens.methods.base import Step, auto_batch
 from camlens.methods.perturbation import _Progress, _row_target, check_precision, resolved_precision
-from camlens.methods.pixel import PixelMethod
+from camlens.methods.pixel import PixelMethod, check_baseline
 from camlens.targets import Target
 
 
@@ -80,15 +80,12 @@ class Occlusion(PixelMethod):
         **options: Any,
     ) -> None:
         super().__init__(model, layer, **options)
-        if not isinstance(baseline, (int, float, torch.Tensor)) or isinstance(baseline, bool):
-            raise CamlensTypeError(
-                f"baseline must be a number or a tensor, got {describe(baseline)}"
-            )
         if check_precision(precision) == "int8":
             raise CamlensValueError("method 'occlusion' takes precision 'auto', 'fp32' or 'bf16'")
         if not isinstance(progress, bool):
             raise CamlensTypeError(f"progress must be True or False, got {progress!r}")
-        self.window, self.stride, self.baseline = window, stride, baseline
+        self.window, self.stride = window, stride
+        self.baseline = check_baseline(baseline, "baseline")
         self.precision, self.progress = precision, progress
 
     def reduce(self, attribution: torch.Tensor) -> torch.Tensor:

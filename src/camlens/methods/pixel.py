@@ -21,6 +21,13 @@ from camlens.methods.gradient import gradcam
 from camlens.targets import Target
 
 
+def check_baseline(value: Any, name: str) -> Any:
+    """``value`` if it is a number or a tensor (a baseline), else a clear error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+        raise CamlensTypeError(f"{name} must be a number or a tensor, got {describe(value)}")
+    return value
+
+
 class PixelMethod(Explainer):
     """A map from one backward pass to the input: ``attribution = attribute(capture)``."""
 
@@ -266,11 +273,8 @@ class GradientShap(PixelMethod):
             raise CamlensValueError(f"n_samples must be a positive int, got {n_samples!r}")
         if isinstance(stdevs, bool) or not isinstance(stdevs, (int, float)) or stdevs < 0:
             raise CamlensValueError(f"stdevs must be a number >= 0, got {stdevs!r}")
-        if isinstance(baselines, bool) or not isinstance(baselines, (int, float, torch.Tensor)):
-            raise CamlensTypeError(
-                f"baselines must be a number or a tensor, got {describe(baselines)}"
-            )
-        self.n_samples, self.stdevs, self.baselines = n_samples, float(stdevs), baselines
+        self.n_samples, self.stdevs = n_samples, float(stdevs)
+        self.baselines = check_baseline(baselines, "baselines")
 
     def draws(self, xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Noise (B·n, ...), baseline indices (B·n,) and alphas (B·n,) from ``seed``."""
