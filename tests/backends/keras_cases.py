@@ -276,8 +276,19 @@ def pair(request):
     return (*twins(request.param), request.param)
 
 
+#: Methods implemented for PyTorch models only, each refused for Keras models with this error.
+TORCH_ONLY = {"deconvolution": "implemented for PyTorch models only"}
+
+
 def _parity_methods() -> list[str]:
-    return CAM_FAMILY + [m for m in camlens.methods() if m not in CAM_FAMILY]
+    rest = [m for m in camlens.methods() if m not in CAM_FAMILY and m not in TORCH_ONLY]
+    return CAM_FAMILY + rest
+
+
+@pytest.mark.parametrize("method", sorted(TORCH_ONLY))
+def test_torch_only_methods_refuse_keras_models(pair, method):
+    with pytest.raises(camlens.CamlensValueError, match=TORCH_ONLY[method]):
+        camlens.explain(pair[0], pair[2], method=method, target=[1, 3])
 
 
 @pytest.mark.parametrize("method", _parity_methods())

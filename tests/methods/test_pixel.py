@@ -251,9 +251,73 @@ def _capture(model, x, target):
         ("saliency", {"augment": True}, "augment=True is for CAM methods"),
         ("integrated-gradients", {"steps": 1}, "steps must be an int >= 2, got 1"),
         ("smoothgrad", {"samples": 0}, "samples must be a positive int, got 0"),
+        ("gradient-shap", {"n_samples": 0}, "n_samples must be a positive int, got 0"),
+        ("gradient-shap", {"stdevs": -1}, "stdevs must be a number >= 0, got -1"),
+        ("occlusion", {"smooth": 2}, "smooth=2 averages gradients over noisy copies"),
         ("gradcam", {"smooth": 2, "augment": True}, "pass smooth=N or augment=True, not both"),
     ],
 )
 def test_option_errors(method, options, message):
     with pytest.raises(camlens.CamlensValueError, match=message):
         camlens.explain(Inplace(), torch.zeros(1, 3, 8, 8), method=method, **options)
+
+
+def test_input_x_gradient_matches_captum(captum_attr, resnet, x, targets):
+    exp = camlens.explain(resnet, x, method="input-x-gradient")
+    reference = captum_attr.InputXGradient(resnet).attribute(x, target=targets)
+    assert torch.equal(exp.targets, targets)
+    assert close(exp.extra["attribution"], reference)
+    assert close(exp.raw, reference.abs().amax(dim=1))
+
+
+def test_deconvolution_matches_captum(captum_attr, resnet, x, targets):
+    exp = camlens.explain(resnet, x, method="deconvolution", target=targets.tolist())
+    reference = captum_attr.Deconvolution(resnet).attribute(x, target=targets)
+    assert close(exp.extra["attribution"], reference)
+    assert close(exp.raw, reference.abs().amax(dim=1))
+
+
+def test_deconvolution_rule_for_functional_relus_ignores_the_forward_input():
+    x = torch.tensor([-1.0, 2.0], requires_grad=True)
+    with guided_relu("deconvolution"):
+        (grad,) = torch.autograd.grad((F.relu(x) * torch.tensor([3.0, -4.0])).sum(), x)
+    assert grad.tolist() == [3.0, 0.0]
+    with guided_relu():
+        (grad,) = torch.autograd.grad((torch.relu(x) * torch.tensor([3.0, 4.0])).sum(), x)
+    assert grad.tolist() == [0.0, 4.0]
+
+
+def test_gradient_shap_equals_its_formula_in_float64_with_the_same_draws(resnet, x, targets):
+    baselines = torch.stack([torch.zeros(3, 64, 64), torch.full((3, 64, 64), 0.5)])
+    options = {"n_samples": 3, "stdevs": 0.2, "baselines": baselines, "seed": 4}
+    exp = camlens.explain(resnet, x, method="gradient-shap", batch_size=4, **options)
+    assert torch.equal(exp.targets, targets)
+    # the documented draws: one CPU generator, noise, then baseline indices, then alphas
+    generator = torch.Generator().manual_seed(4)
+    noise = torch.randn(6, 3, 64, 64, generator=generator) * 0.2
+    index = torch.randint(2, (6,), generator=generator)
+    alphas = torch.rand(6, generator=generator)
+    assert torch.equal(exp.extra["alphas"], alphas.reshape(2, 3))
+    assert torch.equal(exp.extra["baseline_indices"], index.reshape(2, 3))
+    model = resnet.double()
+    try:
+        noisy = x.double().repeat_interleave(3, dim=0) + noise.double()
+        base = baselines.double()[index]
+        points = (base + alphas.double()[:, None, None, None] * (noisy - base)).requires_grad_()
+        score = model(points).gather(1, targets.repeat_interleave(3)[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, points)
+    finally:
+        resnet.float()
+    expected = ((noisy - base) * grad).reshape(2, 3, 3, 64, 64).mean(dim=1)
+    assert close(exp.extra["attribution"].double(), expected)
+    assert close(exp.raw.double(), expected.abs().amax(dim=1))
+    again = camlens.explain(resnet, x, method="gradient-shap", batch_size=6, **options)
+    assert close(again.extra["attribution"], exp.extra["attribution"], 1e-6)
+
+
+def test_gradient_shap_with_one_sample_at_alpha_one_is_input_x_gradient(resnet, x):
+    shap = camlens.GradientShap(resnet, n_samples=1)
+    shap.draws = lambda xc: (torch.zeros_like(xc), torch.zeros(2, dtype=torch.long), torch.ones(2))
+    exp = shap(x)
+    reference = camlens.explain(resnet, x, method="input-x-gradient")
+    assert close(exp.extra["attribution"], reference.extra["attribution"])

@@ -120,12 +120,13 @@ class Adapter(Protocol):
         """A canonical float32 (N, C, H, W) torch tensor as a native input batch that ``capture``,
         ``input_gradients`` and ``logits_above`` accept (noisy or augmented copies of ``x``)."""
 
-    def input_gradients(self, x: Any, target: Target = None, *, guided: bool = False) -> Any:
+    def input_gradients(self, x: Any, target: Target = None, *, guided: bool | str = False) -> Any:
         """A Capture for the input itself: ``activations == [x]`` and ``gradients == [d score /
         d x]``, both canonical float32 (N, C, H, W) on the model's device, with logits (N, K),
         target, scores (N,) and probs (N,) as for ``capture``. ``guided=True``: every ReLU
         backpropagates only positive gradients at positive inputs (guided backpropagation), and the
-        model is left exactly as it was, also after an exception."""
+        model is left exactly as it was, also after an exception. ``guided="deconvolution"``:
+        every ReLU backpropagates only positive gradients, whatever its input (PyTorch models)."""
 
     def infer(self, x: torch.Tensor, *, precision: str = "fp32") -> torch.Tensor:
         """Float32 logits (N, K) of a canonical (N, C, H, W) batch without hooks or graph, for

@@ -15,6 +15,10 @@ is left at the end of the block, also after an exception. Swapping the model's `
 modules would miss functional calls, and replacing ``torch.relu`` for the call (as camlens once
 did) reaches every thread. Not covered: compiled and scripted models, whose ReLUs run in their
 graph.
+
+``guided_relu("deconvolution")`` does the same with the deconvolution rule (Zeiler & Fergus 2014,
+as Captum's ``Deconvolution``): :math:`R^{l-1} = \\mathbb{1}[R^{l} > 0] \\cdot R^{l}`, whatever
+the forward input.
 """
 
 from __future__ import annotations
@@ -27,12 +31,19 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from camlens.errors import CamlensValueError
+
+#: The backward rules of :func:`guided_relu`.
+RULES = ("guided", "deconvolution")
+
 
 class _GuidedReLU(torch.autograd.Function):
-    """relu forward; backward passes ``grad`` where both the input and ``grad`` are positive."""
+    """relu forward; backward passes ``grad`` where both the input and ``grad`` are positive
+    (``deconvolution``: where ``grad`` is positive)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, inplace: bool, deconvolution: bool) -> torch.Tensor:
+        ctx.deconvolution = deconvolution
         positive = x > 0
         ctx.save_for_backward(positive)
         if inplace:
@@ -41,9 +52,11 @@ class _GuidedReLU(torch.autograd.Function):
         return x.clamp_min(0)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        if ctx.deconvolution:
+            return grad.clamp_min(0), None, None
         (positive,) = ctx.saved_tensors
-        return grad.clamp_min(0) * positive, None
+        return grad.clamp_min(0) * positive, None, None
 
 
 #: The ReLU entry points the mode sees, and whether each works in place (``F.relu``: its
@@ -60,6 +73,10 @@ _RELUS: dict[Callable[..., Any], bool] = {
 class _GuidedMode(TorchFunctionMode):
     """Calls every ReLU that takes part in a gradient as :class:`_GuidedReLU`, the rest as is."""
 
+    def __init__(self, deconvolution: bool = False) -> None:
+        super().__init__()
+        self.deconvolution = deconvolution
+
     def __torch_function__(
         self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
     ) -> Any:
@@ -69,13 +86,15 @@ class _GuidedMode(TorchFunctionMode):
             x = args[0]
             if torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.requires_grad:
                 inplace = inplace or bool(kwargs.get("inplace", args[1] if len(args) > 1 else 0))
-                return _GuidedReLU.apply(x, inplace)
+                return _GuidedReLU.apply(x, inplace, self.deconvolution)
         return func(*args, **kwargs)
 
 
 @contextmanager
-def guided_relu() -> Iterator[None]:
+def guided_relu(rule: str = "guided") -> Iterator[None]:
     """Within the block, every ReLU of a PyTorch model run by this thread backpropagates guided
-    gradients; other threads are unaffected."""
-    with _GuidedMode():
+    gradients (``rule="deconvolution"``: deconvolution's); other threads are unaffected."""
+    if rule not in RULES:
+        raise CamlensValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+    with _GuidedMode(deconvolution=rule == "deconvolution"):
         yield

@@ -383,11 +383,17 @@ class KerasAdapter:
         )
 
     def input_gradients(
-        self, x: Any, target: targets_.Target = None, guided: bool = False
+        self, x: Any, target: targets_.Target = None, guided: bool | str = False
     ) -> Capture:
         """Gradients of the target scores with respect to the input: ``activations`` is
         [canonical input (B, C, H, W)], ``gradients`` [d score / d input, canonical].
-        ``guided``: guided backpropagation through the model's ReLUs."""
+        ``guided``: guided backpropagation through the model's ReLUs (the deconvolution rule,
+        ``"deconvolution"``, is refused: PyTorch models only)."""
+        if not isinstance(guided, bool):
+            raise CamlensValueError(
+                f"guided={guided!r} (method 'deconvolution') is implemented for PyTorch models "
+                "only; use method='guided-backprop' or 'saliency' for Keras models"
+            )
         native = self.native(x)
         run = Pass(self, guided=guided)
         output, pull = self.vjp(run.run, native)

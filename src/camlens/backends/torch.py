@@ -321,13 +321,14 @@ class TorchAdapter:
         return x
 
     def input_gradients(
-        self, x: torch.Tensor, target: targets_.Target = None, *, guided: bool = False
+        self, x: torch.Tensor, target: targets_.Target = None, *, guided: bool | str = False
     ) -> Capture:
         """Gradients of the target scores with respect to the input, in one backward pass.
 
         The Capture's ``activations`` and ``gradients`` hold one (B, C, H, W) float32 tensor each:
         the input and d score / d input. ``guided`` backpropagates through every ReLU with
-        :func:`camlens.backends.guided.guided_relu` (in this thread only).
+        :func:`camlens.backends.guided.guided_relu` (in this thread only); ``"deconvolution"``
+        with its deconvolution rule.
         """
         if guided and type(self.model).__name__ == "UnflattenedModule":
             raise CamlensValueError(
@@ -337,7 +338,7 @@ class TorchAdapter:
             )
         x = self.prepare_inputs(x)
         image = (x.image if isinstance(x, Inputs) else x).requires_grad_()
-        relu = guided_relu() if guided else nullcontext()
+        relu = guided_relu("guided" if guided is True else guided) if guided else nullcontext()
         with self._explaining(), torch.enable_grad(), relu:
             logits, _ = self._forward(x, target=target)
             resolved = targets_.resolve(target, logits)

@@ -15,32 +15,40 @@ from camlens.methods.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCA
 from camlens.methods.eigen import EigenCAM
 from camlens.methods.perturbation import AblationCAM, ScoreCAM
 from camlens.methods.pixel import (
+    Deconvolution,
+    GradientShap,
     GuidedBackprop,
     GuidedGradCAM,
+    InputXGradient,
     IntegratedGradients,
     PixelMethod,
     Saliency,
     SmoothGrad,
 )
 from camlens.methods.variants import EigenGradCAM, GradCAMElementWise, KPCACAM
+from camlens.methods.occlusion import Occlusion
 # isort: on
 
 __all__ = [
     "AblationCAM",
     "CAM",
+    "Deconvolution",
     "EigenCAM",
     "EigenGradCAM",
     "Explainer",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
+    "GradientShap",
     "GuidedBackprop",
     "GuidedGradCAM",
     "HiResCAM",
+    "InputXGradient",
     "IntegratedGradients",
     "KPCACAM",
     "LayerCAM",
     "LayerMethod",
+    "Occlusion",
     "PixelMethod",
     "Saliency",
     "ScoreCAM",

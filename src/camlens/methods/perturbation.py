@@ -63,6 +63,33 @@ def _row_target(target: targets_.ResolvedTarget, images: torch.Tensor) -> target
     return targets_.ResolvedTarget(target.indices[images.cpu()])
 
 
+def check_precision(precision: Any) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a clear error."""
+    if precision not in PRECISIONS:
+        raise CamlensValueError(
+            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        )
+    return precision
+
+
+def resolved_precision(adapter: Any, precision: str, method: str) -> str:
+    """The precision of a method's many forwards: "auto" resolved; a half-precision model runs in
+    its own dtype ("fp32": no autocast, no quantisation), and refuses "bf16" and "int8" (which
+    cast or quantise a float32 model) unless already bfloat16."""
+    dtype = getattr(adapter, "dtype", torch.float32)
+    if dtype in (torch.float16, torch.bfloat16):
+        if precision in ("auto", "fp32") or (precision == "bf16" and dtype == torch.bfloat16):
+            return "fp32"
+        raise CamlensValueError(
+            f"method {method!r} with precision={precision!r} runs a float32 model in "
+            f"reduced precision, but this model's weights are already "
+            f"{str(dtype).replace('torch.', '')}; use precision='auto', or model.float() first"
+        )
+    if precision == "auto":
+        return "bf16" if adapter.bf16_ok() else "fp32"
+    return precision
+
+
 class _PerturbationCAM(LayerMethod):
     several_inputs = False
     needs_gradients = False
@@ -125,12 +152,8 @@ class ScoreCAM(_PerturbationCAM):
             raise CamlensValueError(
                 f"top_k_channels must be a positive int or None, got {top_k_channels!r}"
             )
-        if precision not in PRECISIONS:
-            raise CamlensValueError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
-            )
         self.top_k_channels = top_k_channels
-        self.precision = precision
+        self.precision = check_precision(precision)
 
     def channels(self, activations: torch.Tensor) -> torch.Tensor:
         """Indices (B, K) of the channels used: all, or the ``top_k_channels`` largest means."""
@@ -158,23 +181,8 @@ class ScoreCAM(_PerturbationCAM):
         return (weights.reshape(batch, count, *ones) * chosen).sum(dim=1)
 
     def resolved_precision(self) -> str:
-        """The precision of the masked forwards: "auto" resolved; a half-precision model runs in
-        its own dtype ("fp32": no autocast, no quantisation), and refuses "bf16" and "int8"
-        (which cast or quantise a float32 model) unless already bfloat16."""
-        dtype = getattr(self.adapter, "dtype", torch.float32)
-        if dtype in (torch.float16, torch.bfloat16):
-            if self.precision in ("auto", "fp32") or (
-                self.precision == "bf16" and dtype == torch.bfloat16
-            ):
-                return "fp32"
-            raise CamlensValueError(
-                f"method {self.name!r} with precision={self.precision!r} runs a float32 model in "
-                f"reduced precision, but this model's weights are already "
-                f"{str(dtype).replace('torch.', '')}; use precision='auto', or model.float() first"
-            )
-        if self.precision == "auto":
-            return "bf16" if self.adapter.bf16_ok() else "fp32"
-        return self.precision
+        """The precision of the masked forwards (:func:`resolved_precision`)."""
+        return resolved_precision(self.adapter, self.precision, self.name)
 
     def masked_scores(
         self, xc: torch.Tensor, chosen: torch.Tensor, target: targets_.ResolvedTarget

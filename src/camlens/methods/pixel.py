@@ -21,12 +21,19 @@ from camlens.methods.gradient import gradcam
 from camlens.targets import Target
 
 
+def check_baseline(value: Any, name: str) -> Any:
+    """``value`` if it is a number or a tensor (a baseline), else a clear error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+        raise CamlensTypeError(f"{name} must be a number or a tensor, got {describe(value)}")
+    return value
+
+
 class PixelMethod(Explainer):
     """A map from one backward pass to the input: ``attribution = attribute(capture)``."""
 
     uses_layer: ClassVar[bool] = False
     smoothable: ClassVar[bool] = True
-    guided: ClassVar[bool] = False
+    guided: ClassVar[bool | str] = False
 
     def attribute(self, capture: Capture) -> torch.Tensor:
         """(B, C, H, W) signed attribution from the input and its gradient."""
@@ -197,4 +204,110 @@ class IntegratedGradients(PixelMethod):
         path_scores = path_scores.reshape(batch, steps)
         gap = attribution.flatten(1).sum(dim=1).cpu() - (path_scores[:, -1] - path_scores[:, 0])
         extra = {"completeness_gap": gap, "baseline_scores": path_scores[:, 0]}
+        return Step(self.reduce(attribution), reference, "", extra, attribution)
+
+
+@register("input-x-gradient", "inputxgradient", "input-times-gradient")
+class InputXGradient(PixelMethod):
+    r"""Input times gradient (Shrikumar et al. 2016, arXiv:1605.01713), Captum's
+    ``InputXGradient``: the signed first-order contribution of each input value.
+
+    .. math:: a = x \odot \frac{\partial y^c}{\partial x}, \qquad M_{ij} = \max_c |a_{c,ij}|
+    """
+
+    paper = "Shrikumar et al. 2016, Not Just a Black Box (arXiv:1605.01713)"
+
+    def attribute(self, capture: Capture) -> torch.Tensor:
+        assert capture.gradients is not None
+        return capture.activations[0] * capture.gradients[0]
+
+
+@register("deconvolution", "deconvnet", "deconv")
+class Deconvolution(PixelMethod):
+    r"""Deconvolution (Zeiler & Fergus 2014, arXiv:1311.2901), Captum's ``Deconvolution``: every
+    ReLU passes back the positive part of its gradient, whatever its forward input.
+
+    .. math:: R^{l-1} = \mathbb 1[R^l > 0]\,R^l, \qquad M_{ij} = \max_c |R^0_{c,ij}|
+
+    ``nn.ReLU`` modules and functional ReLUs alike (as guided backpropagation); PyTorch models.
+    """
+
+    paper = "Zeiler & Fergus 2014, Visualizing and Understanding CNNs (arXiv:1311.2901)"
+    guided = "deconvolution"
+
+
+@register("gradient-shap", "gradientshap", "gradshap")
+class GradientShap(PixelMethod):
+    r"""GradientSHAP (Lundberg & Lee 2017, arXiv:1705.07874), Captum's ``GradientShap``: expected
+    gradients at random points between noisy copies of the input and random baselines.
+
+    .. math:: a = \frac1n \sum_{s=1}^{n} (\tilde x_s - b_s) \odot
+       \nabla y^c\big(b_s + \alpha_s (\tilde x_s - b_s)\big), \qquad
+       \tilde x_s = x + \varepsilon_s,\ \varepsilon_s \sim \mathcal N(0, \sigma^2),\
+       \alpha_s \sim U(0, 1)
+
+    ``n_samples=5`` per image, ``stdevs`` :math:`\sigma` 0 (absolute, as Captum's), ``baselines``
+    0, a number or a tensor (K, C, H, W) of K baselines (one drawn uniformly per sample), ``seed``
+    for the draws, made by a ``torch.Generator`` on the CPU in this order for the B·n rows (image
+    by image, sample by sample): the noise (B·n, C, H, W), the baseline indices (B·n,), the
+    :math:`\alpha` (B·n,). ``exp.extra`` keeps ``alphas`` and ``baseline_indices`` (B, n).
+    ``batch_size`` rows per backward pass. Its sum approximates :math:`y^c(x) - E_b[y^c(b)]`.
+    """
+
+    paper = "Lundberg & Lee 2017, A Unified Approach to Interpreting Model Predictions"
+    several_inputs = False
+    smoothable = False
+
+    def __init__(
+        self,
+        model: Any,
+        layer: Any = "auto",
+        *,
+        n_samples: int = 5,
+        stdevs: float = 0.0,
+        baselines: float | torch.Tensor = 0.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(model, layer, **options)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise CamlensValueError(f"n_samples must be a positive int, got {n_samples!r}")
+        if isinstance(stdevs, bool) or not isinstance(stdevs, (int, float)) or stdevs < 0:
+            raise CamlensValueError(f"stdevs must be a number >= 0, got {stdevs!r}")
+        self.n_samples, self.stdevs = n_samples, float(stdevs)
+        self.baselines = check_baseline(baselines, "baselines")
+
+    def draws(self, xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Noise (B·n, ...), baseline indices (B·n,) and alphas (B·n,) from ``seed``."""
+        rows = xc.shape[0] * self.n_samples
+        generator = torch.Generator().manual_seed(0 if self.seed is None else self.seed)
+        noise = torch.randn((rows, *xc.shape[1:]), generator=generator) * self.stdevs
+        count = self.baselines.shape[0] if isinstance(self.baselines, torch.Tensor) else 1
+        index = torch.randint(count, (rows,), generator=generator)
+        return noise, index, torch.rand(rows, generator=generator)
+
+    def _step(self, x: Any, target: Target) -> Step:
+        xc = self.adapter.as_tensor(x)
+        batch, n = xc.shape[0], self.n_samples
+        noise, index, alphas = self.draws(xc)
+        bases = torch.as_tensor(self.baselines, dtype=xc.dtype).to(xc.device)
+        bases = bases.reshape(-1, *xc.shape[1:]) if bases.ndim else bases.expand(1, *xc.shape[1:])
+        reference = self._reference(xc, target)
+        resolved = reference.target
+        row_images = torch.arange(batch).repeat_interleave(n)
+        rows = self.batch_size or auto_batch(xc, 64 * xc[0].numel() * 4, 64)
+        total = torch.zeros_like(xc)
+        ones = (1,) * (xc.ndim - 1)
+        for start in range(0, batch * n, rows):
+            part = slice(start, start + rows)
+            images = row_images[part]
+            noisy = xc[images] + noise[part].to(xc.device)
+            base = bases[index[part].to(xc.device)]
+            alpha = alphas[part].to(xc.device).reshape(-1, *ones)
+            points = alpha * noisy + (1 - alpha) * base
+            capture = self.adapter.input_gradients(
+                self.adapter.native(points), resolved.function or resolved.indices[images]
+            )
+            total.index_add_(0, images.to(xc.device), (noisy - base) * capture.gradients[0])
+        attribution = total / n
+        extra = {"alphas": alphas.reshape(batch, n), "baseline_indices": index.reshape(batch, n)}
         return Step(self.reduce(attribution), reference, "", extra, attribution)
