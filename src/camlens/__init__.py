@@ -18,6 +18,8 @@ from camlens.images.load import load_images
 from camlens.maps import minmax
 from camlens.methods import (
     CAM,
+    ISCAM,
+    SSCAM,
     AblationCAM,
     EigenCAM,
     Explainer,
@@ -77,6 +79,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "AblationCAM",
+    "ISCAM",
+    "SSCAM",
     "CAM",
     "CamlensError",
     "CamlensImportError",

@@ -22,6 +22,7 @@ from camlens.methods.pixel import (
     Saliency,
     SmoothGrad,
 )
+from camlens.methods.sampled import ISCAM, SSCAM
 # isort: on
 
 __all__ = [
@@ -34,12 +35,14 @@ __all__ = [
     "GuidedBackprop",
     "GuidedGradCAM",
     "HiResCAM",
+    "ISCAM",
     "IntegratedGradients",
     "LayerCAM",
     "LayerMethod",
     "PixelMethod",
     "Saliency",
     "ScoreCAM",
+    "SSCAM",
     "SmoothGrad",
     "XGradCAM",
 ]

@@ -106,6 +106,7 @@ class ScoreCAM(_PerturbationCAM):
     """
 
     paper = "Wang et al. 2020, Score-CAM (arXiv:1910.01279)"
+    label = "Score-CAM"
 
     def __init__(
         self,
@@ -181,9 +182,6 @@ class ScoreCAM(_PerturbationCAM):
     ) -> torch.Tensor:
         """Target scores (B, K) of the input masked by each upsampled, min-max scaled channel."""
         batch, count = chosen.shape[:2]
-        precision = self.resolved_precision()
-        cap = 128 if xc.device.type == "cuda" else 32
-        rows = self.batch_size or auto_batch(xc, 64 * xc[0].numel() * 4, cap)
         flat = chosen.reshape(batch * count, 1, *chosen.shape[2:])
         images = torch.arange(batch, device=xc.device).repeat_interleave(count)
 
@@ -192,17 +190,32 @@ class ScoreCAM(_PerturbationCAM):
             masks = F.interpolate(flat[rows], size=xc.shape[2:], mode=mode, align_corners=True)
             return xc[images[rows]] * minmax(masks[:, 0])[:, None]
 
-        scores = torch.empty(batch * count, device=xc.device)
-        progress = _Progress(batch * count, "Score-CAM", self.progress)
+        return self.scored(xc, images, masked, target).reshape(batch, count)
+
+    def scored(
+        self,
+        xc: torch.Tensor,
+        images: torch.Tensor,
+        masked: Any,
+        target: targets_.ResolvedTarget,
+    ) -> torch.Tensor:
+        """Target scores (N,) of the N inputs ``masked(rows)`` builds (row r perturbs image
+        ``images[r]``), ``batch_size`` rows per forward, in the resolved precision."""
+        total = images.shape[0]
+        precision = self.resolved_precision()
+        cap = 128 if xc.device.type == "cuda" else 32
+        rows = self.batch_size or auto_batch(xc, 64 * xc[0].numel() * 4, cap)
+        scores = torch.empty(total, device=xc.device)
+        progress = _Progress(total, self.label, self.progress)
         quantized = (
-            self.adapter.int8(masked(calibration_rows(batch * count).to(xc.device)))
+            self.adapter.int8(masked(calibration_rows(total).to(xc.device)))
             if precision == "int8"
             else nullcontext()
         )
         try:
             with quantized:
-                for start in range(0, batch * count, rows):
-                    stop = min(start + rows, batch * count)
+                for start in range(0, total, rows):
+                    stop = min(start + rows, total)
                     part = torch.arange(start, stop, device=xc.device)
                     logits = self.adapter.infer(masked(part), precision=precision)
                     row_target = _row_target(target, images[start:stop])
@@ -210,7 +223,7 @@ class ScoreCAM(_PerturbationCAM):
                     progress.advance(stop - start)
         finally:
             progress.close()
-        return scores.reshape(batch, count)
+        return scores
 
 
 @register("ablationcam", "ablation-cam")
