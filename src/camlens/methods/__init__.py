@@ -23,6 +23,7 @@ from camlens.methods.pixel import (
     SmoothGrad,
 )
 from camlens.methods.sampled import ISCAM, SSCAM
+from camlens.methods.masking import ReciproCAM
 # isort: on
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "LayerCAM",
     "LayerMethod",
     "PixelMethod",
+    "ReciproCAM",
     "Saliency",
     "ScoreCAM",
     "SSCAM",

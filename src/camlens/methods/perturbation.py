@@ -81,6 +81,37 @@ class _PerturbationCAM(LayerMethod):
             raise CamlensTypeError(f"progress must be True or False, got {progress!r}")
         self.progress = progress
 
+    label = "Perturbation"  # the progress bar's
+
+    def scores_above(
+        self,
+        x: Any,
+        name: str,
+        activations: torch.Tensor,
+        capture: Capture,
+        count: int,
+        copies: Any,
+    ) -> torch.Tensor:
+        """Target scores (B, count): for each image, the network above layer ``name`` run on
+        ``copies(image, start, stop)`` (copies start..stop of its changed activations),
+        ``batch_size`` copies per forward."""
+        batch = activations.shape[0]
+        rows = self.batch_size or auto_batch(activations, 16 * activations[0].numel() * 4, count)
+        scores = torch.empty(batch, count, device=activations.device)
+        progress = _Progress(batch * count, self.label, self.progress)
+        try:
+            for image in range(batch):
+                images = torch.full((1,), image, device=activations.device)
+                for start in range(0, count, rows):
+                    stop = min(start + rows, count)
+                    logits = self.adapter.logits_above(x, name, copies(image, start, stop), image)
+                    row_target = _row_target(capture.target, images.expand(stop - start))
+                    scores[image, start:stop] = targets_.scores(logits, row_target).float()
+                    progress.advance(stop - start)
+        finally:
+            progress.close()
+        return scores
+
 
 @register("scorecam", "score-cam")
 class ScoreCAM(_PerturbationCAM):
@@ -241,6 +272,7 @@ class AblationCAM(_PerturbationCAM):
     """
 
     paper = "Desai & Ramaswamy 2020, Ablation-CAM (WACV 2020)"
+    label = "Ablation-CAM"
 
     def layer_raw(
         self,
@@ -250,25 +282,15 @@ class AblationCAM(_PerturbationCAM):
         gradients: torch.Tensor | None,
         capture: Capture,
     ) -> torch.Tensor:
-        batch, count = activations.shape[:2]
+        count = activations.shape[1]
         score = targets_.scores(capture.logits, capture.target).float().to(activations.device)
-        rows = self.batch_size or auto_batch(activations, 16 * activations[0].numel() * 4, count)
-        ablated = torch.empty(batch, count, device=activations.device)
-        progress = _Progress(batch * count, "Ablation-CAM", self.progress)
-        try:
-            for image in range(batch):
-                images = torch.full((1,), image, device=activations.device)
-                for start in range(0, count, rows):
-                    stop = min(start + rows, count)
-                    copies = activations[image].expand(stop - start, *activations.shape[1:])
-                    copies = copies.clone()
-                    copies[torch.arange(stop - start), torch.arange(start, stop)] = 0
-                    logits = self.adapter.logits_above(x, name, copies, image)
-                    row_target = _row_target(capture.target, images.expand(stop - start))
-                    ablated[image, start:stop] = targets_.scores(logits, row_target).float()
-                    progress.advance(stop - start)
-        finally:
-            progress.close()
+
+        def ablated_copies(image: int, start: int, stop: int) -> torch.Tensor:
+            copies = activations[image].expand(stop - start, *activations.shape[1:]).clone()
+            copies[torch.arange(stop - start), torch.arange(start, stop)] = 0
+            return copies
+
+        ablated = self.scores_above(x, name, activations, capture, count, ablated_copies)
         nonzero = score != 0
         safe = torch.where(nonzero, score, torch.ones_like(score))[:, None]
         weights = torch.where(nonzero[:, None], (score[:, None] - ablated) / safe, 0.0)
