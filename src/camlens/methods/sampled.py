@@ -82,7 +82,7 @@ class SSCAM(_SampledScoreCAM):
     .. math:: w_k = \operatorname{softmax}_k\Big(\frac1N \sum_{i=1}^N
        y^c\big(x \odot (U(\hat A^k) + \delta_i)\big)\Big), \qquad L = \sum_k w_k A^k
 
-    ``num_samples`` (N, 35 in TorchCAM; 4 here: each sample is one Score-CAM's forwards) and
+    ``num_samples`` (N, 35 in TorchCAM; 2 here: each sample costs one Score-CAM) and
     ``std`` (:math:`\sigma`, 2.0); ``seed`` fixes the draws (a CPU generator, one (B, K, H, W)
     draw per sample: the same numbers as TorchCAM after ``torch.manual_seed(seed)``).
     ``top_k_channels``, ``precision`` and ``batch_size`` as for Score-CAM.
@@ -90,7 +90,7 @@ class SSCAM(_SampledScoreCAM):
 
     paper = "Wang et al. 2020, SS-CAM (arXiv:2006.14255)"
     label = "SS-CAM"
-    default_samples = 4
+    default_samples = 2
 
     def __init__(
         self, model: Any, layer: Any = "auto", *, std: float = 2.0, seed: int = 0, **options: Any
@@ -124,13 +124,13 @@ class ISCAM(_SampledScoreCAM):
        y^c\big(c_i\, x \odot U(\hat A^k)\big)\Big), \quad c_i = \sum_{j=1}^{i} \frac jN,
        \qquad L = \sum_k w_k A^k
 
-    ``num_samples`` (N, 10 as in TorchCAM; 4 here); ``top_k_channels``, ``precision`` and
-    ``batch_size`` as for Score-CAM.
+    ``num_samples`` (N, 10 in TorchCAM; 2 here: each sample costs one Score-CAM);
+    ``top_k_channels``, ``precision`` and ``batch_size`` as for Score-CAM.
     """
 
     paper = "Naidu et al. 2020, IS-CAM (arXiv:2010.03023)"
     label = "IS-CAM"
-    default_samples = 4
+    default_samples = 2
 
     def sample(self, masks: torch.Tensor, index: int) -> torch.Tensor:
         r"""``masks`` times :math:`c_i = \sum_{j \le i} j / N` (TorchCAM's running sum)."""
