@@ -19,6 +19,7 @@ from camlens.maps import minmax
 from camlens.methods import (
     CAM,
     ISCAM,
+    RISE,
     SSCAM,
     AblationCAM,
     EigenCAM,
@@ -83,6 +84,7 @@ __all__ = [
     "ISCAM",
     "SSCAM",
     "ReciproCAM",
+    "RISE",
     "CAM",
     "CamlensError",
     "CamlensImportError",

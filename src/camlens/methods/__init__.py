@@ -23,7 +23,7 @@ from camlens.methods.pixel import (
     SmoothGrad,
 )
 from camlens.methods.sampled import ISCAM, SSCAM
-from camlens.methods.masking import ReciproCAM
+from camlens.methods.masking import RISE, ReciproCAM
 # isort: on
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "LayerCAM",
     "LayerMethod",
     "PixelMethod",
+    "RISE",
     "ReciproCAM",
     "Saliency",
     "ScoreCAM",

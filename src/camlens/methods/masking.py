@@ -1,4 +1,4 @@
-"""Gradient-free maps from spatially masked features: Recipro-CAM."""
+"""Gradient-free maps from masks: Recipro-CAM (masked features), RISE (masked inputs)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from camlens.backends.base import Capture
-from camlens.errors import CamlensValueError
+from camlens.errors import CamlensTypeError, CamlensValueError
 from camlens.methods._registry import register
-from camlens.methods.perturbation import _PerturbationCAM
+from camlens.methods.base import Step
+from camlens.methods.perturbation import PRECISIONS, MaskedForwards, _PerturbationCAM
+from camlens.methods.pixel import PixelMethod
+from camlens.targets import Target
 
 KERNEL = torch.tensor([1.0, 2.0, 1.0])
 MASKS = ("spatial", "gaussian")
@@ -75,3 +78,90 @@ class ReciproCAM(_PerturbationCAM):
 
         scores = self.scores_above(x, name, activations, capture, masks.shape[0], masked_copies)
         return scores.reshape(activations.shape[0], *grid)
+
+
+def rise_masks(
+    count: int, size: tuple[int, int], cells: int, p: float, generator: torch.Generator
+) -> torch.Tensor:
+    """(count, H, W) RISE masks: a cells x cells grid of Bernoulli(p) cells, upsampled
+    bilinearly to (cells + 1) x cell size, cropped at a random shift below one cell."""
+    height, width = size
+    cell_h, cell_w = -(-height // cells), -(-width // cells)
+    grid = (torch.rand(count, 1, cells, cells, generator=generator) < p).float()
+    big = F.interpolate(grid, size=((cells + 1) * cell_h, (cells + 1) * cell_w), mode="bilinear")
+    dy = torch.randint(cell_h, (count,), generator=generator).tolist()
+    dx = torch.randint(cell_w, (count,), generator=generator).tolist()
+    return torch.stack(
+        [big[i, 0, y : y + height, x : x + width] for i, (y, x) in enumerate(zip(dy, dx))]
+    )
+
+
+@register("rise")
+class RISE(MaskedForwards, PixelMethod):
+    r"""RISE (Petsiuk et al. 2018, BMVC; arXiv:1806.07421): the target's score on randomly masked
+    inputs, averaged with the masks as weights.
+
+    .. math:: S = \frac{1}{N p} \sum_{i=1}^N y^c(x \odot M_i)\, M_i
+
+    :math:`M_i` (:func:`rise_masks`): a ``cells`` x ``cells`` grid kept with probability ``p``,
+    upsampled bilinearly and shifted at random (``seed`` fixes the draws, a CPU generator).
+    ``num_masks`` N = 64 by default (the paper: 4000 to 8000; the cost is N forwards per image),
+    ``batch_size`` and ``precision`` as for Score-CAM. The paper reads the softmax probability;
+    camlens the target's score (the logit, or a callable target's value).
+    """
+
+    paper = "Petsiuk et al. 2018, RISE (BMVC 2018, arXiv:1806.07421)"
+    label = "RISE"
+    smoothable = False
+
+    def __init__(
+        self,
+        model: Any,
+        layer: Any = "auto",
+        *,
+        num_masks: int = 64,
+        cells: int = 8,
+        p: float = 0.5,
+        precision: str = "auto",
+        progress: bool = False,
+        **options: Any,
+    ) -> None:
+        super().__init__(model, layer, **options)
+        for key, value in (("num_masks", num_masks), ("cells", cells)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CamlensValueError(f"{key} must be a positive int, got {value!r}")
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
+            raise CamlensValueError(f"p must be a number in (0, 1], got {p!r}")
+        if precision not in PRECISIONS:
+            raise CamlensValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+            )
+        if not isinstance(progress, bool):
+            raise CamlensTypeError(f"progress must be True or False, got {progress!r}")
+        self.num_masks, self.cells, self.p = num_masks, cells, float(p)
+        self.precision, self.progress = precision, progress
+
+    def masks(self, size: tuple[int, int]) -> torch.Tensor:
+        """The call's (N, H, W) masks, the same on every call with the same seed."""
+        generator = torch.Generator()
+        if self.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(self.seed)
+        return rise_masks(self.num_masks, size, self.cells, self.p, generator)
+
+    def _step(self, x: Any, target: Target) -> Step:
+        capture = self.adapter.input_gradients(x, target, guided=False)  # logits and targets
+        xc = self.adapter.as_tensor(x)
+        if xc.ndim != 4:
+            raise CamlensValueError("RISE needs (B, C, H, W) images")
+        masks = self.masks((xc.shape[2], xc.shape[3])).to(xc)
+        batch = xc.shape[0]
+        images = torch.arange(batch, device=xc.device).repeat_interleave(self.num_masks)
+        tiled = masks.repeat(batch, 1, 1)[:, None]
+        scores = self.scored(
+            xc, images, lambda rows: xc[images[rows]] * tiled[rows], capture.target
+        )
+        saliency = torch.einsum("bn,nhw->bhw", scores.reshape(batch, -1), masks)
+        saliency = saliency / (self.num_masks * self.p)
+        return Step(saliency, capture, "", {}, saliency[:, None])

@@ -113,8 +113,71 @@ class _PerturbationCAM(LayerMethod):
         return scores
 
 
+class MaskedForwards:
+    """Batched forwards of whole perturbed inputs, in a chosen precision (Score-CAM, RISE)."""
+
+    adapter: Any
+    name: str
+    precision: str
+    batch_size: int | None
+    progress: bool
+    label: str
+
+    def resolved_precision(self) -> str:
+        """The precision of the masked forwards: "auto" resolved; a half-precision model runs in
+        its own dtype ("fp32": no autocast, no quantisation), and refuses "bf16" and "int8"
+        (which cast or quantise a float32 model) unless already bfloat16."""
+        dtype = getattr(self.adapter, "dtype", torch.float32)
+        if dtype in (torch.float16, torch.bfloat16):
+            if self.precision in ("auto", "fp32") or (
+                self.precision == "bf16" and dtype == torch.bfloat16
+            ):
+                return "fp32"
+            raise CamlensValueError(
+                f"method {self.name!r} with precision={self.precision!r} runs a float32 model in "
+                f"reduced precision, but this model's weights are already "
+                f"{str(dtype).replace('torch.', '')}; use precision='auto', or model.float() first"
+            )
+        if self.precision == "auto":
+            return "bf16" if self.adapter.bf16_ok() else "fp32"
+        return self.precision
+
+    def scored(
+        self,
+        xc: torch.Tensor,
+        images: torch.Tensor,
+        masked: Any,
+        target: targets_.ResolvedTarget,
+    ) -> torch.Tensor:
+        """Target scores (N,) of the N inputs ``masked(rows)`` builds (row r perturbs image
+        ``images[r]``), ``batch_size`` rows per forward, in the resolved precision."""
+        total = images.shape[0]
+        precision = self.resolved_precision()
+        cap = 128 if xc.device.type == "cuda" else 32
+        rows = self.batch_size or auto_batch(xc, 64 * xc[0].numel() * 4, cap)
+        scores = torch.empty(total, device=xc.device)
+        progress = _Progress(total, self.label, self.progress)
+        quantized = (
+            self.adapter.int8(masked(calibration_rows(total).to(xc.device)))
+            if precision == "int8"
+            else nullcontext()
+        )
+        try:
+            with quantized:
+                for start in range(0, total, rows):
+                    stop = min(start + rows, total)
+                    part = torch.arange(start, stop, device=xc.device)
+                    logits = self.adapter.infer(masked(part), precision=precision)
+                    row_target = _row_target(target, images[start:stop])
+                    scores[start:stop] = targets_.scores(logits, row_target).float()
+                    progress.advance(stop - start)
+        finally:
+            progress.close()
+        return scores
+
+
 @register("scorecam", "score-cam")
-class ScoreCAM(_PerturbationCAM):
+class ScoreCAM(MaskedForwards, _PerturbationCAM):
     r"""Score-CAM (Wang et al. 2020, arXiv:1910.01279), as pytorch-grad-cam computes it.
 
     Each channel :math:`A^k`, upsampled to the input (bilinear, ``align_corners=True``) and
@@ -189,25 +252,6 @@ class ScoreCAM(_PerturbationCAM):
         weights = torch.softmax(self.masked_scores(xc, chosen, capture.target), dim=1)
         return (weights.reshape(batch, count, *ones) * chosen).sum(dim=1)
 
-    def resolved_precision(self) -> str:
-        """The precision of the masked forwards: "auto" resolved; a half-precision model runs in
-        its own dtype ("fp32": no autocast, no quantisation), and refuses "bf16" and "int8"
-        (which cast or quantise a float32 model) unless already bfloat16."""
-        dtype = getattr(self.adapter, "dtype", torch.float32)
-        if dtype in (torch.float16, torch.bfloat16):
-            if self.precision in ("auto", "fp32") or (
-                self.precision == "bf16" and dtype == torch.bfloat16
-            ):
-                return "fp32"
-            raise CamlensValueError(
-                f"method {self.name!r} with precision={self.precision!r} runs a float32 model in "
-                f"reduced precision, but this model's weights are already "
-                f"{str(dtype).replace('torch.', '')}; use precision='auto', or model.float() first"
-            )
-        if self.precision == "auto":
-            return "bf16" if self.adapter.bf16_ok() else "fp32"
-        return self.precision
-
     def masked_scores(
         self, xc: torch.Tensor, chosen: torch.Tensor, target: targets_.ResolvedTarget
     ) -> torch.Tensor:
@@ -222,39 +266,6 @@ class ScoreCAM(_PerturbationCAM):
             return xc[images[rows]] * minmax(masks[:, 0])[:, None]
 
         return self.scored(xc, images, masked, target).reshape(batch, count)
-
-    def scored(
-        self,
-        xc: torch.Tensor,
-        images: torch.Tensor,
-        masked: Any,
-        target: targets_.ResolvedTarget,
-    ) -> torch.Tensor:
-        """Target scores (N,) of the N inputs ``masked(rows)`` builds (row r perturbs image
-        ``images[r]``), ``batch_size`` rows per forward, in the resolved precision."""
-        total = images.shape[0]
-        precision = self.resolved_precision()
-        cap = 128 if xc.device.type == "cuda" else 32
-        rows = self.batch_size or auto_batch(xc, 64 * xc[0].numel() * 4, cap)
-        scores = torch.empty(total, device=xc.device)
-        progress = _Progress(total, self.label, self.progress)
-        quantized = (
-            self.adapter.int8(masked(calibration_rows(total).to(xc.device)))
-            if precision == "int8"
-            else nullcontext()
-        )
-        try:
-            with quantized:
-                for start in range(0, total, rows):
-                    stop = min(start + rows, total)
-                    part = torch.arange(start, stop, device=xc.device)
-                    logits = self.adapter.infer(masked(part), precision=precision)
-                    row_target = _row_target(target, images[start:stop])
-                    scores[start:stop] = targets_.scores(logits, row_target).float()
-                    progress.advance(stop - start)
-        finally:
-            progress.close()
-        return scores
 
 
 @register("ablationcam", "ablation-cam")
