@@ -8,10 +8,15 @@ import torch
 import torch.nn.functional as F
 
 from camlens.backends.base import Capture
-from camlens.errors import CamlensTypeError, CamlensValueError
+from camlens.errors import CamlensValueError
 from camlens.methods._registry import register
 from camlens.methods.base import Step
-from camlens.methods.perturbation import PRECISIONS, MaskedForwards, _PerturbationCAM
+from camlens.methods.perturbation import (
+    MaskedForwards,
+    _PerturbationCAM,
+    check_precision,
+    check_progress,
+)
 from camlens.methods.pixel import PixelMethod
 from camlens.targets import Target
 
@@ -132,12 +137,8 @@ class RISE(MaskedForwards, PixelMethod):
                 raise CamlensValueError(f"{key} must be a positive int, got {value!r}")
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
             raise CamlensValueError(f"p must be a number in (0, 1], got {p!r}")
-        if precision not in PRECISIONS:
-            raise CamlensValueError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
-            )
-        if not isinstance(progress, bool):
-            raise CamlensTypeError(f"progress must be True or False, got {progress!r}")
+        check_precision(precision)
+        check_progress(progress)
         self.num_masks, self.cells, self.p = num_masks, cells, float(p)
         self.precision, self.progress = precision, progress
 

@@ -25,6 +25,20 @@ from camlens.methods.base import LayerMethod, auto_batch
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
+def check_precision(precision: Any) -> None:
+    """Refuse a ``precision`` outside :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise CamlensValueError(
+            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        )
+
+
+def check_progress(progress: Any) -> None:
+    """Refuse a ``progress`` that is not a bool."""
+    if not isinstance(progress, bool):
+        raise CamlensTypeError(f"progress must be True or False, got {progress!r}")
+
+
 class _Progress:
     """A transient rich progress bar that only appears after ``delay`` seconds."""
 
@@ -77,8 +91,7 @@ class _PerturbationCAM(LayerMethod):
         **options: Any,
     ) -> None:
         super().__init__(model, layer, batch_size=batch_size, **options)
-        if not isinstance(progress, bool):
-            raise CamlensTypeError(f"progress must be True or False, got {progress!r}")
+        check_progress(progress)
         self.progress = progress
 
     label = "Perturbation"  # the progress bar's
@@ -220,10 +233,7 @@ class ScoreCAM(MaskedForwards, _PerturbationCAM):
             raise CamlensValueError(
                 f"top_k_channels must be a positive int or None, got {top_k_channels!r}"
             )
-        if precision not in PRECISIONS:
-            raise CamlensValueError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
-            )
+        check_precision(precision)
         self.top_k_channels = top_k_channels
         self.precision = precision
 
