@@ -18,7 +18,10 @@ from camlens.images.load import load_images
 from camlens.maps import minmax
 from camlens.methods import (
     CAM,
+    ISCAM,
     KPCACAM,
+    RISE,
+    SSCAM,
     AblationCAM,
     Deconvolution,
     EigenCAM,
@@ -35,6 +38,7 @@ from camlens.methods import (
     IntegratedGradients,
     LayerCAM,
     Occlusion,
+    ReciproCAM,
     Saliency,
     ScoreCAM,
     SmoothGrad,
@@ -84,6 +88,10 @@ def __getattr__(name: str):
 
 __all__ = [
     "AblationCAM",
+    "ISCAM",
+    "SSCAM",
+    "ReciproCAM",
+    "RISE",
     "CAM",
     "CamlensError",
     "CamlensImportError",

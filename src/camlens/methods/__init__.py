@@ -27,6 +27,8 @@ from camlens.methods.pixel import (
 )
 from camlens.methods.variants import EigenGradCAM, GradCAMElementWise, KPCACAM
 from camlens.methods.occlusion import Occlusion
+from camlens.methods.sampled import ISCAM, SSCAM
+from camlens.methods.masking import RISE, ReciproCAM
 # isort: on
 
 __all__ = [
@@ -44,14 +46,18 @@ __all__ = [
     "GuidedGradCAM",
     "HiResCAM",
     "InputXGradient",
+    "ISCAM",
     "IntegratedGradients",
     "KPCACAM",
     "LayerCAM",
     "LayerMethod",
     "Occlusion",
     "PixelMethod",
+    "RISE",
+    "ReciproCAM",
     "Saliency",
     "ScoreCAM",
+    "SSCAM",
     "SmoothGrad",
     "XGradCAM",
 ]

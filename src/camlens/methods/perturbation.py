@@ -25,6 +25,12 @@ from camlens.methods.base import LayerMethod, auto_batch
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
+def check_progress(progress: Any) -> None:
+    """Refuse a ``progress`` that is not a bool."""
+    if not isinstance(progress, bool):
+        raise CamlensTypeError(f"progress must be True or False, got {progress!r}")
+
+
 class _Progress:
     """A transient rich progress bar that only appears after ``delay`` seconds."""
 
@@ -104,13 +110,91 @@ class _PerturbationCAM(LayerMethod):
         **options: Any,
     ) -> None:
         super().__init__(model, layer, batch_size=batch_size, **options)
-        if not isinstance(progress, bool):
-            raise CamlensTypeError(f"progress must be True or False, got {progress!r}")
+        check_progress(progress)
         self.progress = progress
+
+    label = "Perturbation"  # the progress bar's
+
+    def scores_above(
+        self,
+        x: Any,
+        name: str,
+        activations: torch.Tensor,
+        capture: Capture,
+        count: int,
+        copies: Any,
+    ) -> torch.Tensor:
+        """Target scores (B, count): for each image, the network above layer ``name`` run on
+        ``copies(image, start, stop)`` (copies start..stop of its changed activations),
+        ``batch_size`` copies per forward."""
+        batch = activations.shape[0]
+        rows = self.batch_size or auto_batch(activations, 16 * activations[0].numel() * 4, count)
+        scores = torch.empty(batch, count, device=activations.device)
+        progress = _Progress(batch * count, self.label, self.progress)
+        try:
+            for image in range(batch):
+                images = torch.full((1,), image, device=activations.device)
+                for start in range(0, count, rows):
+                    stop = min(start + rows, count)
+                    logits = self.adapter.logits_above(x, name, copies(image, start, stop), image)
+                    row_target = _row_target(capture.target, images.expand(stop - start))
+                    scores[image, start:stop] = targets_.scores(logits, row_target).float()
+                    progress.advance(stop - start)
+        finally:
+            progress.close()
+        return scores
+
+
+class MaskedForwards:
+    """Batched forwards of whole perturbed inputs, in a chosen precision (Score-CAM, RISE)."""
+
+    adapter: Any
+    name: str
+    precision: str
+    batch_size: int | None
+    progress: bool
+    label: str
+
+    def resolved_precision(self) -> str:
+        """The precision of the masked forwards (:func:`resolved_precision`)."""
+        return resolved_precision(self.adapter, self.precision, self.name)
+
+    def scored(
+        self,
+        xc: torch.Tensor,
+        images: torch.Tensor,
+        masked: Any,
+        target: targets_.ResolvedTarget,
+    ) -> torch.Tensor:
+        """Target scores (N,) of the N inputs ``masked(rows)`` builds (row r perturbs image
+        ``images[r]``), ``batch_size`` rows per forward, in the resolved precision."""
+        total = images.shape[0]
+        precision = self.resolved_precision()
+        cap = 128 if xc.device.type == "cuda" else 32
+        rows = self.batch_size or auto_batch(xc, 64 * xc[0].numel() * 4, cap)
+        scores = torch.empty(total, device=xc.device)
+        progress = _Progress(total, self.label, self.progress)
+        quantized = (
+            self.adapter.int8(masked(calibration_rows(total).to(xc.device)))
+            if precision == "int8"
+            else nullcontext()
+        )
+        try:
+            with quantized:
+                for start in range(0, total, rows):
+                    stop = min(start + rows, total)
+                    part = torch.arange(start, stop, device=xc.device)
+                    logits = self.adapter.infer(masked(part), precision=precision)
+                    row_target = _row_target(target, images[start:stop])
+                    scores[start:stop] = targets_.scores(logits, row_target).float()
+                    progress.advance(stop - start)
+        finally:
+            progress.close()
+        return scores
 
 
 @register("scorecam", "score-cam")
-class ScoreCAM(_PerturbationCAM):
+class ScoreCAM(MaskedForwards, _PerturbationCAM):
     r"""Score-CAM (Wang et al. 2020, arXiv:1910.01279), as pytorch-grad-cam computes it.
 
     Each channel :math:`A^k`, upsampled to the input (bilinear, ``align_corners=True``) and
@@ -133,6 +217,7 @@ class ScoreCAM(_PerturbationCAM):
     """
 
     paper = "Wang et al. 2020, Score-CAM (arXiv:1910.01279)"
+    label = "Score-CAM"
 
     def __init__(
         self,
@@ -180,18 +265,11 @@ class ScoreCAM(_PerturbationCAM):
         weights = torch.softmax(self.masked_scores(xc, chosen, capture.target), dim=1)
         return (weights.reshape(batch, count, *ones) * chosen).sum(dim=1)
 
-    def resolved_precision(self) -> str:
-        """The precision of the masked forwards (:func:`resolved_precision`)."""
-        return resolved_precision(self.adapter, self.precision, self.name)
-
     def masked_scores(
         self, xc: torch.Tensor, chosen: torch.Tensor, target: targets_.ResolvedTarget
     ) -> torch.Tensor:
         """Target scores (B, K) of the input masked by each upsampled, min-max scaled channel."""
         batch, count = chosen.shape[:2]
-        precision = self.resolved_precision()
-        cap = 128 if xc.device.type == "cuda" else 32
-        rows = self.batch_size or auto_batch(xc, 64 * xc[0].numel() * 4, cap)
         flat = chosen.reshape(batch * count, 1, *chosen.shape[2:])
         images = torch.arange(batch, device=xc.device).repeat_interleave(count)
 
@@ -200,25 +278,7 @@ class ScoreCAM(_PerturbationCAM):
             masks = F.interpolate(flat[rows], size=xc.shape[2:], mode=mode, align_corners=True)
             return xc[images[rows]] * minmax(masks[:, 0])[:, None]
 
-        scores = torch.empty(batch * count, device=xc.device)
-        progress = _Progress(batch * count, "Score-CAM", self.progress)
-        quantized = (
-            self.adapter.int8(masked(calibration_rows(batch * count).to(xc.device)))
-            if precision == "int8"
-            else nullcontext()
-        )
-        try:
-            with quantized:
-                for start in range(0, batch * count, rows):
-                    stop = min(start + rows, batch * count)
-                    part = torch.arange(start, stop, device=xc.device)
-                    logits = self.adapter.infer(masked(part), precision=precision)
-                    row_target = _row_target(target, images[start:stop])
-                    scores[start:stop] = targets_.scores(logits, row_target).float()
-                    progress.advance(stop - start)
-        finally:
-            progress.close()
-        return scores.reshape(batch, count)
+        return self.scored(xc, images, masked, target).reshape(batch, count)
 
 
 @register("ablationcam", "ablation-cam")
@@ -236,6 +296,7 @@ class AblationCAM(_PerturbationCAM):
     """
 
     paper = "Desai & Ramaswamy 2020, Ablation-CAM (WACV 2020)"
+    label = "Ablation-CAM"
 
     def layer_raw(
         self,
@@ -245,25 +306,15 @@ class AblationCAM(_PerturbationCAM):
         gradients: torch.Tensor | None,
         capture: Capture,
     ) -> torch.Tensor:
-        batch, count = activations.shape[:2]
+        count = activations.shape[1]
         score = targets_.scores(capture.logits, capture.target).float().to(activations.device)
-        rows = self.batch_size or auto_batch(activations, 16 * activations[0].numel() * 4, count)
-        ablated = torch.empty(batch, count, device=activations.device)
-        progress = _Progress(batch * count, "Ablation-CAM", self.progress)
-        try:
-            for image in range(batch):
-                images = torch.full((1,), image, device=activations.device)
-                for start in range(0, count, rows):
-                    stop = min(start + rows, count)
-                    copies = activations[image].expand(stop - start, *activations.shape[1:])
-                    copies = copies.clone()
-                    copies[torch.arange(stop - start), torch.arange(start, stop)] = 0
-                    logits = self.adapter.logits_above(x, name, copies, image)
-                    row_target = _row_target(capture.target, images.expand(stop - start))
-                    ablated[image, start:stop] = targets_.scores(logits, row_target).float()
-                    progress.advance(stop - start)
-        finally:
-            progress.close()
+
+        def ablated_copies(image: int, start: int, stop: int) -> torch.Tensor:
+            copies = activations[image].expand(stop - start, *activations.shape[1:]).clone()
+            copies[torch.arange(stop - start), torch.arange(start, stop)] = 0
+            return copies
+
+        ablated = self.scores_above(x, name, activations, capture, count, ablated_copies)
         nonzero = score != 0
         safe = torch.where(nonzero, score, torch.ones_like(score))[:, None]
         weights = torch.where(nonzero[:, None], (score[:, None] - ablated) / safe, 0.0)
