@@ -104,6 +104,7 @@ class SSCAM(_SampledScoreCAM):
         self.generator = torch.Generator()
 
     def start_sampling(self) -> None:
+        assert self.seed is not None  # checked to be an int in __init__
         self.generator.manual_seed(self.seed)
 
     def sample(self, masks: torch.Tensor, index: int) -> torch.Tensor:
