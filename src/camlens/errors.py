@@ -7,6 +7,9 @@ usage error found before any work started).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 
 class CamlensError(Exception):
     """Base class of camlens's errors."""
@@ -39,3 +42,10 @@ def describe(value: object) -> str:
         return f"{type(value).__name__} of shape {tuple(shape)} and dtype {dtype}"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_choice(value: Any, choices: Iterable[str], option: str) -> None:
+    """Raise ``"{option} must be one of A, B, got 'x'"`` unless ``value`` is one of ``choices``."""
+    names = list(choices)
+    if value not in names:
+        raise CamlensValueError(f"{option} must be one of {', '.join(names)}, got {value!r}")

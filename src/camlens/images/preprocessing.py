@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from camlens.errors import CamlensValueError
+from camlens.errors import check_choice
 from camlens.images.load import IMAGENET_MEAN, IMAGENET_STD
 from camlens.models.checkpoint import Classifier
 
@@ -116,8 +116,7 @@ def input_size(network: Any, default: int = 224) -> int:
 def resolve(mode: str, spec: str, network: Any) -> Preprocess:
     """The preprocessing ``mode`` (one of :data:`MODES`) means for the model ``network`` loaded
     from ``spec``."""
-    if mode not in MODES:
-        raise CamlensValueError(f"--preprocess must be one of {', '.join(MODES)}, got {mode!r}")
+    check_choice(mode, MODES, "--preprocess")
     channels = input_channels(network)
     if mode != "auto":
         return Preprocess(mode, FIXED[mode], channels)

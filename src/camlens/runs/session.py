@@ -22,7 +22,7 @@ import torch
 from camlens.backends import Adapter, adapter_for
 from camlens.backends.base import LayerInfo
 from camlens.backends.survey import layers as survey
-from camlens.errors import CamlensTypeError, CamlensValueError
+from camlens.errors import CamlensTypeError, CamlensValueError, check_choice
 from camlens.images.labels import class_name, load_labels
 from camlens.images.pixels import resize_unit
 from camlens.images.preprocessing import MODES, Preprocess, input_size, resolve
@@ -105,10 +105,7 @@ class Session:
         Random weights are drawn from ``seed`` (the caller's random state is left as it was), so
         every process that loads the same spec and seed explains the same network.
         """
-        if preprocess not in MODES:  # before the (slow) model load
-            raise CamlensValueError(
-                f"--preprocess must be one of {', '.join(MODES)}, got {preprocess!r}"
-            )
+        check_choice(preprocess, MODES, "--preprocess")  # before the (slow) model load
         where = device_for(device)
         names = (
             load_labels(labels)
@@ -223,10 +220,7 @@ class Session:
     def check(self, methods: Sequence[str], layer: Any = "auto", precision: str = "auto") -> None:
         """Raise a CamlensError now if ``methods`` cannot run at ``layer`` with ``precision``
         (an unknown layer, a TorchScript model for a layer method, int8 on an unsupported model)."""
-        if precision not in PRECISIONS:
-            raise CamlensValueError(
-                f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
-            )
+        check_choice(precision, PRECISIONS, "--precision")
         blank = self.native(torch.zeros(1, 3, self.size, self.size))
         if precision == "int8" and any(options_for(m, precision=precision) for m in methods):
             with warnings.catch_warnings():  # a check on a blank image: its gap means nothing

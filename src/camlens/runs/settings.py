@@ -16,12 +16,12 @@ Checks in the manner of kornia's ``check.py``: one small function per kind of ch
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from camlens.errors import CamlensValueError
+from camlens.errors import CamlensValueError, check_choice
 from camlens.images.labels import load_class_map
 from camlens.runs.local import RunSettings
 from camlens.runs.records import OVERLAY_FORMATS, RenderOptions
@@ -38,13 +38,6 @@ def check_unit(value: float | None, option: str) -> None:
     """``option``'s ``value`` is None or in [0, 1]."""
     if value is not None and not 0.0 <= value <= 1.0:
         raise CamlensValueError(f"{option} must be in [0, 1], got {value}")
-
-
-def check_choice(value: Any, choices: Iterable[str], option: str) -> None:
-    """``option``'s ``value`` is one of ``choices``."""
-    names = list(choices)
-    if value not in names:
-        raise CamlensValueError(f"{option} must be one of {', '.join(names)}, got {value!r}")
 
 
 def check_render(render: RenderOptions) -> None:
