@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 import textwrap
 
@@ -65,3 +66,24 @@ def test_a_target_that_does_not_exist_fails_at_access():
     getattr_, _ = moved("camlens", {"x": "camlens.no_such_module.x"})
     with pytest.warns(DeprecationWarning), pytest.raises(AttributeError, match="no_such_module"):
         getattr_("x")
+
+
+def test_nothing_of_ours_imports_a_moved_module():
+    """Scripts, benchmarks, tests' helpers and docs import from the new places (the shims are for
+    users' code)."""
+    from pathlib import Path
+
+    from camlens._deprecation import MOVED_MODULES
+
+    root = Path(__file__).resolve().parents[1]
+    files = [*root.glob("scripts/*.py"), *root.glob("benchmarks/*.py"), *root.glob("tests/**/*.py")]
+    files += [*root.glob("docs/**/*.md"), *root.glob("docs/**/*.ipynb")]
+    pattern = re.compile(r"(?:from|import) (camlens(?:\.\w+)+)")
+    found = [
+        f"{path.relative_to(root)}: {match.group(1)}"
+        for path in files
+        if path.name not in {"test_deprecation.py", "test_public_api.py"}
+        for match in pattern.finditer(path.read_text(encoding="utf-8"))
+        if match.group(1) in MOVED_MODULES
+    ]
+    assert found == []

@@ -23,9 +23,23 @@ def test_matches_the_formula_in_float64(small_cnn, images):
             )  # (2, 20)
     finally:
         small_cnn.float()
-    expected = torch.einsum("bn,nhw->bhw", scores, masks) / (20 * 0.3)
+    centred = scores - scores.mean(1, keepdim=True)
+    expected = torch.einsum("bn,nhw->bhw", centred, masks) / (20 * 0.3)
     assert exp.layer == "" and exp.raw.shape == (2, 32, 32)
     assert torch.allclose(exp.raw.double(), expected, atol=1e-4)
+
+
+def test_a_constant_added_to_the_score_leaves_the_map_unchanged(small_cnn, images):
+    def shifted(logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, 1] + 100.0
+
+    def plain(logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, 1]
+
+    options = {"num_masks": 12, "cells": 4, "seed": 2, "precision": "fp32"}
+    a = camlens.explain(small_cnn, images, method="rise", target=shifted, **options)
+    b = camlens.explain(small_cnn, images, method="rise", target=plain, **options)
+    torch.testing.assert_close(a.raw, b.raw, atol=2e-4, rtol=0)
 
 
 def test_masks_are_seeded_shifted_and_in_range():

@@ -111,8 +111,10 @@ class RISE(MaskedForwards, PixelMethod):
     :math:`M_i` (:func:`rise_masks`): a ``cells`` x ``cells`` grid kept with probability ``p``,
     upsampled bilinearly and shifted at random (``seed`` fixes the draws, a CPU generator).
     ``num_masks`` N = 64 by default (the paper: 4000 to 8000; the cost is N forwards per image),
-    ``batch_size`` and ``precision`` as for Score-CAM. The paper reads the softmax probability;
-    camlens the target's score (the logit, or a callable target's value).
+    ``batch_size`` and ``precision`` as for Score-CAM. The paper reads the softmax probability,
+    uncentred; camlens the target's score (the logit, or a callable target's value), centred: a
+    constant added to the score leaves the map unchanged, and a model that ignores its input gets
+    a zero map rather than the masks' density :math:`\bar y^c \sum_i M_i / Np`.
     """
 
     paper = "Petsiuk et al. 2018, RISE (BMVC 2018, arXiv:1806.07421)"
@@ -163,6 +165,7 @@ class RISE(MaskedForwards, PixelMethod):
         scores = self.scored(
             xc, images, lambda rows: xc[images[rows]] * tiled[rows], capture.target
         )
-        saliency = torch.einsum("bn,nhw->bhw", scores.reshape(batch, -1), masks)
+        scores = scores.reshape(batch, -1)
+        saliency = torch.einsum("bn,nhw->bhw", scores - scores.mean(1, keepdim=True), masks)
         saliency = saliency / (self.num_masks * self.p)
         return Step(saliency, capture, "", {}, saliency[:, None])
