@@ -24,7 +24,7 @@ SAMPLES = (0, 4, 9, 13)
 
 
 def sample_paths() -> list[Path]:
-    from camlens.checkpoint import demo_path
+    from camlens.models.files import demo_path
 
     files = sorted((demo_path() / "samples").glob("*/*.png"))
     return [files[i] for i in SAMPLES]
@@ -57,7 +57,7 @@ def explain_samples(methods: list[str]) -> tuple[list, dict]:
 
 def page(methods: list[str]) -> str:
     """The gallery page's Markdown."""
-    from camlens.registry import get
+    from camlens.methods._registry import get
 
     figures = "\n".join(
         f'<figure markdown="span">\n  ![{m}](images/gallery/{m}.png)\n'
@@ -82,8 +82,8 @@ def main() -> None:
     from PIL import Image
 
     import camlens
-    from camlens.figures import figure_png, grid
-    from camlens.render import label_text
+    from camlens.visualize.figures import figure_png, grid
+    from camlens.visualize.overlay import label_text
 
     methods = camlens.methods()
     images, explained = explain_samples(methods)
