@@ -28,21 +28,21 @@ END = "<!-- methods-table:end -->"
 HIDDEN = ("rank", "method", "images", "error")
 
 
-def evaluate(out: Path, steps: int) -> list[dict[str, str]]:
-    """The rows of ``metrics.csv`` from ``camlens evaluate --model demo --method all``."""
+def evaluate(out: Path, steps: int, methods: str = "all") -> list[dict[str, str]]:
+    """The rows of ``metrics.csv`` from ``camlens evaluate --model demo --method METHODS``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     command = [sys.executable, "-m", "camlens", "evaluate", "--model", "demo", "--out", str(out)]
-    command += ["--method", "all", "--steps", str(steps)]
+    command += ["--method", methods, "--steps", str(steps)]
     subprocess.run(command, check=True, env=env)
     with open(out / "metrics.csv", newline="") as handle:
         return list(csv.DictReader(handle))
 
 
-def table(rows: list[dict[str, str]], steps: int) -> str:
+def table(rows: list[dict[str, str]], steps: int, methods: str = "all") -> str:
     """The Markdown table of the rows, in rank order, numbers to 3 decimals."""
     columns = [c for c in rows[0] if c not in HIDDEN] if rows else []
     lines = [
-        f"`camlens evaluate --model demo --method all --steps {steps}` on the "
+        f"`camlens evaluate --model demo --method {methods} --steps {steps}` on the "
         f"{rows[0]['images'] if rows else 0} bundled samples, ranked by insertion - deletion "
         "(rendered by `python scripts/methods_table.py`):",
         "",
@@ -67,10 +67,11 @@ def between_markers(text: str, block: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50, help="deletion/insertion steps")
+    parser.add_argument("--method", default="all", help="comma-separated (default: all)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        rows = evaluate(Path(folder), args.steps)
-    PAGE.write_text(between_markers(PAGE.read_text(), table(rows, args.steps)))
+        rows = evaluate(Path(folder), args.steps, args.method)
+    PAGE.write_text(between_markers(PAGE.read_text(), table(rows, args.steps, args.method)))
     print(f"{len(rows)} methods -> {PAGE.relative_to(ROOT)}")
 
 
