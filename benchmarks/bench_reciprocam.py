@@ -3,7 +3,9 @@
 The issue's claim: Recipro-CAM at least 5x faster than Score-CAM (the paper: about 150x at
 ResNet-50's 7x7 ``layer4``: 49 forwards of the head per image against 2048 whole-network
 forwards). torchvision ResNet-50 (random weights), batch 2 at 224 px, ``layer4``, interleaved
-in one process. Run: ``python benchmarks/bench_reciprocam.py [--repeats 3] [--device cpu]``.
+in one process, with camlens' own ``scorecam`` (fp32, exact) beside pytorch-grad-cam's.
+Run: ``python benchmarks/bench_reciprocam.py [--quick] [--repeats 3] [--device cpu]``
+(``--quick``: ResNet-18 at 112 px, batch 1, one repeat: 512 Score-CAM forwards, not 4096).
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
+    if args.quick:
+        args.model, args.size, args.batch, args.repeats = "resnet18", 112, 1, 1
 
     from pytorch_grad_cam import ScoreCAM as PGCScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -40,6 +45,7 @@ def main() -> None:
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(device)
     targets = model(x).argmax(1).tolist()
     ours = camlens.ReciproCAM(model, layer="layer4")
+    scorecam = camlens.ScoreCAM(model, layer="layer4", precision="fp32")
     pgc = PGCScoreCAM(model=model, target_layers=[model.layer4])
     pgc.batch_size = 64
     pgc_targets = [ClassifierOutputTarget(t) for t in targets]
@@ -48,6 +54,7 @@ def main() -> None:
         {
             "camlens": lambda: ours(x, target=targets).maps,
             "pytorch-grad-cam ScoreCAM": lambda: pgc(input_tensor=x, targets=pgc_targets),
+            "camlens scorecam (fp32)": lambda: scorecam(x, target=targets).maps,
         },
         repeats=args.repeats,
     )
@@ -58,6 +65,8 @@ def main() -> None:
     print(table(medians, "camlens"))
     ratio = medians["pytorch-grad-cam ScoreCAM"] / medians["camlens"]
     print(f"Score-CAM (pytorch-grad-cam) / Recipro-CAM (camlens) = {ratio:.1f}x")
+    ratio = medians["camlens scorecam (fp32)"] / medians["camlens"]
+    print(f"Score-CAM (camlens, fp32) / Recipro-CAM (camlens) = {ratio:.1f}x")
 
 
 if __name__ == "__main__":

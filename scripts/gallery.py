@@ -83,7 +83,7 @@ def main() -> None:
 
     import camlens
     from camlens.visualize.figures import figure_png, grid
-    from camlens.visualize.render import label_text
+    from camlens.visualize.overlay import label_text
 
     methods = camlens.methods()
     images, explained = explain_samples(methods)

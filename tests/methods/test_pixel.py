@@ -25,12 +25,9 @@ def captum_attr():
     return need("captum.attr")
 
 
-@pytest.fixture(scope="module")
-def resnet() -> nn.Module:
-    """resnet18 with random weights, its BatchNorm statistics and affine parameters random too
-    (at initialisation they make the network positively homogeneous, with a kink at x = 0)."""
-    torch.manual_seed(0)
-    model = need("torchvision").models.resnet18(num_classes=10).eval()
+def random_batchnorm(model: nn.Module) -> nn.Module:
+    """``model`` with its BatchNorm statistics and affine parameters random (seed 0): at
+    initialisation they make a network positively homogeneous, with a kink at x = 0."""
     generator = torch.Generator().manual_seed(0)
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
@@ -40,6 +37,13 @@ def resnet() -> nn.Module:
             module.running_mean = torch.randn(n, generator=generator) * 0.1
             module.running_var = torch.rand(n, generator=generator) + 0.5
     return model
+
+
+@pytest.fixture(scope="module")
+def resnet() -> nn.Module:
+    """resnet18 with random weights, BatchNorm included (:func:`random_batchnorm`)."""
+    torch.manual_seed(0)
+    return random_batchnorm(need("torchvision").models.resnet18(num_classes=10).eval())
 
 
 @pytest.fixture(scope="module")
