@@ -41,6 +41,7 @@ from camlens.methods import (
     ReciproCAM,
     Saliency,
     ScoreCAM,
+    ShapleyCAM,
     SmoothGrad,
     XGradCAM,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "SSCAM",
     "ReciproCAM",
     "RISE",
+    "ShapleyCAM",
     "CAM",
     "CamlensError",
     "CamlensImportError",

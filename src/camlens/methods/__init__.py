@@ -29,6 +29,7 @@ from camlens.methods.variants import EigenGradCAM, GradCAMElementWise, KPCACAM
 from camlens.methods.occlusion import Occlusion
 from camlens.methods.sampled import ISCAM, SSCAM
 from camlens.methods.masking import RISE, ReciproCAM
+from camlens.methods.shapley import ShapleyCAM
 # isort: on
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "Saliency",
     "ScoreCAM",
     "SSCAM",
+    "ShapleyCAM",
     "SmoothGrad",
     "XGradCAM",
 ]
