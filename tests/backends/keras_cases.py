@@ -280,6 +280,7 @@ def pair(request):
 TORCH_ONLY = {
     "deconvolution": "implemented for PyTorch models only",
     "shapleycam": "implemented for PyTorch models only",
+    "fullgrad": "implemented for PyTorch models only",
 }
 
 

@@ -138,8 +138,16 @@ def hvps_of(grads: list[torch.Tensor], activations: list[torch.Tensor]) -> list[
     for g, a in zip(grads, activations):
         hvp = None
         if g.requires_grad:
-            (hvp,) = torch.autograd.grad(
-                g, a, grad_outputs=a.detach(), allow_unused=True, retain_graph=True
-            )
+            try:
+                (hvp,) = torch.autograd.grad(
+                    g, a, grad_outputs=a.detach(), allow_unused=True, retain_graph=True
+                )
+            except RuntimeError as error:
+                if "double backward" not in str(error):
+                    raise
+                raise CamlensValueError(
+                    "a Hessian-vector product needs second derivatives, which an operation of "
+                    f"the model lacks ({error}); use a first-order method such as 'gradcam'"
+                ) from error
         found.append(torch.zeros_like(a) if hvp is None else hvp)
     return found

@@ -30,6 +30,7 @@ from camlens.methods.occlusion import Occlusion
 from camlens.methods.sampled import ISCAM, SSCAM
 from camlens.methods.masking import RISE, ReciproCAM
 from camlens.methods.shapley import ShapleyCAM
+from camlens.methods.fullgrad import FullGrad
 # isort: on
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "EigenCAM",
     "EigenGradCAM",
     "Explainer",
+    "FullGrad",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
