@@ -110,10 +110,11 @@ def test_an_explicit_target_is_reported_for_an_image_with_nan_output() -> None:
 #: The largest difference between a half-precision model's maps and the float32 maps of the same
 #: (cast) weights, measured on SmallCNN at 64 px: layer maps agree closely; pixel-space maps are
 #: gradients at single pixels, where a ReLU flipped by rounding moves the map, and Ablation-CAM's
-#: weights are differences of nearly equal scores.
+#: weights are differences of nearly equal scores; FullGrad scales every channel of every bias
+#: layer to [0, 1], so rounding in its faintest channels moves the sum (measured 0.11, 0.10).
 HALF_TOLERANCE = {
-    torch.float16: {"layer": 2e-3, "ablationcam": 0.02, "pixel": 0.1},
-    torch.bfloat16: {"layer": 1e-2, "ablationcam": 0.2, "pixel": 0.15},
+    torch.float16: {"layer": 2e-3, "ablationcam": 0.02, "pixel": 0.1, "fullgrad": 0.15},
+    torch.bfloat16: {"layer": 1e-2, "ablationcam": 0.2, "pixel": 0.15, "fullgrad": 0.15},
 }
 
 
@@ -128,7 +129,8 @@ def test_half_precision_weights_give_the_float32_maps(method: str, dtype: torch.
     assert exp.maps.dtype == exp.raw.dtype == torch.float32
     assert exp.targets.tolist() == exact.targets.tolist()
     pixel = issubclass(registry.get(method), PixelMethod)
-    kind = "pixel" if pixel else "ablationcam" if method == "ablationcam" else "layer"
+    kind = "pixel" if pixel else "layer"
+    kind = method if method in HALF_TOLERANCE[dtype] else kind
     assert (exp.maps - exact.maps).abs().max() < HALF_TOLERANCE[dtype][kind]
 
 

@@ -277,7 +277,11 @@ def pair(request):
 
 
 #: Methods implemented for PyTorch models only, each refused for Keras models with this error.
-TORCH_ONLY = {"deconvolution": "implemented for PyTorch models only"}
+TORCH_ONLY = {
+    "deconvolution": "implemented for PyTorch models only",
+    "shapleycam": "implemented for PyTorch models only",
+    "fullgrad": "implemented for PyTorch models only",
+}
 
 
 def _parity_methods() -> list[str]:

@@ -66,6 +66,7 @@ class Capture:
     scores: torch.Tensor
     probs: torch.Tensor
     head: Head | None = None
+    hvps: list[torch.Tensor] | None = None  # Hessian-vector products H A (ShapleyCAM)
 
 
 class Adapter(Protocol):

@@ -35,7 +35,7 @@ from camlens.backends.torch_forward import (
     logits_of,
     watching,
 )
-from camlens.backends.torch_hooks import Keeper, hooked, replacing
+from camlens.backends.torch_hooks import Keeper, gradients_of, hooked, hvps_of, replacing
 from camlens.backends.torch_layers import (
     detector_layers,
     layout_of,
@@ -276,10 +276,13 @@ class TorchAdapter:
         *,
         gradients: bool = True,
         head: bool = False,
+        hvp: bool = False,
     ) -> Capture:
         """One forward pass with the layers hooked and, with ``gradients``, one backward pass.
 
         Activations and gradients are returned as float32 (B, C, h, w) on the model's device.
+        ``hvp`` also keeps each layer's Hessian-vector product :math:`H A` in ``capture.hvps``
+        (:math:`H = \\partial^2 y / \\partial A^2`; a double backward pass).
         """
         x = self.prepare_inputs(x)
         size = self.input_size(x)
@@ -291,7 +294,9 @@ class TorchAdapter:
                 resolved = targets_.resolve(target, logits)
                 score = targets_.scores(logits, resolved)
             activations = keeper.tensors()
-            grads = _gradients(score, activations, layers[0]) if gradients else None
+            with torch.enable_grad():
+                grads = gradients_of(score, activations, layers[0], hvp) if gradients else None
+                hvps = hvps_of(grads, activations) if hvp and grads is not None else None
         layouts = [self._layout(name, a, size) for name, a in zip(layers, activations)]
         return Capture(
             activations=[lay.to_nchw(a.detach()).float() for lay, a in zip(layouts, activations)],
@@ -303,6 +308,9 @@ class TorchAdapter:
             scores=score.detach().float().cpu(),
             probs=targets_.probabilities(logits, resolved),
             head=head_record(linear),
+            hvps=None
+            if hvps is None
+            else [lay.to_nchw(h.detach()).float() for lay, h in zip(layouts, hvps)],
         )
 
     def _layout(self, name: str, tensor: torch.Tensor, size: tuple[int, ...]) -> Layout:
@@ -488,13 +496,3 @@ class TorchAdapter:
         plain = self.logits(x)
         scale = float(plain.abs().max()) or 1.0
         return bool((logits[:1] - plain).abs().max() <= 1e-4 * scale)
-
-
-def _gradients(
-    score: torch.Tensor, activations: list[torch.Tensor], first: str
-) -> list[torch.Tensor]:
-    """d(sum of ``score``)/d(each activation), zeros where one does not reach the score."""
-    if not score.requires_grad:
-        raise CamlensValueError(f"the explained score does not depend on layer {first!r}")
-    found = torch.autograd.grad(score.sum(), activations, allow_unused=True)
-    return [torch.zeros_like(a) if g is None else g for a, g in zip(activations, found)]

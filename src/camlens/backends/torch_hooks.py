@@ -1,6 +1,7 @@
 """The forward hooks on an explained layer: keep its output (for gradients with respect to it) or
-replace it (Ablation-CAM's masked activations). Each lives one call : :func:`hooked` registers
-hooks in ``try`` and removes them in ``finally``.
+replace it (Ablation-CAM's masked activations); the gradients (and Hessian-vector products) of
+the kept outputs. Each hook lives one call : :func:`hooked` registers hooks in ``try`` and
+removes them in ``finally``.
 
 The keeping hook hands the rest of the network a copy of the output, so an in-place op downstream
 (DenseNet's ``F.relu(features, inplace=True)``) cannot rewrite what is explained; the network
@@ -114,3 +115,39 @@ def from_nchw(layout: Layout, rows: torch.Tensor, original: torch.Tensor) -> tor
     tokens = rows.flatten(2).transpose(1, 2)
     prefix = original[:1, : layout.prefix, :].expand(rows.shape[0], -1, -1)
     return torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
+
+
+def gradients_of(
+    score: torch.Tensor, activations: list[torch.Tensor], first: str, graph: bool = False
+) -> list[torch.Tensor]:
+    """d(sum of ``score``)/d(each activation), zeros where one does not reach the score; with
+    ``graph``, differentiable (for :func:`hvps_of`)."""
+    if not score.requires_grad:
+        raise CamlensValueError(f"the explained score does not depend on layer {first!r}")
+    found = torch.autograd.grad(
+        score.sum(), activations, allow_unused=True, create_graph=graph, retain_graph=graph
+    )
+    return [torch.zeros_like(a) if g is None else g for a, g in zip(activations, found)]
+
+
+def hvps_of(grads: list[torch.Tensor], activations: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each layer's Hessian-vector product :math:`H A = \\partial (g \\cdot A) / \\partial A`
+    with :math:`A` held constant, from differentiable gradients; zeros where :math:`g` does not
+    depend on :math:`A` (a piecewise-linear model above the layer)."""
+    found: list[torch.Tensor] = []
+    for g, a in zip(grads, activations):
+        hvp = None
+        if g.requires_grad:
+            try:
+                (hvp,) = torch.autograd.grad(
+                    g, a, grad_outputs=a.detach(), allow_unused=True, retain_graph=True
+                )
+            except RuntimeError as error:
+                if "double backward" not in str(error):
+                    raise
+                raise CamlensValueError(
+                    "a Hessian-vector product needs second derivatives, which an operation of "
+                    f"the model lacks ({error}); use a first-order method such as 'gradcam'"
+                ) from error
+        found.append(torch.zeros_like(a) if hvp is None else hvp)
+    return found

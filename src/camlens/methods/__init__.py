@@ -29,6 +29,8 @@ from camlens.methods.variants import EigenGradCAM, GradCAMElementWise, KPCACAM
 from camlens.methods.occlusion import Occlusion
 from camlens.methods.sampled import ISCAM, SSCAM
 from camlens.methods.masking import RISE, ReciproCAM
+from camlens.methods.shapley import ShapleyCAM
+from camlens.methods.fullgrad import FullGrad
 # isort: on
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "EigenCAM",
     "EigenGradCAM",
     "Explainer",
+    "FullGrad",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
@@ -58,6 +61,7 @@ __all__ = [
     "Saliency",
     "ScoreCAM",
     "SSCAM",
+    "ShapleyCAM",
     "SmoothGrad",
     "XGradCAM",
 ]

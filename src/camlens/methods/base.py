@@ -343,11 +343,15 @@ class LayerMethod(Explainer):
         """The raw map (B, h, w) at layer ``name``; perturbation methods also use ``x``."""
         return self.combine(activations, gradients, capture)
 
-    def _step(self, x: Any, target: Target) -> Step:
-        names = self.adapter.resolve_layers(self.layer, x)
-        capture = self.adapter.capture(
+    def _capture(self, x: Any, names: list[str], target: Target) -> Capture:
+        """The forward (and backward) pass at the layers ``names``."""
+        return self.adapter.capture(
             x, names, target, gradients=self.needs_gradients, head=self.needs_head
         )
+
+    def _step(self, x: Any, target: Target) -> Step:
+        names = self.adapter.resolve_layers(self.layer, x)
+        capture = self._capture(x, names, target)
         grads = capture.gradients or [None] * len(names)
         raws = [
             self.layer_raw(x, name, a, g, capture)
