@@ -222,3 +222,47 @@ def test_detection_errors(build, message):
     with pytest.raises(camlens.CamlensError) as error:
         build()
     assert str(error.value) == message
+
+
+def _found(*images):
+    """A detector's output: per image, (boxes, labels, scores) as dicts."""
+    return [
+        {"boxes": torch.tensor(b, dtype=torch.float32), "labels": torch.tensor(labels),
+         "scores": torch.tensor(s)}
+        for b, labels, s in images
+    ]  # fmt: skip
+
+
+def test_perturbed_rows_read_their_own_images_reference_boxes():
+    """Row n of a perturbed batch (Score-CAM's masked copies, noisy copies) is a copy of image
+    owners[n]: it is matched against that image's boxes, and an unmatched row scores 0."""
+    target = targets.detection(
+        [torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([[20.0, 20, 30, 30]])],
+        [torch.tensor([1]), torch.tensor([2])],
+    )
+    rows = targets.ResolvedTarget(torch.full((2,), -1), target).rows(torch.tensor([1, 1, 0]))
+    output = _found(
+        ([[20, 20, 30, 30]], [2], [0.9]),  # image 1's object
+        ([[0, 0, 10, 10]], [1], [0.8]),  # image 0's object, wrong for a copy of image 1
+        ([[0, 0, 10, 10]], [1], [0.7]),
+    )
+    torch.testing.assert_close(targets.scores(output, rows), torch.tensor([0.9, 0.0, 0.7]))
+    nothing = _found(([], [], []), ([[50, 50, 60, 60]], [2], [0.5]), ([], [], []))
+    torch.testing.assert_close(targets.scores(nothing, rows), torch.zeros(3))
+    with pytest.raises(camlens.CamlensValueError, match="no detection matches"):
+        target(_found(([], [], []), ([], [], [])))  # the intact images: still an error
+
+
+def test_perturbed_rows_read_their_own_images_masks():
+    masks = torch.zeros(2, 4, 4)
+    masks[0, 0, 0] = masks[1, 3, 3] = 1
+    target = targets.segmentation(1, masks)
+    rows = targets.ResolvedTarget(torch.full((2,), -1), target).rows(torch.tensor([1, 0, 1]))
+    logits = torch.arange(3 * 2 * 16, dtype=torch.float32).reshape(3, 2, 4, 4)
+    expected = torch.stack([logits[0, 1, 3, 3], logits[1, 1, 0, 0], logits[2, 1, 3, 3]])
+    torch.testing.assert_close(targets.scores(logits, rows), expected)
+
+
+def test_class_targets_of_perturbed_rows():
+    rows = targets.ResolvedTarget(torch.tensor([4, 7])).rows(torch.tensor([1, 0, 0]))
+    assert rows.indices.tolist() == [7, 4, 4] and rows.function is None

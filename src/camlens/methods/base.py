@@ -196,9 +196,9 @@ class Explainer:
 
     def _copies_target(self, capture: Capture, copies: int) -> torch.Tensor | Callable[..., Any]:
         """The resolved target for a batch holding ``copies`` consecutive copies of each image."""
-        if capture.target.function is not None:
-            return capture.target.function
-        return capture.target.indices.repeat_interleave(copies)
+        owners = torch.arange(len(capture.target.indices)).repeat_interleave(copies)
+        rows = capture.target.rows(owners)
+        return rows.indices if rows.function is None else rows.function
 
     def _smoothed(self, x: Any, target: Target, samples: int) -> Explanation:
         """Average raw map and attribution over ``samples`` noisy copies of every image."""

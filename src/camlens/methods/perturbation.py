@@ -62,13 +62,6 @@ class _Progress:
             self.bar.stop()
 
 
-def _row_target(target: targets_.ResolvedTarget, images: torch.Tensor) -> targets_.ResolvedTarget:
-    """The target of each row, for rows taken from the given images."""
-    if target.function is not None:
-        return target
-    return targets_.ResolvedTarget(target.indices[images.cpu()])
-
-
 def check_precision(precision: Any) -> str:
     """``precision`` if it is one of :data:`PRECISIONS`, else a clear error."""
     if precision not in PRECISIONS:
@@ -137,7 +130,7 @@ class _PerturbationCAM(LayerMethod):
                 for start in range(0, count, rows):
                     stop = min(start + rows, count)
                     logits = self.adapter.logits_above(x, name, copies(image, start, stop), image)
-                    row_target = _row_target(capture.target, images.expand(stop - start))
+                    row_target = capture.target.rows(images.expand(stop - start))
                     scores[image, start:stop] = targets_.scores(logits, row_target).float()
                     progress.advance(stop - start)
         finally:
@@ -185,7 +178,7 @@ class MaskedForwards:
                     stop = min(start + rows, total)
                     part = torch.arange(start, stop, device=xc.device)
                     logits = self.adapter.infer(masked(part), precision=precision)
-                    row_target = _row_target(target, images[start:stop])
+                    row_target = target.rows(images[start:stop])
                     scores[start:stop] = targets_.scores(logits, row_target).float()
                     progress.advance(stop - start)
         finally:

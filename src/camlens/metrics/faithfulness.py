@@ -73,7 +73,7 @@ def probabilities(
     """The explained probability of each row of ``logits``, row n explaining ``owners[n]``:
     softmax (sigmoid for a one-logit head, the callable's score for a callable target), float32
     on the CPU."""
-    function = target.function
+    function = target.rows(owners).function
     if function is not None:
         return function(logits).float().cpu()
     indices = target.indices.to(logits.device)[owners.to(logits.device)]

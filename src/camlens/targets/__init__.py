@@ -11,6 +11,7 @@ object with ``.logits``, a detector's list of dicts) instead of a (B, K) logit m
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -30,6 +31,17 @@ class ResolvedTarget:
 
     indices: torch.Tensor
     function: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def rows(self, owners: torch.Tensor) -> ResolvedTarget:
+        """The target of a derived batch whose row n is a copy of image ``owners[n]`` (masked,
+        noisy, occluded): its class, or an :class:`OutputTarget`'s per-image references taken
+        for that image (:meth:`OutputTarget.rows`); a plain callable applies as it is."""
+        owners = owners.cpu()
+        if isinstance(self.function, OutputTarget):
+            return ResolvedTarget(torch.full(owners.shape, -1), self.function.rows(owners))
+        if self.function is not None:
+            return ResolvedTarget(torch.full(owners.shape, -1), self.function)
+        return ResolvedTarget(self.indices[owners])
 
 
 def batch_of(output: Any) -> int:
@@ -132,6 +144,11 @@ class OutputTarget:
     def __call__(self, output: Any) -> torch.Tensor:
         raise NotImplementedError
 
+    def rows(self, owners: torch.Tensor) -> OutputTarget:
+        """This target for a derived batch whose row n is a copy of image ``owners[n]``: per-image
+        references (boxes, masks) taken for each row's image."""
+        return self
+
 
 def dense_logits(output: Any) -> torch.Tensor:
     """A segmentation output's logits (B, K, H, W): a tensor, a dict's ``"out"`` (torchvision) or
@@ -180,6 +197,15 @@ class Segmentation(OutputTarget):
             raise CamlensValueError(
                 f"mask must have shape (H, W) or (B, H, W), got {tuple(self.mask.shape)}"
             )
+
+    def rows(self, owners: torch.Tensor) -> Segmentation:
+        """Each row summed over its image's mask (one shared mask or the predicted pixels: as
+        is)."""
+        if self.mask is None or self.mask.ndim == 2 or self.mask.shape[0] == 1:
+            return self
+        derived = copy.copy(self)
+        derived.mask = self.mask[owners]
+        return derived
 
     def region(self, logits: torch.Tensor) -> torch.Tensor:
         """The float mask (B, H, W) the class's logits are summed over, at the logits' size."""
@@ -306,6 +332,17 @@ class Detection(OutputTarget):
             raise CamlensValueError(f"iou must be a number in [0, 1], got {iou!r}")
         self.boxes, self.labels = _boxes_per_image(boxes, labels)
         self.iou = float(iou)
+        self.strict = True  # no match in any image is an error (the intact images)
+
+    def rows(self, owners: torch.Tensor) -> Detection:
+        """Each row matched against its image's boxes; a perturbed copy whose detection is gone
+        scores 0 instead of raising."""
+        derived = copy.copy(self)
+        if len(self.boxes) > 1:
+            derived.boxes = [self.boxes[int(i)] for i in owners]
+            derived.labels = [self.labels[int(i)] for i in owners]
+        derived.strict = False
+        return derived
 
     def matches(self, output: Any) -> list[list[int]]:
         """For each image, the index of the detection matched to each reference box (-1: none)."""
@@ -333,7 +370,7 @@ class Detection(OutputTarget):
     def __call__(self, output: Any) -> torch.Tensor:
         found = detections_of(output)
         matches = self.matches(output)
-        if all(index < 0 for picked in matches for index in picked):
+        if self.strict and all(index < 0 for picked in matches for index in picked):
             raise CamlensValueError(
                 f"no detection matches the reference boxes (same label, IoU >= {self.iou}) in "
                 "any image; check the labels or lower iou"
