@@ -29,6 +29,7 @@ from camlens.methods.variants import EigenGradCAM, GradCAMElementWise, KPCACAM
 from camlens.methods.occlusion import Occlusion
 from camlens.methods.sampled import ISCAM, SSCAM
 from camlens.methods.masking import RISE, ReciproCAM
+from camlens.methods.composite import FinerCAM
 # isort: on
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "EigenCAM",
     "EigenGradCAM",
     "Explainer",
+    "FinerCAM",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
