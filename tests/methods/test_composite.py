@@ -1,5 +1,7 @@
-"""Methods built from another method: Finer-CAM against pytorch-grad-cam 1.5.7 (softmax-weighted
-comparisons, alpha 1) and TorchCAM 0.5.0 (their mean, gamma 0.6) on a random-weight ResNet-18."""
+"""Methods built from another method, on a random-weight ResNet-18: Finer-CAM against
+pytorch-grad-cam 1.5.7 (softmax-weighted comparisons, alpha 1) and TorchCAM 0.5.0 (their mean,
+gamma 0.6); RefineCAM against both (maps multiplied at the input's and at the finest layer's
+resolution)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,12 @@ import torch
 from needs import need
 
 import camlens
-from camlens.methods.composite import nearest_classes
+from camlens.maps import minmax
+from camlens.methods.composite import nearest_classes, refine
 
 PGC = {"gradcam": "GradCAM", "layercam": "LayerCAM", "gradcam++": "GradCAMPlusPlus"}
+TORCHCAM = {"gradcam": "GradCAM", "layercam": "LayerCAM", "gradcam++": "GradCAMpp"}
+STAGES = ["layer2", "layer3", "layer4"]
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +111,57 @@ def test_finercam_refuses_what_it_cannot_contrast(small_cnn, images):
         camlens.explain(small_cnn, images, method="finercam", target=1, compare=[1, 2])
     with pytest.raises(camlens.CamlensTypeError, match="compare must be a class index"):
         camlens.FinerCAM(small_cnn, compare="dog")
+
+
+@pytest.mark.parametrize("base", ["gradcam", "layercam"])
+def test_refinecam_matches_pytorch_grad_cam(resnet, base):
+    pgc = need("pytorch_grad_cam")
+    model, x = resnet
+    exp = camlens.explain(model, x, method="refinecam", base=base, target=[3, 500])
+    targets = [pgc.utils.model_targets.ClassifierOutputTarget(t) for t in (3, 500)]
+    layers = [getattr(model, name) for name in STAGES]
+    cam = pgc.RefineCAM(model, layers, base_method=getattr(pgc, PGC[base]))
+    expected = torch.from_numpy(cam(x, targets=targets))
+    assert exp.layer == "+".join(STAGES)
+    assert float((exp.maps - expected).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("base", ["gradcam", "layercam"])
+def test_refinecam_matches_torchcam(resnet, base):
+    torchcam = need("torchcam.methods")
+    model, x = resnet
+    exp = camlens.explain(
+        model, x, method="refinecam", base=base, layer=STAGES, resolution="layer", target=[3, 500]
+    )
+    cls = getattr(torchcam, TORCHCAM[base])
+    with torchcam.RefineCAM(model, STAGES, tuple(x.shape[1:]), base_method=cls) as cam:
+        expected = cam([3, 500], model(x), normalized=False)[0]
+    assert exp.raw.shape == (2, 12, 12)
+    assert float((exp.raw - expected).abs().max()) < 1e-4
+
+
+def test_refine_is_the_product_of_the_scaled_maps():
+    coarse = torch.tensor([[[-1.0, 3.0], [1.0, 0.0]]])
+    fine = torch.arange(16.0).reshape(1, 4, 4)
+    product = refine([coarse, fine], None)
+    scaled = torch.nn.functional.interpolate(
+        (coarse.clamp_min(0) / 3)[:, None], (4, 4), mode="bilinear", align_corners=False
+    )[:, 0]
+    torch.testing.assert_close(product, scaled * fine / 15)
+    upsampled = torch.nn.functional.interpolate(
+        coarse.clamp_min(0)[:, None], (4, 4), mode="bilinear", align_corners=False
+    )[:, 0]
+    torch.testing.assert_close(refine([coarse, fine], (4, 4)), minmax(upsampled) * fine / 15)
+
+
+def test_refinecam_one_layer_is_the_base_method(small_cnn, images):
+    plain = camlens.explain(small_cnn, images, method="gradcam")
+    exp = camlens.explain(small_cnn, images, method="refinecam", base="gradcam", layer=plain.layer)
+    assert float((exp.maps - plain.maps).abs().max()) < 1e-5
+
+
+def test_refinecam_options_are_checked(small_cnn):
+    with pytest.raises(camlens.CamlensValueError, match="resolution must be one of input, layer"):
+        camlens.RefineCAM(small_cnn, resolution="output")
+    with pytest.raises(camlens.CamlensValueError, match="base must name a CAM method"):
+        camlens.RefineCAM(small_cnn, base="saliency")

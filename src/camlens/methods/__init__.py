@@ -29,7 +29,7 @@ from camlens.methods.variants import EigenGradCAM, GradCAMElementWise, KPCACAM
 from camlens.methods.occlusion import Occlusion
 from camlens.methods.sampled import ISCAM, SSCAM
 from camlens.methods.masking import RISE, ReciproCAM
-from camlens.methods.composite import FinerCAM
+from camlens.methods.composite import FinerCAM, RefineCAM
 # isort: on
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "PixelMethod",
     "RISE",
     "ReciproCAM",
+    "RefineCAM",
     "Saliency",
     "ScoreCAM",
     "SSCAM",

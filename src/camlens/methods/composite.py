@@ -1,5 +1,6 @@
 r"""Methods built from another method: Finer-CAM explains a contrast of class scores with a
-gradient CAM; the base method is any registered gradient CAM (``base="gradcam"`` by default).
+gradient CAM (``base="gradcam"``); RefineCAM multiplies one CAM method's maps at several layers
+(``base="gradcam++"``).
 
 Finer-CAM (Zhang et al. 2025, arXiv:2501.11309) replaces the target's score :math:`y_c` by its
 difference from the :math:`T` classes :math:`d_1..d_T` whose logits are closest to :math:`y_c`:
@@ -11,6 +12,16 @@ difference from the :math:`T` classes :math:`d_1..d_T` whose logits are closest 
 and runs the base method on :math:`s` (the gradient flows through the softmax weights too, as in
 pytorch-grad-cam's ``FinerWeightedTarget``; ``"mean"`` is TorchCAM's
 :math:`y_c - \gamma\,\tfrac1T\sum_t y_{d_t}`).
+
+RefineCAM (Domeniconi et al. 2026, "How to Evaluate and Refine your CAM", arXiv:2605.14641) runs
+the base method at layers :math:`l = 1..n` and multiplies their rectified maps, each upsampled
+bilinearly
+(:math:`U`) to the input's grid and min-max scaled there (``resolution="input"``, as
+pytorch-grad-cam), or min-max scaled and then upsampled to the finest layer's grid (``"layer"``, as
+TorchCAM):
+
+.. math:: L = \prod_{l=1}^{n} \operatorname{minmax}\big(U(\mathrm{relu}(L_l))\big)
+   \quad\text{or}\quad L = \prod_{l=1}^{n} U\big(\operatorname{minmax}(\mathrm{relu}(L_l))\big)
 """
 
 from __future__ import annotations
@@ -23,12 +34,15 @@ import torch
 
 from camlens import targets as targets_
 from camlens.errors import CamlensTypeError, CamlensValueError, check_choice, describe
+from camlens.maps import minmax, upsample
 from camlens.methods._registry import get, register
 from camlens.methods.base import Explainer, LayerMethod, Step
 from camlens.targets import Target
 
 #: How Finer-CAM weighs its comparison classes.
 WEIGHTINGS = ("softmax", "mean")
+#: Where RefineCAM multiplies its layers' maps.
+RESOLUTIONS = ("input", "layer")
 
 
 def nearest_classes(logits: torch.Tensor, indices: torch.Tensor, k: int) -> torch.Tensor:
@@ -85,13 +99,15 @@ class Contrast:
         return torch.tensor(self.compare, device=logits.device).expand(len(indices), -1)
 
 
-def base_method(name: str, model: Any, layer: Any, relu: bool) -> LayerMethod:
-    """An instance of the registered gradient CAM ``name`` (Grad-CAM's family)."""
+def base_method(
+    name: str, model: Any, layer: Any, relu: bool, gradients: bool = True
+) -> LayerMethod:
+    """An instance of the registered CAM method ``name`` (a gradient CAM where ``gradients``)."""
     cls = get(name)
-    if not (issubclass(cls, LayerMethod) and cls.needs_gradients):
+    if not (issubclass(cls, LayerMethod) and (cls.needs_gradients or not gradients)):
+        kind = "a gradient CAM method" if gradients else "a CAM method"
         raise CamlensValueError(
-            f"base must name a gradient CAM method (such as 'gradcam', 'gradcam++', 'layercam'), "
-            f"got {name!r}"
+            f"base must name {kind} (such as 'gradcam', 'gradcam++', 'layercam'), got {name!r}"
         )
     return cls(model, layer, relu=relu)
 
@@ -169,3 +185,83 @@ def _classes(compare: Any) -> tuple[int, ...] | None:
     ):
         raise CamlensTypeError(f"compare must be a class index or a list of them, got {compare!r}")
     return tuple(values)
+
+
+def refine(
+    raws: list[torch.Tensor], size: tuple[int, ...] | None, relu: bool = True
+) -> torch.Tensor:
+    """The product of the (B, h, w) maps ``raws``, each rectified (``relu``), min-max scaled and
+    upsampled to ``size``: scaled after upsampling (pytorch-grad-cam's order), or, where ``size``
+    is None, scaled at its own grid and upsampled to the finest map's (TorchCAM's)."""
+    rectified = [r.clamp_min(0) if relu else r for r in raws]
+    if size is not None:
+        scaled = [minmax(upsample(r, size)) for r in rectified]
+    else:
+        finest = max((tuple(r.shape[1:]) for r in raws), key=lambda s: torch.Size(s).numel())
+        scaled = [upsample(minmax(r), finest) for r in rectified]
+    return torch.stack(scaled).prod(dim=0)
+
+
+def stage_ends(adapter: Any, x: Any, count: int = 3) -> list[str]:
+    """``layer="auto"`` for RefineCAM: the "auto" layer and the last layers of the ``count - 1``
+    stages before it (a stage: the layers sharing one spatial grid), earliest first; ResNet's
+    ``layer2``, ``layer3``, ``layer4``. A detector keeps its fused feature maps."""
+    names = adapter.resolve_layers("auto", x)
+    if len(names) > 1:
+        return names
+    infos, _ = adapter.layers(x)
+    order = [info.name for info in infos]
+    if names[0] not in order:
+        return names
+    last = order.index(names[0])
+    grids = [infos[last].layout.grid]
+    picked = [names[0]]
+    for info in reversed(infos[:last]):
+        if len(picked) == count:
+            break
+        grid = info.layout.grid
+        if len(grid) == len(grids[-1]) and math.prod(grid) > math.prod(grids[-1]):
+            grids.append(grid)
+            picked.append(info.name)
+    return picked[::-1]
+
+
+@register("refinecam", "refine-cam")
+class RefineCAM(Explainer):
+    r"""RefineCAM: the product of the base CAM's rectified, min-max scaled maps at several layers,
+    :math:`L = \prod_l \operatorname{minmax}(U(\mathrm{relu}(L_l)))` at the input's resolution
+    (``resolution="input"``) or :math:`\prod_l U(\operatorname{minmax}(\mathrm{relu}(L_l)))` at
+    the finest layer's (``"layer"``); ``layer="auto"`` takes the last layer of each of the last
+    three stages (ResNet's ``layer2``, ``layer3``, ``layer4``)."""
+
+    paper = "Domeniconi et al. 2026, How to Evaluate and Refine your CAM (arXiv:2605.14641)"
+    smoothable = True
+
+    def __init__(
+        self,
+        model: Any,
+        layer: Any = "auto",
+        *,
+        base: str = "gradcam++",
+        resolution: str = "input",
+        **options: Any,
+    ) -> None:
+        super().__init__(model, layer, **options)
+        self.base = base_method(base, model, layer, self.relu, gradients=False)
+        check_choice(resolution, RESOLUTIONS, "resolution")
+        self.resolution = resolution
+
+    def _step(self, x: Any, target: Target) -> Step:
+        if self.layer == "auto":
+            names = stage_ends(self.adapter, x)
+        else:
+            names = self.adapter.resolve_layers(self.layer, x)
+        self.base.layer = names
+        step = self.base._step(x, target)
+        raws = list(step.extra["layers"].values()) if len(names) > 1 else [step.raw]
+        size = self.adapter.input_size(x) if self.resolution == "input" else None
+        raw = refine(raws, size, self.relu)
+        return Step(raw, step.capture, step.layer, {"layers": dict(zip(names, raws))})
+
+    def __repr__(self) -> str:
+        return f"RefineCAM(layer={self.layer!r}, base={self.base.name!r})"
