@@ -165,3 +165,12 @@ def test_refinecam_options_are_checked(small_cnn):
         camlens.RefineCAM(small_cnn, resolution="output")
     with pytest.raises(camlens.CamlensValueError, match="base must name a CAM method"):
         camlens.RefineCAM(small_cnn, base="saliency")
+    with pytest.raises(camlens.CamlensValueError, match="uses no gradients"):
+        camlens.RefineCAM(small_cnn, base="eigencam", smooth=2)
+
+
+def test_refinecam_smooths_and_augments(small_cnn, images):
+    for options in ({"smooth": 2}, {"augment": True}):
+        exp = camlens.explain(small_cnn, images, method="refinecam", **options)
+        assert exp.maps.shape == images.shape[:1] + images.shape[2:]
+        assert torch.isfinite(exp.maps).all()

@@ -248,6 +248,11 @@ class RefineCAM(Explainer):
     ) -> None:
         super().__init__(model, layer, **options)
         self.base = base_method(base, model, layer, self.relu, gradients=False)
+        if self.smooth and not self.base.needs_gradients:
+            raise CamlensValueError(
+                f"smooth={self.smooth} averages gradients over noisy copies, but base {base!r} "
+                "uses no gradients; drop smooth or pick a gradient base"
+            )
         check_choice(resolution, RESOLUTIONS, "resolution")
         self.resolution = resolution
 
