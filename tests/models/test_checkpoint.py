@@ -83,7 +83,9 @@ def test_maps_identical_before_saving_and_after_reloading(tmp_path):
         again = camlens.explain(loaded, x, method=name)
         assert torch.equal(again.maps, exp.maps), name
         assert torch.equal(again.raw, exp.raw), name
-        assert again.layer == exp.layer == "backbone.block5" or not again.layer
+        # "auto" is block5 (refinecam: the last layers of the stages up to it, block5 last)
+        assert again.layer == exp.layer
+        assert again.layer.split("+")[-1] == "backbone.block5" or not again.layer
 
 
 def test_checkpoint_files_are_safetensors_and_json(tmp_path):

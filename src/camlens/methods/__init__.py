@@ -31,6 +31,7 @@ from camlens.methods.sampled import ISCAM, SSCAM
 from camlens.methods.masking import RISE, ReciproCAM
 from camlens.methods.shapley import ShapleyCAM
 from camlens.methods.fullgrad import FullGrad
+from camlens.methods.composite import FinerCAM, RefineCAM
 # isort: on
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "EigenGradCAM",
     "Explainer",
     "FullGrad",
+    "FinerCAM",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
@@ -58,6 +60,7 @@ __all__ = [
     "PixelMethod",
     "RISE",
     "ReciproCAM",
+    "RefineCAM",
     "Saliency",
     "ScoreCAM",
     "SSCAM",
