@@ -79,13 +79,13 @@ def page(methods: list[str]) -> str:
 
 def main() -> None:
     sys.path.insert(0, str(ROOT / "src"))
+    from camlens.figures import figure_png, grid
+    from camlens.render import label_text
     from PIL import Image
 
     import camlens
-    from camlens.figures import figure_png, grid
-    from camlens.render import label_text
 
-    methods = camlens.methods()
+    methods = camlens.methods(camlens.load_model("demo"))  # the attention methods need a ViT
     images, explained = explain_samples(methods)
     OUT.mkdir(parents=True, exist_ok=True)
     for stale in OUT.glob("*.png"):

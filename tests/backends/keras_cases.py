@@ -277,7 +277,10 @@ def pair(request):
 
 
 #: Methods implemented for PyTorch models only, each refused for Keras models with this error.
-TORCH_ONLY = {"deconvolution": "implemented for PyTorch models only"}
+TORCH_ONLY = {
+    name: "implemented for PyTorch models only"
+    for name in ("deconvolution", "rollout", "transformer-attribution", "legrad")
+}
 
 
 def _parity_methods() -> list[str]:

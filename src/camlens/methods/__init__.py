@@ -29,10 +29,12 @@ from camlens.methods.variants import EigenGradCAM, GradCAMElementWise, KPCACAM
 from camlens.methods.occlusion import Occlusion
 from camlens.methods.sampled import ISCAM, SSCAM
 from camlens.methods.masking import RISE, ReciproCAM
+from camlens.methods.attention import AttentionMethod, LeGrad, Rollout, TransformerAttribution
 # isort: on
 
 __all__ = [
     "AblationCAM",
+    "AttentionMethod",
     "CAM",
     "Deconvolution",
     "EigenCAM",
@@ -51,14 +53,17 @@ __all__ = [
     "KPCACAM",
     "LayerCAM",
     "LayerMethod",
+    "LeGrad",
     "Occlusion",
     "PixelMethod",
     "RISE",
     "ReciproCAM",
+    "Rollout",
     "Saliency",
     "ScoreCAM",
     "SSCAM",
     "SmoothGrad",
+    "TransformerAttribution",
     "XGradCAM",
 ]
 
@@ -66,9 +71,10 @@ __all__ = [
 class _CallableModule(types.ModuleType):
     """This package, callable: ``camlens.methods()`` lists the registered method names."""
 
-    def __call__(self) -> list[str]:
-        """The registered method names, in registration order."""
-        return _registry.methods()
+    def __call__(self, model: object = None) -> list[str]:
+        """The registered method names, in registration order; with ``model``, those that apply
+        to it."""
+        return _registry.methods(model)
 
 
 sys.modules[__name__].__class__ = _CallableModule
