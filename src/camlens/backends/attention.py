@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,38 +194,39 @@ def capturing(blocks: list[Block]) -> Iterator[list[torch.Tensor]]:
 
 
 @contextmanager
-def _timm(module: nn.Module, seen: list[torch.Tensor]) -> Iterator[None]:
-    fused = module.fused_attn
+def _switched(
+    owner: Any, attribute: str, value: Any, watched: nn.Module, hook: Callable[..., Any]
+) -> Iterator[None]:
+    """``owner.attribute = value`` and a forward hook on ``watched`` for the block, both undone
+    on exit (also on error)."""
+    before = getattr(owner, attribute)
+    handle = watched.register_forward_hook(hook)
+    setattr(owner, attribute, value)
+    try:
+        yield
+    finally:
+        setattr(owner, attribute, before)
+        handle.remove()
+
+
+def _timm(module: nn.Module, seen: list[torch.Tensor]) -> AbstractContextManager[None]:
+    """timm: fused attention off, ``attn_drop``'s output (the attention it passes on) kept."""
 
     def hook(_: nn.Module, __: Any, output: torch.Tensor) -> torch.Tensor:
         seen.append(output)
         return output
 
-    handle = module.attn_drop.register_forward_hook(hook)
-    module.fused_attn = False
-    try:
-        yield
-    finally:
-        module.fused_attn = fused
-        handle.remove()
+    return _switched(module, "fused_attn", False, module.attn_drop, hook)
 
 
-@contextmanager
-def _hf(module: nn.Module, seen: list[torch.Tensor]) -> Iterator[None]:
-    config = module.config
-    implementation = config._attn_implementation
+def _hf(module: nn.Module, seen: list[torch.Tensor]) -> AbstractContextManager[None]:
+    """Hugging Face: eager attention, the weights the module returns kept."""
 
     def hook(_: nn.Module, __: Any, output: Any) -> None:
         if isinstance(output, tuple) and len(output) > 1 and isinstance(output[1], torch.Tensor):
             seen.append(output[1])
 
-    handle = module.register_forward_hook(hook)
-    config._attn_implementation = "eager"
-    try:
-        yield
-    finally:
-        config._attn_implementation = implementation
-        handle.remove()
+    return _switched(module.config, "_attn_implementation", "eager", module, hook)
 
 
 @contextmanager
