@@ -85,7 +85,7 @@ def main() -> None:
     from camlens.visualize.figures import figure_png, grid
     from camlens.visualize.overlay import label_text
 
-    methods = camlens.methods()
+    methods = camlens.methods(camlens.load_model("demo"))  # the attention methods need a ViT
     images, explained = explain_samples(methods)
     OUT.mkdir(parents=True, exist_ok=True)
     for stale in OUT.glob("*.png"):

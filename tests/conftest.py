@@ -5,7 +5,7 @@ from __future__ import annotations
 import PIL.Image
 import pytest
 import torch
-from toy_models import SmallCNN, TinyDense, TinyGAP
+from toy_models import SmallCNN, TinyDense, TinyGAP, tiny_vit
 
 #: What ultralytics replaces on import (PIL.Image.open, to try installing a HEIF plugin on any
 #: file Pillow cannot identify; torch.save): put back after every test, so that one YOLO test
@@ -18,6 +18,12 @@ def _undo_ultralytics_patches():
     yield
     for owner, name, original in _PATCHED_BY_ULTRALYTICS:
         setattr(owner, name, original)
+
+
+@pytest.fixture
+def vit() -> torch.nn.Module:
+    """A random-weight timm ViT (32x32 inputs, 5 classes): see ``toy_models.tiny_vit``."""
+    return tiny_vit()
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ def test_layers_refuses_a_file_name() -> None:
         camlens.layers(SmallCNN(), "cat.jpg")
 
 
-@pytest.mark.parametrize("method", camlens.methods())
+@pytest.mark.parametrize("method", camlens.methods(SmallCNN()))
 def test_an_empty_batch_is_refused(method: str) -> None:
     with pytest.raises(camlens.CamlensValueError) as error:
         camlens.explain(SmallCNN().eval(), batch()[:0], method)
@@ -83,7 +83,7 @@ def test_an_input_overflowing_a_float16_model_is_refused() -> None:
         camlens.explain(SmallCNN().eval().half(), x)
 
 
-@pytest.mark.parametrize("method", camlens.methods())
+@pytest.mark.parametrize("method", camlens.methods(SmallCNN()))
 def test_nan_in_the_output_warns_and_gives_nan_maps(method: str) -> None:
     model = NaNForNegative().eval()
     x = batch()
@@ -119,7 +119,7 @@ HALF_TOLERANCE = {
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-@pytest.mark.parametrize("method", camlens.methods())
+@pytest.mark.parametrize("method", camlens.methods(SmallCNN()))
 def test_half_precision_weights_give_the_float32_maps(method: str, dtype: torch.dtype) -> None:
     half = SmallCNN().eval().to(dtype)
     x = batch().to(dtype)

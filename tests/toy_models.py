@@ -107,3 +107,57 @@ class FailsForBrightSegmenter(nn.Module):
         if bool((x.mean(dim=(1, 2, 3)) > 0.5).any()):
             raise RuntimeError(SHAPE_ERROR)
         return {"out": self.head(self.features(x))}
+
+
+def tiny_vit(classes: int = 5) -> torch.nn.Module:
+    """A random-weight timm ViT for 32x32 inputs: 8x8 patches (a 4x4 grid), a class token, two
+    blocks of two heads (the attention methods' contract model)."""
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        depth=2,
+        num_heads=2,
+        embed_dim=32,
+        num_classes=classes,
+    ).eval()
+
+
+def hf_vit() -> torch.nn.Module:
+    """A random-weight Hugging Face ViT for 32x32 inputs (a 4x4 grid, 3 classes)."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(
+        image_size=32,
+        patch_size=8,
+        num_hidden_layers=2,
+        hidden_size=32,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=3,
+    )
+    return transformers.ViTForImageClassification(config).eval()
+
+
+def torchvision_vit() -> torch.nn.Module:
+    """torchvision's ViT, its zero-initialised head drawn at random (else every score is a
+    constant with zero gradients)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.VisionTransformer(
+        image_size=32,
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        mlp_dim=64,
+        num_classes=5,
+    ).eval()
+    torch.nn.init.normal_(model.heads.head.weight)
+    return model

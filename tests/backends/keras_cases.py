@@ -278,9 +278,15 @@ def pair(request):
 
 #: Methods implemented for PyTorch models only, each refused for Keras models with this error.
 TORCH_ONLY = {
-    "deconvolution": "implemented for PyTorch models only",
-    "shapleycam": "implemented for PyTorch models only",
-    "fullgrad": "implemented for PyTorch models only",
+    name: "implemented for PyTorch models only"
+    for name in (
+        "deconvolution",
+        "shapleycam",
+        "fullgrad",
+        "rollout",
+        "transformer-attribution",
+        "legrad",
+    )  # fmt: skip
 }
 
 

@@ -205,7 +205,7 @@ def test_demo_runs_with_no_other_flag(tmp_path):
     result = run("--model", "demo", "--out", str(tmp_path / "demo"), "--steps", "4")
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "demo" / "metrics.json").read_text())
-    assert set(saved["methods"]) == set(camlens.methods())
+    assert set(saved["methods"]) == set(camlens.methods(camlens.load_model("demo")))
     assert saved["config"]["images"] == 16
     # the scores are those of the bundled samples and their ground-truth boxes
     from camlens.datasets import read_boxes

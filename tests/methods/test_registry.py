@@ -29,7 +29,9 @@ def test_aliases(small_cnn, images):
 
 
 @pytest.mark.parametrize("method", camlens.methods())
-def test_every_method_honours_the_contract(small_cnn, images, method):
+def test_every_method_honours_the_contract(small_cnn, vit, images, method):
+    if not camlens.methods._registry.get(method).applies_to(small_cnn):
+        small_cnn = vit  # the attention methods: a tiny timm ViT (see test_attention_methods...)
     exp = camlens.explain(small_cnn, images, method=method, target=[1, 3])
     assert exp.method == method
     assert exp.maps.shape == (2, 32, 32) and exp.maps.dtype == torch.float32
@@ -46,6 +48,12 @@ def test_every_method_honours_the_contract(small_cnn, images, method):
     torch.testing.assert_close(exp.probs, logits.softmax(1)[[0, 1], [1, 3]])
     reusable = camlens.methods._registry.get(method)(small_cnn)
     torch.testing.assert_close(reusable(images, target=[1, 3]).maps, exp.maps)
+
+
+def test_attention_methods_apply_to_transformers_only(small_cnn, vit):
+    attention = ["rollout", "transformer-attribution", "legrad"]
+    assert [m for m in camlens.methods() if m not in camlens.methods(small_cnn)] == attention
+    assert camlens.methods(vit) == camlens.methods()
 
 
 def test_classes_are_exported():

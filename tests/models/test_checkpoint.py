@@ -73,7 +73,7 @@ def test_auto_layer_is_the_recorded_cam_layer_and_cam_identity_holds(tmp_path, b
 def test_maps_identical_before_saving_and_after_reloading(tmp_path):
     model = tiny()
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-    before = {name: camlens.explain(model, x, method=name) for name in camlens.methods()}
+    before = {name: camlens.explain(model, x, method=name) for name in camlens.methods(model)}
     save_checkpoint(model, tmp_path / "ckpt")
     loaded = camlens.load_model(tmp_path / "ckpt")
     assert isinstance(loaded, camlens.Classifier) and not loaded.training

@@ -11,6 +11,7 @@ import pytest
 import torch
 from needs import need
 from PIL import Image
+from toy_models import SmallCNN
 
 import camlens
 from camlens.images.preprocessing import resolve
@@ -54,7 +55,7 @@ def test_model_description(client, demo_service) -> None:
     assert info["labels"] == [str(i) for i in range(10)]
     assert [layer["name"] for layer in info["layers"]] == [i.name for i in infos]
     assert [layer["name"] for layer in info["layers"] if layer["auto"]] == [auto] == [info["auto"]]
-    assert [m["name"] for m in info["methods"]] == camlens.methods()
+    assert [m["name"] for m in info["methods"]] == camlens.methods(demo_service.session.model)
     assert info["colormaps"]["gray"][255] == [255, 255, 255]
     assert len(info["colormaps"]["jet"]) == 256
 
@@ -62,7 +63,7 @@ def test_model_description(client, demo_service) -> None:
 @pytest.mark.parametrize(
     ("spec", "fields"),
     [
-        *[("demo", {"method": name}) for name in camlens.methods()],
+        *[("demo", {"method": name}) for name in camlens.methods(SmallCNN())],
         ("demo", {"method": "gradcam++", "target": "5", "layer": "backbone.block4"}),
         ("toy_models:SmallCNN", {"method": "layercam", "target": "2"}),
     ],

@@ -217,7 +217,7 @@ def test_every_method_but_cam_explains_a_detection(faster_rcnn):
     x = _image()
     found = faster_rcnn(x)[0]
     target = camlens.targets.detection(found["boxes"][:1].detach(), found["labels"][:1])
-    for method in camlens.methods():
+    for method in camlens.methods(faster_rcnn):
         options = {"layer": "backbone.fpn.layer_blocks.0"} if get(method).uses_layer else {}
         options.update(FEWER.get(method, {}))  # fewer forwards: the same definition
         if method in REFUSED:

@@ -74,6 +74,7 @@ def evaluate(
     check_precision(precision)
     names = method_names(method)
     session = ModelSettings(model, weights, preprocess, size, seed=seed).load()
+    names = session.usable(names)
     options.print_notes(session)
     session.check(names, layer, precision)
     settings = report.Settings(

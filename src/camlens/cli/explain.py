@@ -168,8 +168,8 @@ def explain(
     )
     session = request.session()
     session.progress = not quiet  # Score-CAM's bar under the run's
-    options.print_notes(session)
     settings = request.run_settings(session)
+    options.print_notes(session)
     summary = _run(request, session, settings, paths, quiet)
     typer.echo(
         f"{summary.done} image(s) explained with {', '.join(settings.methods)} in "

@@ -32,10 +32,12 @@ from camlens.methods.masking import RISE, ReciproCAM
 from camlens.methods.shapley import ShapleyCAM
 from camlens.methods.fullgrad import FullGrad
 from camlens.methods.composite import FinerCAM, RefineCAM
+from camlens.methods.attention import AttentionMethod, LeGrad, Rollout, TransformerAttribution
 # isort: on
 
 __all__ = [
     "AblationCAM",
+    "AttentionMethod",
     "CAM",
     "Deconvolution",
     "EigenCAM",
@@ -56,16 +58,19 @@ __all__ = [
     "KPCACAM",
     "LayerCAM",
     "LayerMethod",
+    "LeGrad",
     "Occlusion",
     "PixelMethod",
     "RISE",
     "ReciproCAM",
     "RefineCAM",
+    "Rollout",
     "Saliency",
     "ScoreCAM",
     "SSCAM",
     "ShapleyCAM",
     "SmoothGrad",
+    "TransformerAttribution",
     "XGradCAM",
 ]
 
@@ -73,9 +78,10 @@ __all__ = [
 class _CallableModule(types.ModuleType):
     """This package, callable: ``camlens.methods()`` lists the registered method names."""
 
-    def __call__(self) -> list[str]:
-        """The registered method names, in registration order."""
-        return _registry.methods()
+    def __call__(self, model: object = None) -> list[str]:
+        """The registered method names, in registration order; with ``model``, those that apply
+        to it."""
+        return _registry.methods(model)
 
 
 sys.modules[__name__].__class__ = _CallableModule

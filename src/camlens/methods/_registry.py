@@ -43,9 +43,22 @@ def register(name: str, *aliases: str):
     return decorate
 
 
-def methods() -> list[str]:
-    """The registered method names, in registration order."""
-    return list(_METHODS)
+def methods(model: Any = None) -> list[str]:
+    """The registered method names, in registration order; with ``model``, those that apply to
+    it (the attention methods only to vision transformers)."""
+    if model is None:
+        return list(_METHODS)
+    return [name for name, cls in _METHODS.items() if cls.applies_to(model)]
+
+
+def applicable(names: list[str], model: Any) -> tuple[list[str], list[str]]:
+    """``names`` to run on ``model`` and those skipped: when ``names`` is every registered
+    method (``--method all``), the methods that do not apply to ``model`` are skipped; a list
+    naming fewer is kept whole (a method that does not apply then refuses with its reason)."""
+    if names != list(_METHODS):
+        return names, []
+    kept = methods(model)
+    return kept, [name for name in names if name not in kept]
 
 
 def get(name: str) -> type[Explainer]:

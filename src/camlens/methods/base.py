@@ -84,6 +84,12 @@ class Explainer:
     #: whether the method runs on several inputs (it needs no forwards on altered copies)
     several_inputs: ClassVar[bool] = True
 
+    @classmethod
+    def applies_to(cls, model: Any) -> bool:
+        """Whether the method can explain ``model`` (a model or its adapter): every model, but
+        the attention methods need a vision transformer."""
+        return True
+
     def __init__(
         self,
         model: Any,

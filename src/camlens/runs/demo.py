@@ -47,8 +47,11 @@ def run_demo(
     summary. ``total`` and ``advance`` follow the progress as in
     :func:`camlens.runs.local.explain_files`.
     """
-    chosen = list(methods) if methods else method_names()
     session = Session.from_model(load_model("demo"), spec="demo")
+    known = len(session.notes)
+    chosen = session.usable(list(methods) if methods else method_names())
+    for note in session.notes[known:]:
+        echo(note)
     paths, _, truth = read_boxes(demo_path() / "samples" / "boxes.csv")
     box_of = {path.resolve(): box for path, box in zip(paths, truth.tolist())}
     hits: dict[str, list[torch.Tensor]] = {name: [] for name in chosen}

@@ -26,7 +26,7 @@ from camlens.errors import CamlensTypeError, CamlensValueError, check_choice
 from camlens.images.labels import class_name, load_labels
 from camlens.images.pixels import resize_unit
 from camlens.images.preprocessing import MODES, Preprocess, input_size, resolve
-from camlens.methods._registry import get, methods, options_for
+from camlens.methods._registry import applicable, get, methods, options_for
 from camlens.methods.perturbation import PRECISIONS
 from camlens.models import specs  # specs.load_spec looked up per call: it can be patched
 from camlens.models.weights import seeded
@@ -216,6 +216,17 @@ class Session:
                 f"(0..{self.classes - 1})"
             )
         return index
+
+    def usable(self, methods: Sequence[str]) -> list[str]:
+        """``methods`` to run on this model: for ``--method all``, those that do not apply to it
+        (the attention methods on a CNN) are dropped, with a note naming them."""
+        kept, skipped = applicable(list(methods), self.adapter)
+        if skipped:
+            self.notes.append(
+                f"--method all skips {', '.join(skipped)}: they read a vision transformer's "
+                f"attention layers, which {type(self.model).__name__} does not have"
+            )
+        return kept
 
     def check(self, methods: Sequence[str], layer: Any = "auto", precision: str = "auto") -> None:
         """Raise a CamlensError now if ``methods`` cannot run at ``layer`` with ``precision``

@@ -144,7 +144,7 @@ class ExplainSettings:
         """The engines' settings, the target, layer and precision checked against ``session``."""
         target = session.target(self.target)
         folders = load_class_map(self.class_map) if self.class_map is not None else None
-        methods = list(self.methods)
+        methods = session.usable(self.methods)
         session.check(methods, self.layer, self.precision)
         return RunSettings(
             methods=methods,

@@ -68,7 +68,7 @@ def model(request: Request) -> ModelInfo:
         auto=service.auto,
         methods=[
             Method(name=name, uses_layer=get(name).uses_layer, paper=get(name).paper)
-            for name in method_names()
+            for name in method_names(session.adapter)
         ],
         colormaps=tables,
     )
