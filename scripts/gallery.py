@@ -88,7 +88,11 @@ def page(methods: list[str], vit_methods: list[str]) -> str:
         "Linear head, trained on the same digits):\n"
         "the attention methods (`rollout`, `transformer-attribution`, `legrad`) apply to it, and\n"
         'the methods for maps read its 8x8 token grid (`layer="auto"`: `backbone.grid`, the\n'
-        "tokens the head averages).\n\n"
+        "tokens the head averages). By the last block every token has mixed in the whole image,\n"
+        "so the maps read there spread over the background; `rollout` and\n"
+        "`transformer-attribution`, which follow the attention back through the blocks, find the\n"
+        "digit. The model is right on about 70 %\n"
+        "of held-out digits (the CNN: 97 %).\n\n"
         f'<div class="gallery" markdown>\n{figures(vit_methods, "images/gallery/demo-vit")}\n'
         "</div>\n"
     )
