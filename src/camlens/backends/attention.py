@@ -167,7 +167,8 @@ def projection(model: Any) -> Projection | None:
     """How a block's tokens become class scores, LeGrad's :math:`s^l`: timm's ``forward_head``
     after its final ``norm`` (the model's own pooling); torchvision's ``heads`` after
     ``encoder.ln`` of the tokens' mean (as TorchCAM's ``LeGrad``); Hugging Face's ``classifier``
-    on the class token after the final ``layernorm``. None for other models."""
+    on the class token after the final ``layernorm``; a camlens ``Classifier``'s body after its
+    last attention block, then its GAP + Linear head. None for other models."""
     if hasattr(model, "forward_head") and isinstance(getattr(model, "norm", None), nn.Module):
         return lambda tokens: model.forward_head(model.norm(tokens))
     norm = getattr(getattr(model, "encoder", None), "ln", None)
@@ -179,7 +180,24 @@ def projection(model: Any) -> Projection | None:
     classifier = getattr(model, "classifier", None)
     if isinstance(final, nn.Module) and isinstance(classifier, nn.Module):
         return lambda tokens: classifier(final(tokens)[:, 0])
-    return None
+    return _camlens_head(model)
+
+
+def _camlens_head(model: nn.Module) -> Projection | None:
+    """camlens ``Classifier`` (``backbone`` then ``pool``, ``flatten``, ``fc``): the backbone's
+    children after the one holding the last attention block (final norm, token grid), then the
+    head; None where the attention is not in a direct child of the backbone."""
+    backbone = getattr(model, "backbone", None)
+    head = [getattr(model, name, None) for name in ("pool", "flatten", "fc")]
+    blocks = attention_blocks(model)
+    if not isinstance(backbone, nn.Sequential) or None in head or not blocks:
+        return None
+    parts = blocks[-1].name.split(".")
+    children = [name for name, _ in backbone.named_children()]
+    if parts[0] != "backbone" or len(parts) < 3 or parts[1] not in children:
+        return None
+    tail = backbone[children.index(parts[1]) + 1 :]
+    return lambda tokens: nn.Sequential(tail, *head)(tokens)
 
 
 @contextmanager

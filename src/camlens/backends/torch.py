@@ -37,6 +37,7 @@ from camlens.backends.torch_forward import (
 )
 from camlens.backends.torch_hooks import Keeper, gradients_of, hooked, hvps_of, replacing
 from camlens.backends.torch_layers import (
+    declared_layer,
     detector_layers,
     layout_of,
     module_by_name,
@@ -171,7 +172,8 @@ class TorchAdapter:
             x = self.prepare_inputs(x)[:1]
             with self._explaining():
                 self._surveys[key] = survey(self.model, x, logits_of)
-        return self._surveys[key]
+        infos, auto = self._surveys[key]
+        return infos, declared_layer(self.model, infos, auto)
 
     def resolve_layers(self, layer: Any, x: torch.Tensor) -> list[str]:
         """Names for ``layer``: "auto", a dotted name, a module, or a list of them."""

@@ -154,6 +154,15 @@ def survey(model: nn.Module, x: Any, logits_of) -> tuple[list[LayerInfo], str | 
     return infos, auto or (infos[-1].name if infos else None)
 
 
+def declared_layer(model: nn.Module, infos: list[LayerInfo], auto: str | None) -> str | None:
+    """The "auto" layer: a camlens ``Classifier``'s ``cam_layer`` (the map its GAP + Linear head
+    averages: a ViT body's token grid rather than the last block's input norm), else ``auto``."""
+    declared = getattr(model, "cam_layer", None)
+    if isinstance(declared, str) and declared in {info.name for info in infos}:
+        return declared
+    return auto
+
+
 def _trace(model: nn.Module, x: Any) -> tuple[list[_Call], dict[int, int], Any]:
     """One forward pass with every named module hooked, recording a graph: the floating-point
     outputs in call order, how often each module ran, and what the model returned."""

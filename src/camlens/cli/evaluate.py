@@ -63,12 +63,13 @@ def evaluate(
     from camlens.cli.progress import progress_bar
     from camlens.metrics import report
     from camlens.metrics.faithfulness import check_precision
+    from camlens.models.files import BUNDLED
     from camlens.runs.evaluation import choose_metrics, evaluate
     from camlens.runs.session import method_names
     from camlens.runs.settings import ModelSettings
 
     # everything about the command is checked before the model or any image is loaded
-    if data is None and model != "demo":
+    if data is None and model not in BUNDLED:
         raise CamlensValueError("--data DIR is required unless --model demo")
     chosen = choose_metrics(metrics_, have_boxes=boxes is not None or data is None)
     check_precision(precision)

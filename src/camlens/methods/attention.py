@@ -5,9 +5,11 @@ Each pass captures every attention block's post-softmax attention
 :math:`A^l \in \mathbb R^{B \times H \times T \times T}` (and, for the gradient methods,
 :math:`\nabla A^l = \partial y^c / \partial A^l`) with :mod:`camlens.backends.attention`, also where
 the model uses fused attention; the map is the class token's row over the patch tokens (the
-prefix tokens dropped), on the patch grid, then upsampled like every other map. ``layer="auto"``
-takes every attention block; a name or a list of names takes those blocks. PyTorch models with
-timm, Hugging Face or ``nn.MultiheadAttention`` (torchvision) attention.
+prefix tokens dropped), on the patch grid, then upsampled like every other map. A model without
+a class token (camlens:smallvit, whose head averages the tokens) reads the mean of all rows, the
+relevance of the tokens' mean. ``layer="auto"`` takes every attention block; a name or a list of
+names takes those blocks. PyTorch models with timm, Hugging Face or ``nn.MultiheadAttention``
+(torchvision, camlens:smallvit) attention.
 """
 
 from __future__ import annotations
@@ -56,14 +58,16 @@ class AttentionMethod(Explainer):
         return bool(attention_blocks(model))
 
     def relevance(self, attended: Attended) -> torch.Tensor:
-        """(B, T, T) relevance of every token for every token; the class token's row is used."""
+        """(B, T, T) relevance of every token for every token; the class token's row is used
+        (without a class token: the rows' mean)."""
         raise NotImplementedError
 
     def _step(self, x: Any, target: Target) -> Step:
         attended = attend(self.adapter, x, target, self.blocks, gradients=self.needs_gradients)
         relevance = self.relevance(attended)
         batch = relevance.shape[0]
-        raw = relevance[:, 0, attended.prefix :].reshape(batch, *attended.grid)
+        pooled = relevance[:, 0] if attended.prefix else relevance.mean(dim=1)
+        raw = pooled[:, attended.prefix :].reshape(batch, *attended.grid)
         layer = "+".join(block.name for block in self.blocks)
         return Step(raw, attended.capture, layer)
 
@@ -198,8 +202,9 @@ class LeGrad(AttentionMethod):
 
     :math:`X^l` are block :math:`l`'s output tokens, scored by the model's own final norm and
     head (timm: its pooling, class token or mean; Hugging Face ViT: the class token; torchvision:
-    the tokens' mean, as TorchCAM). ``layer="auto"`` averages over every block (TorchCAM's
-    example takes the last four: pass their names).
+    the tokens' mean, as TorchCAM; a camlens :class:`~camlens.Classifier` such as ``demo-vit``:
+    its body's layers after the last block, then its GAP + Linear head). ``layer="auto"``
+    averages over every block (TorchCAM's example takes the last four: pass their names).
     """
 
     paper = "Bousselham et al. 2024, LeGrad (arXiv:2404.03214)"

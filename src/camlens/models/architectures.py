@@ -1,6 +1,7 @@
-"""Backbones for CAM-ready classifiers: a convolutional body whose last map feeds GAP + Linear.
+"""Backbones for CAM-ready classifiers: a body whose last map feeds GAP + Linear.
 
-:func:`build_body` returns the body of a model named by ``camlens:NAME`` (the small CNNs here),
+:func:`build_body` returns the body of a model named by ``camlens:NAME`` (the small CNN and
+vision transformer here),
 ``torchvision:NAME`` (or a bare torchvision name) or ``timm:NAME``: an ``nn.Sequential`` that maps
 an image (B, 3, H, W) to a spatial map (B, C, h, w), with its normalisation (mean, std). The
 original classifier head, its pooling and any trailing pooling/dropout are cut off, so the body's
@@ -10,6 +11,7 @@ output is exactly what the global average pooling of :class:`camlens.Classifier`
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,8 +50,95 @@ def smallcnn(channels: int = 3, width: int = 16) -> nn.Sequential:
     )
 
 
+class PatchTokens(nn.Module):
+    """Patch embedding with a small convolutional stem (Xiao et al. 2021, arXiv:2106.14881: it
+    makes a ViT train faster from scratch): conv3x3 stride 2 to ``dim / 2`` channels and GELU,
+    then a ``patch / 2`` convolution with that stride, so each token covers a ``patch`` x
+    ``patch`` patch; the tokens (B, h*w, dim) plus a learned position embedding for a ``grid`` x
+    ``grid`` layout."""
+
+    def __init__(self, channels: int, dim: int, patch: int, grid: int) -> None:
+        super().__init__()
+        self.proj = nn.Sequential(
+            nn.Conv2d(channels, dim // 2, 3, 2, 1),
+            nn.GELU(),
+            nn.Conv2d(dim // 2, dim, patch // 2, patch // 2),
+        )
+        self.position = nn.Parameter(torch.randn(1, grid * grid, dim) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.proj(x).flatten(2).transpose(1, 2)
+        if tokens.shape[1] != self.position.shape[1]:
+            raise CamlensValueError(
+                f"smallvit has position embeddings for {self.position.shape[1]} patches, the "
+                f"input gives {tokens.shape[1]}; resize the image to the model's input_size"
+            )
+        return tokens + self.position
+
+
+class EncoderBlock(nn.Module):
+    """A pre-norm transformer encoder block: ``x + attention(norm1(x))``, then
+    ``x + mlp(norm2(x))``; the attention is an ``nn.MultiheadAttention`` (batch first)."""
+
+    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm1(x)
+        # need_weights=True: the attention written out, not the fused kernel, so that methods
+        # differentiating twice (ShapleyCAM's Hessian-vector product) can
+        x = x + self.attention(y, y, y, need_weights=True)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class TokenGrid(nn.Module):
+    """Patch tokens (B, h*w, D) back to a square feature map (B, D, h, w), so the classifier's
+    global average pooling is the tokens' mean and CAM-style methods read the patch grid."""
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        batch, count, dim = tokens.shape
+        side = math.isqrt(count)
+        if side * side != count:
+            raise CamlensValueError(f"{count} tokens form no square grid")
+        return tokens.transpose(1, 2).reshape(batch, dim, side, side)
+
+
+def smallvit(
+    channels: int = 3,
+    dim: int = 48,
+    depth: int = 4,
+    heads: int = 4,
+    patch: int = 8,
+    grid: int = 8,
+    mlp: int = 2,
+) -> nn.Sequential:
+    """The demo vision transformer: patch embedding (:class:`PatchTokens`, ``patch`` px, a
+    ``grid`` x ``grid`` layout: 64x64 inputs at the defaults), ``depth`` pre-norm
+    :class:`EncoderBlock` s (``heads`` heads, MLP ``mlp * dim``), a final LayerNorm and
+    :class:`TokenGrid`. No class token: the head's GAP is the tokens' mean.
+    """
+    blocks = [(f"block{i + 1}", EncoderBlock(dim, heads, mlp * dim)) for i in range(depth)]
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("embed", PatchTokens(channels, dim, patch, grid)),
+                *blocks,
+                ("norm", nn.LayerNorm(dim, eps=1e-6)),
+                ("grid", TokenGrid()),
+            ]
+        )
+    )
+
+
 #: camlens's own bodies, ``camlens:NAME`` -> factory ``(**kwargs) -> nn.Sequential``.
-_ARCHITECTURES: dict[str, Callable[..., nn.Sequential]] = {"smallcnn": smallcnn}
+_ARCHITECTURES: dict[str, Callable[..., nn.Sequential]] = {
+    "smallcnn": smallcnn,
+    "smallvit": smallvit,
+}
 
 
 def architectures() -> list[str]:

@@ -29,7 +29,7 @@ from camlens.backends.survey import layers
 from camlens.errors import CamlensValueError, describe
 from camlens.images.load import to_rgb
 from camlens.models.architectures import Body, build_body
-from camlens.models.files import CONFIG, WEIGHTS, demo_path
+from camlens.models.files import BUNDLED, CONFIG, WEIGHTS, demo_path
 
 FORMAT = "camlens-checkpoint"
 VERSION = 1
@@ -44,8 +44,8 @@ class Classifier(nn.Module):
     Attributes:
         labels: the class names, index i is logit i.
         input_size: the (H, W) the model was trained at.
-        cam_layer: the dotted name of the layer whose maps the head averages; ``layer="auto"``
-            resolves to it.
+        cam_layer: the dotted name of the layer whose maps the head averages (the body's output:
+            for ``camlens:smallvit``, its token grid); ``layer="auto"`` resolves to it.
         config: what ``camlens.json`` holds.
     """
 
@@ -136,10 +136,11 @@ class Classifier(nn.Module):
 
     def _find_cam_layer(self) -> str:
         probe = torch.zeros(1, self.channels, *self.input_size, device=self.fc.weight.device)
-        _, auto = layers(self, probe)
-        if auto is None:
+        infos, _ = layers(self, probe)
+        maps = [info.name for info in infos if info.layout.kind != "tokens"]
+        if not maps:
             raise CamlensValueError("the classifier's body has no spatial map for CAM")
-        return auto
+        return maps[-1]
 
     def extra_repr(self) -> str:
         return f"labels={self.labels}, input_size={self.input_size}, cam_layer={self.cam_layer!r}"
@@ -205,9 +206,14 @@ def save_checkpoint(
     return path
 
 
+def checkpoint_folder(path: str | os.PathLike) -> Path:
+    """The folder of a checkpoint: a bundled model's (:data:`BUNDLED`) or ``path`` itself."""
+    return demo_path(str(path)) if str(path) in BUNDLED else Path(path)
+
+
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """The ``camlens.json`` of a checkpoint folder, checked."""
-    folder = demo_path() if str(path) == "demo" else Path(path)
+    folder = checkpoint_folder(path)
     if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
         raise CamlensValueError(
             f"{str(path)!r} is not a camlens checkpoint: expected a folder with {CONFIG} and "
@@ -226,14 +232,15 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_model(path: str | os.PathLike = "demo", device: str | torch.device = "cpu") -> Classifier:
-    """Load a checkpoint folder (or ``"demo"``, the bundled model) as a :class:`Classifier`.
+    """Load a checkpoint folder (or ``"demo"`` / ``"demo-vit"``, the bundled CNN and vision
+    transformer) as a :class:`Classifier`.
 
     Weights come from safetensors (no pickle); the model is returned in eval mode on ``device``.
     """
     from safetensors.torch import load_file
 
     config = read_config(path)
-    folder = demo_path() if str(path) == "demo" else Path(path)
+    folder = checkpoint_folder(path)
     arch = config["architecture"]
     preprocessing = config["preprocessing"]
     body: Body = build_body(

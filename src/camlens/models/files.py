@@ -1,4 +1,4 @@
-"""Where model files are: a camlens checkpoint folder's file names and the bundled demo model.
+"""Where model files are: a camlens checkpoint folder's file names and the bundled demo models.
 
 The lowest level of :mod:`camlens.models`: checkpoints (:mod:`~camlens.models.checkpoint`) and
 weights (:mod:`~camlens.models.weights`) both read these names.
@@ -14,6 +14,11 @@ WEIGHTS = "model.safetensors"
 CONFIG = "camlens.json"
 
 
-def demo_path() -> Path:
-    """The folder of the bundled demo model and its sample images."""
-    return Path(str(files("camlens") / "data" / "demo"))
+#: the bundled checkpoints, loaded by name: the demo CNN (camlens:smallcnn, with the sample
+#: images) and the demo vision transformer (camlens:smallvit), trained on the same digits
+BUNDLED = ("demo", "demo-vit")
+
+
+def demo_path(name: str = "demo") -> Path:
+    """The folder of bundled model ``name`` ("demo": also the sample images, ``samples/``)."""
+    return Path(str(files("camlens") / "data" / name))

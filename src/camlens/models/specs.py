@@ -11,7 +11,7 @@ A spec is one of:
   linear head (CAM) cannot apply to its compiled graph,
 - a full pickled ``nn.Module`` saved with ``torch.save(model)`` (only with ``trust_pickle=True``:
   unpickling runs code from the file),
-- a camlens checkpoint folder (``model.safetensors`` + ``camlens.json``) or ``demo``,
+- a camlens checkpoint folder (``model.safetensors`` + ``camlens.json``), ``demo`` or ``demo-vit``,
 - a ``.keras`` file or ``keras:NAME`` (the Keras backend),
 - ``package.module:factory``: a function called with no arguments that returns the model.
 """
@@ -28,6 +28,7 @@ from camlens.backends import keras_missing
 from camlens.errors import CamlensValueError
 from camlens.images.labels import imagenet_classes
 from camlens.models.checkpoint import load_model
+from camlens.models.files import BUNDLED
 from camlens.models.weights import is_random, load_state, timm_model, torchvision_model
 
 #: torch.load(weights_only=True) refuses a pickle that holds more than tensors with REFUSED, and
@@ -46,7 +47,7 @@ FORMS = (
 def kind_of(spec: str) -> str:
     """Which loader a spec goes to: torchvision, timm, keras, checkpoint, file or factory."""
     path = Path(spec)
-    if spec == "demo" or (path.is_dir() and (path / "camlens.json").is_file()):
+    if spec in BUNDLED or (path.is_dir() and (path / "camlens.json").is_file()):
         return "checkpoint"
     if spec.startswith("keras:") or spec.lower().endswith(".keras"):
         return "keras"

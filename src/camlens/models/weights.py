@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from camlens.errors import CamlensValueError
-from camlens.models.files import WEIGHTS, demo_path
+from camlens.models.files import BUNDLED, WEIGHTS, demo_path
 
 
 def is_random(weights: str | None) -> bool:
@@ -160,8 +160,8 @@ def weights_digest(spec: str, weights: str | None) -> str | None:
         and Path(weights).is_file()
     ):
         path = Path(weights)
-    elif spec == "demo":
-        path = demo_path() / WEIGHTS
+    elif spec in BUNDLED:
+        path = demo_path(spec) / WEIGHTS
     elif (Path(spec) / WEIGHTS).is_file() or Path(spec).is_file():
         path = Path(spec) / WEIGHTS if Path(spec).is_dir() else Path(spec)
     else:
