@@ -86,18 +86,26 @@ class ReciproCAM(_PerturbationCAM):
 
 
 def rise_masks(
-    count: int, size: tuple[int, int], cells: int, p: float, generator: torch.Generator
+    count: int, size: tuple[int, ...], cells: int, p: float, generator: torch.Generator
 ) -> torch.Tensor:
-    """(count, H, W) RISE masks: a cells x cells grid of Bernoulli(p) cells, upsampled
-    bilinearly to (cells + 1) x cell size, cropped at a random shift below one cell."""
-    height, width = size
-    cell_h, cell_w = -(-height // cells), -(-width // cells)
-    grid = (torch.rand(count, 1, cells, cells, generator=generator) < p).float()
-    big = F.interpolate(grid, size=((cells + 1) * cell_h, (cells + 1) * cell_w), mode="bilinear")
-    dy = torch.randint(cell_h, (count,), generator=generator).tolist()
-    dx = torch.randint(cell_w, (count,), generator=generator).tolist()
+    """(count, *size) RISE masks: a grid of ``cells`` Bernoulli(p) cells per dimension (H, W; or
+    D, H, W for volumes), upsampled (bi/trilinearly) to (cells + 1) x cell size, cropped at a random
+    shift below one cell."""
+    if len(size) not in (2, 3):
+        raise CamlensValueError(
+            f"RISE needs (B, C, H, W) images or (B, C, D, H, W) volumes, got {len(size)} "
+            "spatial dimensions"
+        )
+    cell = [-(-n // cells) for n in size]
+    grid = (torch.rand(count, 1, *[cells] * len(size), generator=generator) < p).float()
+    mode = "bilinear" if len(size) == 2 else "trilinear"
+    big = F.interpolate(grid, size=tuple((cells + 1) * c for c in cell), mode=mode)[:, 0]
+    shifts = [torch.randint(c, (count,), generator=generator).tolist() for c in cell]
     return torch.stack(
-        [big[i, 0, y : y + height, x : x + width] for i, (y, x) in enumerate(zip(dy, dx))]
+        [
+            big[(i,) + tuple(slice(o, o + n) for o, n in zip(offsets, size))]
+            for i, offsets in enumerate(zip(*shifts))
+        ]
     )
 
 
@@ -144,8 +152,8 @@ class RISE(MaskedForwards, PixelMethod):
         self.num_masks, self.cells, self.p = num_masks, cells, float(p)
         self.precision, self.progress = precision, progress
 
-    def masks(self, size: tuple[int, int]) -> torch.Tensor:
-        """The call's (N, H, W) masks, the same on every call with the same seed."""
+    def masks(self, size: tuple[int, ...]) -> torch.Tensor:
+        """The call's (N, *size) masks, the same on every call with the same seed."""
         generator = torch.Generator()
         if self.seed is None:
             generator.seed()
@@ -156,16 +164,15 @@ class RISE(MaskedForwards, PixelMethod):
     def _step(self, x: Any, target: Target) -> Step:
         capture = self.adapter.input_gradients(x, target, guided=False)  # logits and targets
         xc = self.adapter.as_tensor(x)
-        if xc.ndim != 4:
-            raise CamlensValueError("RISE needs (B, C, H, W) images")
-        masks = self.masks((xc.shape[2], xc.shape[3])).to(xc)
+        masks = self.masks(tuple(xc.shape[2:])).to(xc)
         batch = xc.shape[0]
         images = torch.arange(batch, device=xc.device).repeat_interleave(self.num_masks)
-        tiled = masks.repeat(batch, 1, 1)[:, None]
+        tiled = masks.repeat(batch, *[1] * (masks.ndim - 1))[:, None]
         scores = self.scored(
             xc, images, lambda rows: xc[images[rows]] * tiled[rows], capture.target
         )
         scores = scores.reshape(batch, -1)
-        saliency = torch.einsum("bn,nhw->bhw", scores - scores.mean(1, keepdim=True), masks)
+        centred = scores - scores.mean(1, keepdim=True)
+        saliency = (centred @ masks.flatten(1)).reshape(batch, *masks.shape[1:])
         saliency = saliency / (self.num_masks * self.p)
         return Step(saliency, capture, "", {}, saliency[:, None])

@@ -88,7 +88,7 @@ class ModelService:
                 f"({', '.join(known)}), got {shown(layer)}"
             )
         unit = image if isinstance(image, torch.Tensor) else resize_unit(image, self.session.size)
-        layer = (self.auto or "auto") if layer == "auto" else layer
+        # "auto" stays "auto": the method chooses (RefineCAM takes several layers, FullGrad none)
         return Request(unit, chosen, layer, self.target(target))
 
     def target(self, text: str | None) -> int | None:
