@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -190,14 +190,17 @@ def _camlens_head(model: nn.Module) -> Projection | None:
     backbone = getattr(model, "backbone", None)
     head = [getattr(model, name, None) for name in ("pool", "flatten", "fc")]
     blocks = attention_blocks(model)
-    if not isinstance(backbone, nn.Sequential) or None in head or not blocks:
+    if not isinstance(backbone, nn.Sequential) or not blocks:
+        return None
+    modules = [part for part in head if isinstance(part, nn.Module)]
+    if len(modules) != len(head):
         return None
     parts = blocks[-1].name.split(".")
     children = [name for name, _ in backbone.named_children()]
     if parts[0] != "backbone" or len(parts) < 3 or parts[1] not in children:
         return None
     tail = backbone[children.index(parts[1]) + 1 :]
-    return lambda tokens: nn.Sequential(tail, *head)(tokens)
+    return lambda tokens: nn.Sequential(tail, *modules)(tokens)
 
 
 @contextmanager
@@ -234,7 +237,7 @@ def _timm(module: nn.Module, seen: list[torch.Tensor]) -> AbstractContextManager
         seen.append(output)
         return output
 
-    return _switched(module, "fused_attn", False, module.attn_drop, hook)
+    return _switched(module, "fused_attn", False, cast(nn.Module, module.attn_drop), hook)
 
 
 def _hf(module: nn.Module, seen: list[torch.Tensor]) -> AbstractContextManager[None]:
@@ -250,7 +253,7 @@ def _hf(module: nn.Module, seen: list[torch.Tensor]) -> AbstractContextManager[N
 @contextmanager
 def _mha(module: nn.Module, seen: list[torch.Tensor]) -> Iterator[None]:
     had = "forward" in vars(module)
-    previous = vars(module).get("forward")
+    previous: Any = vars(module).get("forward")
 
     def forward(query: torch.Tensor, key: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
         options = dict(zip(MHA_OPTIONS, args)) | kwargs

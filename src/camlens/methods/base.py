@@ -358,7 +358,9 @@ class LayerMethod(Explainer):
     def _step(self, x: Any, target: Target) -> Step:
         names = self.adapter.resolve_layers(self.layer, x)
         capture = self._capture(x, names, target)
-        grads = capture.gradients or [None] * len(names)
+        grads: list[torch.Tensor | None] = [None] * len(names)
+        if capture.gradients:
+            grads = list(capture.gradients)
         raws = [
             self.layer_raw(x, name, a, g, capture)
             for name, a, g in zip(names, capture.activations, grads)

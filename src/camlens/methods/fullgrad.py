@@ -17,7 +17,7 @@ that runs several times in a forward pass (a detector's shared head) adds one ma
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -40,7 +40,7 @@ def bias_of(layer: nn.Module) -> torch.Tensor:
     """The bias a layer adds in eval mode: a convolution's, or batch normalisation's
     :math:`\\beta - \\mu\\gamma/\\sqrt{\\sigma^2 + \\epsilon}` (its batch statistics unknown
     without running means: then :math:`\\beta`)."""
-    bias = layer.bias.detach().float()
+    bias = cast(torch.Tensor, layer.bias).detach().float()
     if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.running_mean is not None:
         assert layer.running_var is not None
         scale = layer.weight.detach().float() if layer.weight is not None else 1.0
