@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from camlens.backends.base import Capture
+from camlens import targets as targets_
 from camlens.errors import CamlensTypeError, CamlensValueError
 from camlens.maps import minmax
 from camlens.methods._registry import register
@@ -42,20 +42,13 @@ class _SampledScoreCAM(ScoreCAM):
         """The (B, K, H, W) masks of sample ``index`` (0-based) from the upsampled channels."""
         raise NotImplementedError
 
-    def layer_raw(
-        self,
-        x: Any,
-        name: str,
-        activations: torch.Tensor,
-        gradients: torch.Tensor | None,
-        capture: Capture,
+    def masked_scores(
+        self, xc: torch.Tensor, chosen: torch.Tensor, target: targets_.ResolvedTarget
     ) -> torch.Tensor:
-        xc = self.adapter.as_tensor(x)
-        index = self.channels(activations)
-        batch, count = index.shape
-        grid = activations.shape[2:]
-        ones = (1,) * len(grid)
-        chosen = activations.gather(1, index.reshape(batch, count, *ones).expand(-1, -1, *grid))
+        """Target scores (B, K), averaged over the samples, of the input masked by each channel:
+        min-max scaled at the layer's grid, upsampled, then changed per sample."""
+        batch, count = chosen.shape[:2]
+        grid = chosen.shape[2:]
         scaled = minmax(chosen.reshape(batch * count, *grid)).reshape(chosen.shape)
         mode = "trilinear" if scaled.ndim == 5 else "bilinear"
         upsampled = F.interpolate(scaled, size=xc.shape[2:], mode=mode, align_corners=False)
@@ -64,9 +57,8 @@ class _SampledScoreCAM(ScoreCAM):
         self.start_sampling()
         for sample in range(self.num_samples):
             masks = self.sample(upsampled, sample).flatten(0, 1).unsqueeze(1)
-            total += self.scored(xc, images, _times(xc, images, masks), capture.target)
-        weights = torch.softmax(total.reshape(batch, count) / self.num_samples, dim=1)
-        return (weights.reshape(batch, count, *ones) * chosen).sum(dim=1)
+            total += self.scored(xc, images, _times(xc, images, masks), target)
+        return total.reshape(batch, count) / self.num_samples
 
     def start_sampling(self) -> None:
         """Reset any random state before the samples of one call."""
