@@ -26,7 +26,7 @@ from camlens.backends.attention import (
     no_attention,
     projection,
 )
-from camlens.errors import CamlensValueError
+from camlens.errors import CamlensValueError, check_choice
 from camlens.methods._registry import register
 from camlens.methods.base import Explainer, Step
 from camlens.targets import Target
@@ -139,10 +139,7 @@ class Rollout(AttentionMethod):
         discard_ratio: float = 0.0,
         **options: Any,
     ) -> None:
-        if head_fusion not in HEAD_FUSIONS:
-            raise CamlensValueError(
-                f"head_fusion must be one of {', '.join(HEAD_FUSIONS)}, got {head_fusion!r}"
-            )
+        check_choice(head_fusion, HEAD_FUSIONS, "head_fusion")
         if (
             isinstance(discard_ratio, bool)
             or not isinstance(discard_ratio, (int, float))

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from camlens.backends.base import Capture
-from camlens.errors import CamlensValueError
+from camlens.errors import CamlensValueError, check_choice
 from camlens.methods._registry import register
 from camlens.methods.base import Step
 from camlens.methods.perturbation import (
@@ -63,8 +63,7 @@ class ReciproCAM(_PerturbationCAM):
         self, model: Any, layer: Any = "auto", *, mask: str = "spatial", **options: Any
     ) -> None:
         super().__init__(model, layer, **options)
-        if mask not in MASKS:
-            raise CamlensValueError(f"mask must be one of {', '.join(MASKS)}, got {mask!r}")
+        check_choice(mask, MASKS, "mask")
         self.mask = mask
 
     def layer_raw(

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from camlens import targets as targets_
 from camlens.backends.base import Capture
 from camlens.backends.quantize import calibration_rows
-from camlens.errors import CamlensTypeError, CamlensValueError
+from camlens.errors import CamlensTypeError, CamlensValueError, check_choice
 from camlens.maps import minmax
 from camlens.methods._registry import register
 from camlens.methods.base import LayerMethod, auto_batch
@@ -64,10 +64,7 @@ class _Progress:
 
 def check_precision(precision: Any) -> str:
     """``precision`` if it is one of :data:`PRECISIONS`, else a clear error."""
-    if precision not in PRECISIONS:
-        raise CamlensValueError(
-            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
-        )
+    check_choice(precision, PRECISIONS, "precision")
     return precision
 
 

@@ -18,7 +18,7 @@ import torch
 from camlens import targets as targets_
 from camlens.backends.base import Capture
 from camlens.backends.torch import TorchAdapter
-from camlens.errors import CamlensValueError
+from camlens.errors import CamlensValueError, check_choice
 from camlens.methods._registry import register
 from camlens.methods.gradient import _GradientMethod, gradcam
 from camlens.targets import Target
@@ -62,8 +62,7 @@ class ShapleyCAM(_GradientMethod):
 
     def __init__(self, model: Any, layer: Any = "auto", *, score: str = "rest", **options: Any):
         super().__init__(model, layer, **options)
-        if score not in SCORES:
-            raise CamlensValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
+        check_choice(score, SCORES, "score")
         if self.adapter.framework != "torch":
             raise CamlensValueError(
                 f"method {self.name!r} (a Hessian-vector product) is implemented for PyTorch "

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from camlens.backends.base import Capture
-from camlens.errors import CamlensValueError
+from camlens.errors import CamlensValueError, check_choice
 from camlens.methods._registry import register
 from camlens.methods.base import LayerMethod
 from camlens.methods.eigen import _centred, _oriented, eigencam
@@ -122,8 +122,7 @@ class KPCACAM(LayerMethod):
         **options: Any,
     ) -> None:
         super().__init__(model, layer, **options)
-        if kernel not in KERNELS:
-            raise CamlensValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+        check_choice(kernel, KERNELS, "kernel")
         number = isinstance(gamma, (int, float)) and not isinstance(gamma, bool)
         if gamma is not None and not (number and gamma > 0):
             raise CamlensValueError(f"gamma must be a number > 0 or None, got {gamma!r}")

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from camlens import targets as targets_
 from camlens.backends import adapter_for
 from camlens.backends.quantize import calibration_rows
-from camlens.errors import CamlensTypeError, CamlensValueError, describe
+from camlens.errors import CamlensTypeError, CamlensValueError, check_choice, describe
 from camlens.explanation import Explanation
 
 BASELINES = ("zero", "blur", "mean")
@@ -60,10 +60,7 @@ class Batch:
 
 def check_precision(precision: Any) -> str:
     """``precision`` of the perturbed forwards: "fp32" (exact), "bf16" or "int8" (approximate)."""
-    if precision not in PRECISIONS:
-        raise CamlensValueError(
-            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
-        )
+    check_choice(precision, PRECISIONS, "precision")
     return precision
 
 
