@@ -71,11 +71,13 @@ def test_scorecam_matches_pytorch_grad_cam(pgc, resnet, x):
 
 
 @pytest.mark.skipif(not int8_supported(), reason="no x86 int8 engine in this build")
-def test_scorecam_int8_within_1e_2_of_pytorch_grad_cam(pgc, resnet):
-    # 112 px, layer4 (4x4): int8 rounding moves the scores of tiny inputs more (1.5e-2 at 32 px)
-    x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(1))
-    exp = camlens.explain(resnet, x, method="scorecam", layer="layer4", precision="int8")
-    expected = reference(pgc.ScoreCAM, resnet, "layer4", x, exp.targets)
+def test_scorecam_int8_within_1e_2_of_float32(resnet):
+    # layer2 (128 channels, 8x8 at 64 px): 256 masked forwards per precision, a quarter of layer4's
+    # at a third of 112 px's pixels, same bound (int8 moves these maps by 4.4e-3). camlens' float32
+    # Score-CAM equals pytorch-grad-cam's (test_scorecam_matches_pytorch_grad_cam).
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    exp = camlens.explain(resnet, x, method="scorecam", layer="layer2", precision="int8")
+    expected = camlens.explain(resnet, x, method="scorecam", layer="layer2", precision="fp32").maps
     assert 1e-4 < float((exp.maps - expected).abs().max()) < 1e-2
 
 

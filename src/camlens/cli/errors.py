@@ -29,7 +29,6 @@ from typing import Any, NoReturn
 import typer
 
 from camlens.errors import CamlensError
-from camlens.runs.writer import log_traceback
 
 #: typer's own exits and click's usage errors pass through (typer may bundle its own click).
 PASS: tuple[type[BaseException], ...] = (
@@ -99,6 +98,8 @@ def _kept(out: Any) -> int | None:
 
 
 def _stopped(error: BaseException, out: Any, ctx: typer.Context, resumable: bool) -> NoReturn:
+    from camlens.runs.writer import log_traceback
+
     log = log_traceback(out, command_line(ctx))
     if isinstance(error, OSError):
         what = f"the run could not go on: {error}; {FIXES.get(error.errno or 0, 'fix the cause')}"
