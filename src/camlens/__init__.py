@@ -78,6 +78,10 @@ def __getattr__(name: str):
         from camlens.models import checkpoint
 
         return getattr(checkpoint, name)
+    if name in ("zero_shot", "ZeroShot"):
+        from camlens.models import zero_shot
+
+        return getattr(zero_shot, name)
     if name == "train":
         from camlens.models.training import train
 
@@ -149,4 +153,6 @@ __all__ = [
     "plot",
     "targets",
     "train",
+    "ZeroShot",
+    "zero_shot",
 ]

@@ -36,6 +36,8 @@ from camlens.errors import CamlensValueError
 
 #: parameter names of the tokens placed before the patches (timm, torchvision, Hugging Face)
 PREFIX_PARAMETERS = ("cls_token", "class_token", "dist_token", "reg_token", "register_tokens")
+#: CLIP's class token (open_clip, Hugging Face): one vector (width,)
+CLASS_EMBEDDING = "class_embedding"
 
 
 @dataclass(frozen=True)
@@ -314,14 +316,18 @@ def _multihead(
 
 def prefix_tokens(model: nn.Module) -> int:
     """The number of tokens before the patches: timm's ``num_prefix_tokens``, else the tokens
-    of the model's class, distillation and register token parameters."""
+    of the model's class, distillation and register token parameters (CLIP's ``class_embedding``
+    one)."""
     count = getattr(model, "num_prefix_tokens", None)
     if isinstance(count, int):
         return count
     total = 0
     for name, parameter in model.named_parameters():
-        if name.rsplit(".", 1)[-1] in PREFIX_PARAMETERS and parameter.ndim == 3:
+        last = name.rsplit(".", 1)[-1]
+        if last in PREFIX_PARAMETERS and parameter.ndim == 3:
             total += parameter.shape[1]
+        elif last == CLASS_EMBEDDING and parameter.ndim == 1:
+            total += 1
     return total
 
 

@@ -1,0 +1,158 @@
+"""Zero-shot classifiers from image-text models: camlens.zero_shot on tiny random CLIPs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from needs import need
+
+import camlens
+from camlens.errors import CamlensValueError
+
+PROMPTS = ["a photo of a dog", "a photo of a cat", "a car"]
+
+
+def tiny_open_clip(resnet: bool = False) -> nn.Module:
+    """A random-weight open_clip CLIP: 64 px images, 32-wide embeddings (ViT or ResNet tower)."""
+    open_clip = need("open_clip")
+    torch.manual_seed(0)
+    vision = (
+        dict(image_size=64, layers=(1, 1, 1, 1), width=16, head_width=16)
+        if resnet
+        else dict(image_size=64, layers=2, width=64, patch_size=16, head_width=32)
+    )
+    text = dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=1)
+    return open_clip.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text).eval()
+
+
+def tiny_tokenizer(folder):
+    """A CLIPTokenizer over single letters, written into ``folder`` (no download)."""
+    transformers = need("transformers")
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = [*letters, *(c + "</w>" for c in letters), "<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({w: i for i, w in enumerate(words)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+
+
+def tiny_hf_clip(tokenizer) -> nn.Module:
+    """A random-weight Hugging Face CLIPModel: 64 px images, 16-wide embeddings."""
+    transformers = need("transformers")
+    torch.manual_seed(0)
+    ids = dict(
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    layers = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2)
+    config = transformers.CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), num_hidden_layers=1, **layers, **ids),
+        vision_config=dict(num_hidden_layers=2, image_size=64, patch_size=16, **layers),
+        projection_dim=16,
+    )
+    return transformers.CLIPModel(config).eval()
+
+
+@pytest.fixture(scope="module")
+def clip() -> nn.Module:
+    return tiny_open_clip()
+
+
+@pytest.fixture(scope="module")
+def hf(tmp_path_factory):
+    tokenizer = tiny_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+    return tiny_hf_clip(tokenizer), tokenizer
+
+
+@pytest.fixture(scope="module")
+def x() -> torch.Tensor:
+    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+class Wrapper(nn.Module):
+    """The hand-written zero-shot head: the image tower and fixed prompt embeddings."""
+
+    def __init__(self, visual: nn.Module, text: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.visual = visual
+        self.register_buffer("text", F.normalize(text, dim=-1))
+        self.scale = float(scale.detach().exp())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.normalize(self.visual(x), dim=-1) @ self.text.t()
+
+
+def test_open_clip_logits_are_the_model_similarity(clip, x):
+    open_clip = need("open_clip")
+    model = camlens.zero_shot(clip, PROMPTS)
+    image, text, scale = clip(x, open_clip.tokenize(PROMPTS))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), scale * image @ text.t(), atol=1e-5, rtol=0)
+    assert model.labels == PROMPTS and model.prompts == PROMPTS
+    assert model.text_embeddings.shape == (3, 32) and not model.text_embeddings.requires_grad
+
+
+def test_hf_logits_are_the_model_similarity(hf, x):
+    clip, tokenizer = hf
+    model = camlens.zero_shot(clip, PROMPTS, tokenizer=tokenizer)
+    with torch.no_grad():
+        tokens = tokenizer(PROMPTS, padding=True, return_tensors="pt")
+        expected = clip(pixel_values=x, **tokens).logits_per_image
+        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "eigencam"])
+def test_map_for_a_prompt_is_the_hand_written_wrappers(clip, x, method):
+    open_clip = need("open_clip")
+    model = camlens.zero_shot(clip, PROMPTS)
+    with torch.no_grad():
+        text = clip.encode_text(open_clip.tokenize(PROMPTS))
+    wrapper = Wrapper(clip.visual, text, clip.logit_scale).eval()
+    ours = camlens.explain(model, x, method=method, target=1)
+    theirs = camlens.explain(wrapper, x, method=method, target=1, layer=ours.layer)
+    assert ours.layer == "visual.transformer.resblocks.1.ln_1"
+    torch.testing.assert_close(ours.maps, theirs.maps, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours.scores, theirs.scores, atol=1e-5, rtol=0)
+
+
+def test_hf_map_for_a_prompt_is_the_hand_written_wrappers(hf, x):
+    clip, tokenizer = hf
+    model = camlens.zero_shot(clip, PROMPTS, tokenizer=tokenizer)
+
+    class HFWrapper(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.vision_model, self.visual_projection = clip.vision_model, clip.visual_projection
+            tokens = tokenizer(PROMPTS, padding=True, return_tensors="pt")
+            with torch.no_grad():
+                text = clip.get_text_features(**tokens).pooler_output
+            self.register_buffer("text", F.normalize(text, dim=-1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            image = self.visual_projection(self.vision_model(pixel_values=x).pooler_output)
+            return clip.logit_scale.exp() * F.normalize(image, dim=-1) @ self.text.t()
+
+    ours = camlens.explain(model, x, method="gradcam", target=2)
+    theirs = camlens.explain(HFWrapper().eval(), x, method="gradcam", target=2, layer=ours.layer)
+    assert ours.layer == "vision_model.encoder.layers.1.layer_norm1"
+    torch.testing.assert_close(ours.maps, theirs.maps, atol=1e-5, rtol=0)
+
+
+def test_set_prompts_re_embeds(clip, x):
+    model = camlens.zero_shot(clip, PROMPTS)
+    before = model(x)
+    assert model.set_prompts(["a car", "a dog"]) == ["a car", "a dog"]
+    after = model(x)
+    assert after.shape == (2, 2)
+    torch.testing.assert_close(after[:, 0], before[:, 2], atol=1e-6, rtol=0)
+
+
+def test_bad_prompts_are_refused(clip):
+    with pytest.raises(CamlensValueError, match="repeated: a dog"):
+        camlens.zero_shot(clip, ["a dog", "a dog"])
+    with pytest.raises(CamlensValueError, match="non-empty texts"):
+        camlens.zero_shot(clip, ["a dog", " "])
