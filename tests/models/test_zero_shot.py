@@ -21,7 +21,7 @@ def tiny_open_clip(resnet: bool = False) -> nn.Module:
     open_clip = need("open_clip")
     torch.manual_seed(0)
     vision = (
-        dict(image_size=64, layers=(1, 1, 1, 1), width=16, head_width=16)
+        dict(image_size=64, layers=(1, 1, 1, 2), width=16, head_width=16)
         if resnet
         else dict(image_size=64, layers=2, width=64, patch_size=16, head_width=32)
     )
@@ -156,3 +156,42 @@ def test_bad_prompts_are_refused(clip):
         camlens.zero_shot(clip, ["a dog", "a dog"])
     with pytest.raises(CamlensValueError, match="non-empty texts"):
         camlens.zero_shot(clip, ["a dog", " "])
+
+
+def test_resnet_tower_auto_layer_and_shapleycam(x):
+    model = camlens.zero_shot(tiny_open_clip(resnet=True), PROMPTS)
+    explained = camlens.explain(model, x[:1], method="shapleycam", target=0)
+    assert explained.layer == "visual.layer4"
+    assert explained.maps.shape == (1, 64, 64) and torch.isfinite(explained.maps).all()
+    with pytest.raises(CamlensValueError, match="needs a vision transformer's attention"):
+        camlens.explain(model, x[:1], method="rollout")
+
+
+def test_token_logits_of_the_last_block_are_the_logits(clip, hf, x):
+    """LeGrad's per-block scores: the last block's tokens through the head give the logits."""
+    model = camlens.zero_shot(clip, PROMPTS)
+    tokens = []
+    hook = clip.visual.transformer.resblocks[-1].register_forward_hook(
+        lambda *args: tokens.append(args[-1])
+    )
+    with torch.no_grad():
+        logits = model(x)
+        hook.remove()
+        torch.testing.assert_close(model.token_logits(tokens[0]), logits, atol=1e-5, rtol=0)
+    clip_hf, tokenizer = hf
+    model = camlens.zero_shot(clip_hf, PROMPTS, tokenizer=tokenizer)
+    with torch.no_grad():
+        hidden = clip_hf.vision_model(pixel_values=x).last_hidden_state
+        torch.testing.assert_close(model.token_logits(hidden), model(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["rollout", "legrad"])
+def test_attention_methods_on_both_vit_towers(clip, hf, x, method):
+    towers = [camlens.zero_shot(clip, PROMPTS), camlens.zero_shot(hf[0], PROMPTS, tokenizer=hf[1])]
+    layers = []
+    for model in towers:
+        explained = camlens.explain(model, x[:1], method=method, target=1)
+        assert explained.maps.shape == (1, 64, 64) and torch.isfinite(explained.maps).all()
+        layers.append(explained.layer)
+    assert layers[0] == "visual.transformer.resblocks.0.attn+visual.transformer.resblocks.1.attn"
+    assert layers[1].endswith("layers.1.self_attn")

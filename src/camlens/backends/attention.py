@@ -170,7 +170,10 @@ def projection(model: Any) -> Projection | None:
     after its final ``norm`` (the model's own pooling); torchvision's ``heads`` after
     ``encoder.ln`` of the tokens' mean (as TorchCAM's ``LeGrad``); Hugging Face's ``classifier``
     on the class token after the final ``layernorm``; a camlens ``Classifier``'s body after its
-    last attention block, then its GAP + Linear head. None for other models."""
+    last attention block, then its GAP + Linear head; a zero-shot CLIP's ``token_logits``. None
+    for other models."""
+    if callable(getattr(model, "token_logits", None)):
+        return cast(Projection, model.token_logits)
     if hasattr(model, "forward_head") and isinstance(getattr(model, "norm", None), nn.Module):
         return lambda tokens: model.forward_head(model.norm(tokens))
     norm = getattr(getattr(model, "encoder", None), "ln", None)

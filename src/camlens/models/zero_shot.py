@@ -108,7 +108,7 @@ def _preprocess_cfg(model: Any, kind: str, processor: Any) -> tuple[int, tuple, 
     else:
         images = getattr(processor, "image_processor", processor)
         crop = getattr(images, "crop_size", None)
-        size = crop.get("height") if isinstance(crop, dict) else None
+        size = crop.get("height") if isinstance(crop, dict) else getattr(crop, "height", None)
         size = size or model.config.vision_config.image_size
         mean = getattr(images, "image_mean", None) or CLIP_MEAN
         std = getattr(images, "image_std", None) or CLIP_STD
@@ -182,7 +182,24 @@ class ZeroShot(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, K): the scaled cosine of each image with each prompt."""
-        image = F.normalize(self.image_features(x), dim=-1)
+        return self.similarity(self.image_features(x))
+
+    def token_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """A ViT tower block's tokens (B, T, C) through the tower's final norm, pooling and
+        projection to logits (B, K): LeGrad's per-block scores."""
+        if self.kind == "hf":
+            pooled = self.vision_model.get_submodule("post_layernorm")(tokens[:, 0])
+            return self.similarity(self.visual_projection(pooled))
+        pool = getattr(self.visual, "_pool", None)
+        if pool is None:
+            raise CamlensValueError("token_logits needs a ViT image tower, not a ResNet")
+        pooled = pool(tokens)[0]
+        proj = self.visual.proj
+        return self.similarity(pooled if proj is None else pooled @ proj)
+
+    def similarity(self, features: torch.Tensor) -> torch.Tensor:
+        """Image embeddings (B, D) -> logits (B, K)."""
+        image = F.normalize(features, dim=-1)
         logits = image @ self.text_embeddings.to(image.dtype).t() * self.logit_scale.exp()
         return logits if self.logit_bias is None else logits + self.logit_bias
 
