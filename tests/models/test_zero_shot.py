@@ -4,29 +4,34 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from needs import need
+from PIL import Image
+from typer.testing import CliRunner
 
 import camlens
+from camlens.cli import app
 from camlens.errors import CamlensValueError
+from camlens.models import specs
 
 PROMPTS = ["a photo of a dog", "a photo of a cat", "a car"]
+
+
+VIT = dict(image_size=64, layers=2, width=64, patch_size=16, head_width=32)
+RESNET = dict(image_size=64, layers=(1, 1, 1, 2), width=16, head_width=16)
+TEXT = dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=1)
 
 
 def tiny_open_clip(resnet: bool = False) -> nn.Module:
     """A random-weight open_clip CLIP: 64 px images, 32-wide embeddings (ViT or ResNet tower)."""
     open_clip = need("open_clip")
     torch.manual_seed(0)
-    vision = (
-        dict(image_size=64, layers=(1, 1, 1, 2), width=16, head_width=16)
-        if resnet
-        else dict(image_size=64, layers=2, width=64, patch_size=16, head_width=32)
-    )
-    text = dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=1)
-    return open_clip.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text).eval()
+    vision = RESNET if resnet else VIT
+    return open_clip.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=TEXT).eval()
 
 
 def tiny_tokenizer(folder):
@@ -195,3 +200,55 @@ def test_attention_methods_on_both_vit_towers(clip, hf, x, method):
         layers.append(explained.layer)
     assert layers[0] == "visual.transformer.resblocks.0.attn+visual.transformer.resblocks.1.attn"
     assert layers[1].endswith("layers.1.self_attn")
+
+
+@pytest.fixture(scope="module")
+def arch(tmp_path_factory) -> str:
+    """A tiny open_clip architecture registered under the name it returns."""
+    open_clip = need("open_clip")
+    path = tmp_path_factory.mktemp("arch") / "camlens-tiny-clip.json"
+    path.write_text(json.dumps({"embed_dim": 32, "vision_cfg": VIT, "text_cfg": TEXT}))
+    open_clip.add_model_config(path)
+    return path.stem
+
+
+def test_explain_cli_open_clip_with_a_weights_file(arch, tmp_path):
+    open_clip = need("open_clip")
+    torch.manual_seed(3)
+    torch.save(open_clip.create_model(arch).state_dict(), tmp_path / "clip.pth")
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp_path / "grey.png")
+    args = ["explain", str(tmp_path / "grey.png"), "--model", f"open_clip:{arch}", "--quiet"]
+    args += ["--weights", str(tmp_path / "clip.pth"), "--prompts", "a dog, a cat"]
+    result = CliRunner().invoke(app, [*args, "--target", "a cat", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    (row,) = [
+        json.loads(line) for line in (tmp_path / "out/results.jsonl").read_text().splitlines()
+    ]
+    assert (row["target"], row["target_name"], row["layer"]) == (
+        1,
+        "a cat",
+        "visual.transformer.resblocks.1.ln_1",
+    )
+    missing = CliRunner().invoke(app, [*args[:5], "--out", str(tmp_path / "o2")])
+    assert missing.exit_code == 2
+    assert "is an image-text model, whose classes are text prompts: pass --prompts" in " ".join(
+        missing.output.split()
+    )
+
+
+def test_prompts_file_and_clear_errors(arch, tmp_path, monkeypatch):
+    open_clip = need("open_clip")
+    (tmp_path / "prompts.txt").write_text("a dog\n\na cat\n")
+    model = specs.load_spec(f"open_clip:{arch}", prompts=["x"])
+    assert camlens.models.clip.read_prompts(str(tmp_path / "prompts.txt")) == ["a dog", "a cat"]
+    assert model.pretrained_cfg["mean"] == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+    assert model.input_size == (64, 64)
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(open_clip.pretrained, "download_pretrained", offline)
+    with pytest.raises(CamlensValueError, match="offline, pass a local state dict: --weights FILE"):
+        specs.load_spec("open_clip:ViT-B-32", "openai", prompts=["a dog"])
+    with pytest.raises(CamlensValueError, match="--prompts names the classes of an image-text"):
+        specs.load_spec("demo", prompts=["a dog"])
