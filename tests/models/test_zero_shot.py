@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -252,3 +253,34 @@ def test_prompts_file_and_clear_errors(arch, tmp_path, monkeypatch):
         specs.load_spec("open_clip:ViT-B-32", "openai", prompts=["a dog"])
     with pytest.raises(CamlensValueError, match="--prompts names the classes of an image-text"):
         specs.load_spec("demo", prompts=["a dog"])
+
+
+def test_serve_shows_the_prompts_and_takes_a_typed_one(clip, tmp_path):
+    TestClient = need("fastapi.testclient").TestClient  # noqa: N806
+    from camlens.runs.session import Session
+    from camlens.serve import ModelService, create_app
+
+    service = ModelService(Session.from_model(camlens.zero_shot(clip, PROMPTS), device="cpu"))
+    client = TestClient(create_app(service), base_url="http://127.0.0.1")
+    info = client.get("/api/model").json()
+    assert (info["labels"], info["classes"], info["prompts"], info["size"]) == (
+        PROMPTS,
+        3,
+        True,
+        64,
+    )
+    added = client.post("/api/prompts", json={"prompts": [*PROMPTS, "<b>a boat</b>"]})
+    assert added.status_code == 200, added.text
+    assert added.json() == {"labels": [*PROMPTS, "<b>a boat</b>"], "classes": 4}
+    assert client.get("/api/model").json()["classes"] == 4
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(buffer, "PNG")
+    files = {"image": ("x.png", buffer.getvalue())}
+    answer = client.post("/api/explain", files=files, data={"target": "3"}).json()
+    assert (answer["target"], answer["target_name"]) == (3, "<b>a boat</b>")
+    refused = client.post("/api/prompts", json={"prompts": ["a dog", "a dog"]})
+    assert (refused.status_code, refused.json()["error"]) == (
+        400,
+        "prompts must differ; repeated: a dog",
+    )
+    service.close()
