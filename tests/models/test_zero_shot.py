@@ -284,3 +284,14 @@ def test_serve_shows_the_prompts_and_takes_a_typed_one(clip, tmp_path):
         "prompts must differ; repeated: a dog",
     )
     service.close()
+
+
+def test_hf_spec_loads_a_saved_folder(hf, x, tmp_path):
+    clip, tokenizer = hf
+    clip.save_pretrained(tmp_path / "clip")
+    tokenizer.save_pretrained(tmp_path / "clip")
+    model = specs.load_spec(f"hf:{tmp_path / 'clip'}", prompts=PROMPTS)
+    expected = camlens.zero_shot(clip, PROMPTS, tokenizer=tokenizer)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected(x), atol=1e-5, rtol=0)
+    assert model.input_size == (64, 64) and model.labels == PROMPTS
