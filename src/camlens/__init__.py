@@ -36,6 +36,8 @@ _EXPORTS: dict[str, str] = {
     "Classifier": "camlens.models.checkpoint",
     "load_model": "camlens.models.checkpoint",
     "train": "camlens.models.training",
+    "ZeroShot": "camlens.models.zero_shot",
+    "zero_shot": "camlens.models.zero_shot",
     "Run": "camlens.runs.folder",
     "load_run": "camlens.runs.folder",
 }  # fmt: skip
@@ -131,4 +133,6 @@ __all__ = [
     "plot",
     "targets",
     "train",
+    "ZeroShot",
+    "zero_shot",
 ]

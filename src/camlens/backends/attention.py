@@ -36,6 +36,8 @@ from camlens.errors import CamlensValueError
 
 #: parameter names of the tokens placed before the patches (timm, torchvision, Hugging Face)
 PREFIX_PARAMETERS = ("cls_token", "class_token", "dist_token", "reg_token", "register_tokens")
+#: CLIP's class token (open_clip, Hugging Face): one vector (width,)
+CLASS_EMBEDDING = "class_embedding"
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,10 @@ def projection(model: Any) -> Projection | None:
     after its final ``norm`` (the model's own pooling); torchvision's ``heads`` after
     ``encoder.ln`` of the tokens' mean (as TorchCAM's ``LeGrad``); Hugging Face's ``classifier``
     on the class token after the final ``layernorm``; a camlens ``Classifier``'s body after its
-    last attention block, then its GAP + Linear head. None for other models."""
+    last attention block, then its GAP + Linear head; a zero-shot CLIP's ``token_logits``. None
+    for other models."""
+    if callable(getattr(model, "token_logits", None)):
+        return cast(Projection, model.token_logits)
     if hasattr(model, "forward_head") and isinstance(getattr(model, "norm", None), nn.Module):
         return lambda tokens: model.forward_head(model.norm(tokens))
     norm = getattr(getattr(model, "encoder", None), "ln", None)
@@ -314,14 +319,18 @@ def _multihead(
 
 def prefix_tokens(model: nn.Module) -> int:
     """The number of tokens before the patches: timm's ``num_prefix_tokens``, else the tokens
-    of the model's class, distillation and register token parameters."""
+    of the model's class, distillation and register token parameters (CLIP's ``class_embedding``
+    one)."""
     count = getattr(model, "num_prefix_tokens", None)
     if isinstance(count, int):
         return count
     total = 0
     for name, parameter in model.named_parameters():
-        if name.rsplit(".", 1)[-1] in PREFIX_PARAMETERS and parameter.ndim == 3:
+        last = name.rsplit(".", 1)[-1]
+        if last in PREFIX_PARAMETERS and parameter.ndim == 3:
             total += parameter.shape[1]
+        elif last == CLASS_EMBEDDING and parameter.ndim == 1:
+            total += 1
     return total
 
 

@@ -35,7 +35,7 @@ from camlens.backends.torch_forward import (
     logits_of,
     watching,
 )
-from camlens.backends.torch_hooks import Keeper, gradients_of, hooked, hvps_of, replacing
+from camlens.backends.torch_hooks import Keeper, gradients_of, hooked, hvps_of, math_sdpa, replacing
 from camlens.backends.torch_layers import (
     declared_layer,
     detector_layers,
@@ -290,7 +290,7 @@ class TorchAdapter:
         size = self.input_size(x)
         keeper = Keeper(layers, gradients)
         hooks = [(self.module(name), keeper.hook(index)) for index, name in enumerate(layers)]
-        with self._explaining(), hooked(hooks):
+        with self._explaining(), hooked(hooks), math_sdpa(hvp):
             with torch.no_grad():  # the first hook switches recording on
                 logits, linear = self._forward(x, watch_linear=head, target=target)
                 resolved = targets_.resolve(target, logits)

@@ -12,7 +12,8 @@ part above the layer is kept for the backward pass.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -151,3 +152,12 @@ def hvps_of(grads: list[torch.Tensor], activations: list[torch.Tensor]) -> list[
                 ) from error
         found.append(torch.zeros_like(a) if hvp is None else hvp)
     return found
+
+
+def math_sdpa(on: bool) -> AbstractContextManager[Any]:
+    """With ``on``, attention through its math kernel, whose second derivative exists (a
+    double backward pass through a fused kernel fails: CLIP towers, timm and Hugging Face
+    ViTs); else nothing."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH]) if on else nullcontext()

@@ -49,6 +49,7 @@ def explain(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
     weights: options.Weights = None,
     labels: options.Labels = None,
+    prompts: options.Prompts = None,
     method: options.Methods = "gradcam",
     target: options.Target = "pred",
     layer: options.Layer = "auto",
@@ -138,7 +139,7 @@ def explain(
 
     # everything that can be wrong with the command is checked before any work starts
     network = ModelSettings(model, weights, preprocess, size, labels, trust_pickle=trust_pickle,
-                            seed=seed, device=device)  # fmt: skip
+                            seed=seed, device=device, prompts=prompts)  # fmt: skip
     request = ExplainSettings(
         model=network,
         out=out,

@@ -20,6 +20,7 @@ def layers_command(
     ] = None,
     size: options.Size = None,
     trust_pickle: options.TrustPickle = False,
+    prompts: options.Prompts = None,
 ) -> None:
     """Print the candidate target layers with their output shapes at the model's input (as
     camlens explain feeds it); '*' marks layer=auto.
@@ -28,7 +29,9 @@ def layers_command(
     """
     from camlens.runs.settings import ModelSettings
 
-    chosen = ModelSettings(model, weights or "none", size=size, trust_pickle=trust_pickle)
+    chosen = ModelSettings(
+        model, weights or "none", size=size, trust_pickle=trust_pickle, prompts=prompts
+    )
     infos, auto = chosen.load(device="cpu").layers()
     width = max((len(info.name) for info in infos), default=4)
     typer.echo(f"  {'layer':<{width}}  {'module':<22} output (one image)  layout")

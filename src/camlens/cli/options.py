@@ -21,16 +21,24 @@ Model = Annotated[
     typer.Option(
         "--model",
         help="torchvision:NAME, timm:NAME, a torch.export .pt2 file, a TorchScript file, a "
-        "camlens checkpoint folder or 'demo', a .keras file, keras:NAME, or "
-        "package.module:factory.",
+        "camlens checkpoint folder or 'demo', a .keras file, keras:NAME, open_clip:ARCH or "
+        "hf:PATH_OR_NAME (with --prompts), or package.module:factory.",
     ),
 ]
 Weights = Annotated[
     str | None,
     typer.Option(
         "--weights",
-        help="DEFAULT (download pretrained; the default for torchvision:/timm:), none (random) "
-        "or a local state-dict file.",
+        help="DEFAULT (download pretrained; the default for torchvision:/timm:), none (random), "
+        "a local state-dict file, or an open_clip pretrained tag (openai...).",
+    ),
+]
+Prompts = Annotated[
+    str | None,
+    typer.Option(
+        "--prompts",
+        help="An image-text model's classes (open_clip:ARCH, hf:PATH_OR_NAME): comma-separated "
+        "prompts ('a dog,a cat') or a text file, one prompt a line.",
     ),
 ]
 Labels = Annotated[

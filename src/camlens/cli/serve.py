@@ -20,6 +20,7 @@ def serve(
     ] = "demo",
     weights: options.Weights = None,
     labels: options.Labels = None,
+    prompts: options.Prompts = None,
     run: list[Path] = typer.Option([], "--run", help="A run folder to browse (repeatable)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8765, "--port", help="Port to bind."),
@@ -42,7 +43,7 @@ def serve(
 
     settings = Settings(
         model, weights, preprocess, size, labels, trust_pickle=trust_pickle, seed=seed,
-        device=device, runs=run, host=host, port=port, token=token,
+        device=device, prompts=prompts, runs=run, host=host, port=port, token=token,
     )  # fmt: skip
     try:
         launch(

@@ -29,6 +29,7 @@ import torch
 from camlens.errors import check_choice
 from camlens.images.load import IMAGENET_MEAN, IMAGENET_STD
 from camlens.models.checkpoint import Classifier
+from camlens.models.zero_shot import ZeroShot
 
 MODES = ("auto", "imagenet", "unit", "raw", "tf", "caffe")
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -103,9 +104,9 @@ def input_channels(network: Any) -> int:
 
 
 def input_size(network: Any, default: int = 224) -> int:
-    """The model's own input side: a camlens checkpoint's, a Keras model's static square input
-    shape's, else ``default``."""
-    if isinstance(network, Classifier):
+    """The model's own input side: a camlens checkpoint's or zero-shot model's, a Keras model's
+    static square input shape's, else ``default``."""
+    if isinstance(network, (Classifier, ZeroShot)):
         return int(network.input_size[0])
     shape = getattr(network, "input_shape", None)
     if isinstance(shape, tuple) and len(shape) == 4 and shape[1] and shape[1] == shape[2]:

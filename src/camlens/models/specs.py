@@ -13,7 +13,9 @@ A spec is one of:
   unpickling runs code from the file),
 - a camlens checkpoint folder (``model.safetensors`` + ``camlens.json``), ``demo`` or ``demo-vit``,
 - a ``.keras`` file or ``keras:NAME`` (the Keras backend),
-- ``package.module:factory``: a function called with no arguments that returns the model.
+- ``package.module:factory``: a function called with no arguments that returns the model,
+- ``open_clip:ARCH`` or ``hf:PATH_OR_NAME``: an image-text model (CLIP) as a zero-shot classifier
+  of text ``prompts`` (see :mod:`camlens.models.clip`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from __future__ import annotations
 import importlib
 import pickle
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from camlens.backends import keras_missing
 from camlens.errors import CamlensValueError
 from camlens.images.labels import imagenet_classes
+from camlens.models import clip
 from camlens.models.checkpoint import load_model
 from camlens.models.files import BUNDLED
 from camlens.models.weights import is_random, load_state, timm_model, torchvision_model
@@ -40,12 +44,13 @@ LOAD_ERRORS = (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.Unp
 FORMS = (
     "torchvision:NAME, timm:NAME, a torch.export .pt2 file, a TorchScript file, a camlens "
     "checkpoint folder or 'demo', "
-    "a .keras file, keras:NAME, or package.module:factory"
+    "a .keras file, keras:NAME, open_clip:ARCH, hf:PATH_OR_NAME, or package.module:factory"
 )
 
 
 def kind_of(spec: str) -> str:
-    """Which loader a spec goes to: torchvision, timm, keras, checkpoint, file or factory."""
+    """Which loader a spec goes to: torchvision, timm, keras, clip, checkpoint, file or
+    factory."""
     path = Path(spec)
     if spec in BUNDLED or (path.is_dir() and (path / "camlens.json").is_file()):
         return "checkpoint"
@@ -54,6 +59,8 @@ def kind_of(spec: str) -> str:
     prefix, sep, name = spec.partition(":")
     if prefix in ("torchvision", "timm"):
         return prefix
+    if prefix in clip.PREFIXES:
+        return "clip"
     if path.is_file():
         return "file"
     if sep and name and all(part.isidentifier() for part in prefix.split(".")):
@@ -66,16 +73,30 @@ def kind_of(spec: str) -> str:
     raise CamlensValueError(f"unknown model spec {spec!r}; expected {FORMS}")
 
 
-def load_spec(spec: str, weights: str | None = None, *, trust_pickle: bool = False) -> Any:
+def load_spec(
+    spec: str,
+    weights: str | None = None,
+    *,
+    trust_pickle: bool = False,
+    prompts: Sequence[str] | None = None,
+) -> Any:
     """Build the model a spec names, in eval mode.
 
     ``weights``: None or "none" (random), "DEFAULT" (download the pretrained weights) or a local
     state-dict file (loaded with ``weights_only=True``). ``trust_pickle`` allows a spec file that
     is a whole pickled model (unpickling can run arbitrary code: only for files you trust).
+    ``prompts``: the classes of an image-text model (``open_clip:``, ``hf:``), only for those.
     """
     if not isinstance(spec, str) or not spec:
         raise CamlensValueError(f"model spec must be a non-empty string, got {spec!r}")
     kind = kind_of(spec)
+    if kind == "clip":
+        return clip.load(spec, weights, prompts)
+    if prompts is not None:
+        raise CamlensValueError(
+            f"--prompts names the classes of an image-text model (open_clip:ARCH or "
+            f"hf:PATH_OR_NAME); {spec!r} has its own classes (--labels names them)"
+        )
     if kind == "checkpoint":
         return load_model(spec)
     if kind == "keras":

@@ -29,6 +29,7 @@ from camlens.images.preprocessing import MODES, Preprocess, input_size, resolve
 from camlens.methods._registry import applicable, get, methods, options_for
 from camlens.methods.perturbation import PRECISIONS
 from camlens.models import specs  # specs.load_spec looked up per call: it can be patched
+from camlens.models.clip import read_prompts
 from camlens.models.weights import seeded
 
 #: ``--target`` words besides a class index or name.
@@ -97,13 +98,16 @@ class Session:
         labels: Any = None,
         trust_pickle: bool = False,
         seed: int = 0,
+        prompts: str | Sequence[str] | None = None,
     ) -> Session:
         """Load the model ``spec`` names (see :mod:`camlens.models.specs`) and resolve the rest.
 
         ``weights`` None means ``DEFAULT`` (download) for ``torchvision:``/``timm:`` names and
         random or built-in weights otherwise; ``labels`` is a file of class names or a list.
         Random weights are drawn from ``seed`` (the caller's random state is left as it was), so
-        every process that loads the same spec and seed explains the same network.
+        every process that loads the same spec and seed explains the same network. ``prompts``
+        (a list, comma-separated text or a file, one a line) are the classes of an image-text
+        model (``open_clip:ARCH``, ``hf:PATH_OR_NAME``).
         """
         check_choice(preprocess, MODES, "--preprocess")  # before the (slow) model load
         where = device_for(device)
@@ -115,7 +119,9 @@ class Session:
         if weights is None and spec.partition(":")[0] in ("torchvision", "timm"):
             weights = "DEFAULT"
         with seeded(seed):
-            network = specs.load_spec(spec, weights, trust_pickle=trust_pickle)
+            network = specs.load_spec(
+                spec, weights, trust_pickle=trust_pickle, prompts=read_prompts(prompts)
+            )
         prepare = resolve(preprocess, spec, network)
         session = cls.from_model(
             network, spec=spec, prepare=prepare, size=size, names=names, device=where

@@ -54,7 +54,8 @@ class ModelSettings:
     """The model to explain with: the spec (``--model``), ``weights`` (None: ``DEFAULT`` for
     ``torchvision:``/``timm:`` names, random or built-in otherwise), ``preprocess``, the input
     ``size`` (None: the model's own), class-name ``labels`` (a file or a list), ``trust_pickle``,
-    the ``seed`` random weights come from, and the ``device`` (these three by keyword)."""
+    the ``seed`` random weights come from, the ``device`` and an image-text model's ``prompts``
+    (these four by keyword)."""
 
     model: str
     weights: str | None = None
@@ -65,6 +66,7 @@ class ModelSettings:
     trust_pickle: bool = False
     seed: int = 0
     device: str = "auto"
+    prompts: Any = None
 
     def spec(self) -> dict[str, Any]:
         """:meth:`Session.from_spec`'s keyword arguments but the device (a Ray actor's own)."""
@@ -76,6 +78,7 @@ class ModelSettings:
             "labels": self.labels,
             "trust_pickle": self.trust_pickle,
             "seed": self.seed,
+            "prompts": self.prompts,
         }
 
     def load(self, device: str | None = None) -> Session:

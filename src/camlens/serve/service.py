@@ -27,6 +27,8 @@ from camlens.serve.batcher import MicroBatcher
 from camlens.serve.guards import shown
 
 TOP = 5
+#: The most prompts an image-text model's class list takes from a client, and their length.
+MAX_PROMPTS, MAX_PROMPT = 1000, 300
 
 
 @dataclass
@@ -106,6 +108,33 @@ class ModelService:
                 f"name, got {shown(text)}"
             )
         return cast(int | None, index)
+
+    @property
+    def zero_shot(self) -> bool:
+        """Whether the model's classes are text prompts that a client may set."""
+        return callable(getattr(self.session.model, "set_prompts", None))
+
+    def set_prompts(self, prompts: list[str]) -> list[str]:
+        """An image-text model's new classes: ``prompts`` embedded (between batches), the
+        session's class names and count updated; returns the class names."""
+        if not self.zero_shot:
+            raise CamlensValueError(
+                "prompts: the served model is not an image-text model; serve open_clip:ARCH or "
+                "hf:PATH_OR_NAME with --prompts to set prompts"
+            )
+        for text in prompts:
+            if len(text) > MAX_PROMPT or "\x00" in text:
+                raise CamlensValueError(
+                    f"prompts: each prompt takes at most {MAX_PROMPT} characters and no NUL byte"
+                )
+        if len(prompts) > MAX_PROMPTS:
+            raise CamlensValueError(f"prompts: at most {MAX_PROMPTS} prompts, got {len(prompts):,}")
+        session = self.session
+        with model_lock(session.model):
+            names = session.model.set_prompts(prompts)
+            session.names, session.classes = names, len(names)
+            session._explainers.clear()
+        return list(names)
 
     # ------------------------------------------------------------------ explaining
     def submit(self, request: Request) -> Future:

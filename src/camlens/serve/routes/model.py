@@ -1,4 +1,5 @@
-"""``GET /api/model``: what the served model is and what can be asked of it."""
+"""``GET /api/model``: what the served model is and what can be asked of it; ``POST
+/api/prompts``: an image-text model's new classes."""
 
 from __future__ import annotations
 
@@ -40,6 +41,25 @@ class ModelInfo(BaseModel):
     auto: str | None
     methods: list[Method]
     colormaps: dict[str, list[list[int]]]
+    prompts: bool = False
+
+
+class Prompts(BaseModel):
+    """An image-text model's classes: its text prompts, in class order."""
+
+    prompts: list[str]
+
+
+class Classes(BaseModel):
+    labels: list[str]
+    classes: int
+
+
+@router.post("/prompts")
+def set_prompts(request: Request, body: Prompts) -> Classes:
+    """Embed ``prompts`` as the served zero-shot model's classes; returns the new class list."""
+    labels = request.app.state.service.set_prompts(body.prompts)
+    return Classes(labels=labels, classes=len(labels))
 
 
 @router.get("/model")
@@ -71,4 +91,5 @@ def model(request: Request) -> ModelInfo:
             for name in method_names(session.adapter)
         ],
         colormaps=tables,
+        prompts=service.zero_shot,
     )

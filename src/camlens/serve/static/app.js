@@ -63,6 +63,36 @@ async function loadModel() {
     layer.append(el("option", { value: info.name, text: `${info.name} ${info.shape.join("×")}${mark}` }));
   }
   for (const name of Object.keys(model.colormaps)) $("colormap").append(el("option", { value: name, text: name }));
+  $("prompt-form").hidden = !model.prompts;
+  if (model.prompts) showPrompts(model.labels || []);
+}
+
+// an image-text model: its classes are prompts; a typed one is added (POST /api/prompts)
+function showPrompts(labels) {
+  state.model.labels = labels;
+  state.model.classes = labels.length;
+  $("model-info").textContent =
+    `${state.model.spec} · ${state.model.size}×${state.model.size} · ${labels.length} classes · ${state.model.device}`;
+  $("prompts").replaceChildren(...labels.map((label) => el("li", { text: label })));
+}
+
+async function addPrompt(event) {
+  event.preventDefault();
+  const text = $("prompt").value.trim();
+  if (!text) return;
+  try {
+    const answer = await api("prompts", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ prompts: [...state.model.labels, text] }),
+    });
+    $("prompt").value = "";
+    showPrompts(answer.labels);
+    setStatus(`Prompt added: class ${answer.classes - 1} (${text}).`);
+    if (state.file) explainAll();
+  } catch (error) {
+    setStatus(`Cannot add the prompt: ${error.message}`, true);
+  }
 }
 
 function chosenMethods() {
@@ -266,6 +296,7 @@ function wire() {
     if (event.dataTransfer.files[0]) useFile(event.dataTransfer.files[0]);
   });
   $("layer").addEventListener("change", explainAll);
+  $("prompt-form").addEventListener("submit", addPrompt);
   $("target").addEventListener("change", () => {
     const text = $("target").value.trim();
     state.target = text === "" ? null : Number(text);
