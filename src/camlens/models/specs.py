@@ -13,6 +13,7 @@ A spec is one of:
   unpickling runs code from the file),
 - a camlens checkpoint folder (``model.safetensors`` + ``camlens.json``), ``demo`` or ``demo-vit``,
 - a ``.keras`` file or ``keras:NAME`` (the Keras backend),
+- an ``.onnx`` file (ONNX Runtime, :mod:`camlens.backends.onnx`; gradient-free methods only),
 - ``package.module:factory``: a function called with no arguments that returns the model.
 """
 
@@ -24,7 +25,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from camlens.backends import keras_missing
+from camlens.backends import keras_missing, load_onnx
 from camlens.errors import CamlensValueError
 from camlens.images.labels import imagenet_classes
 from camlens.models.checkpoint import load_model
@@ -40,17 +41,20 @@ LOAD_ERRORS = (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.Unp
 FORMS = (
     "torchvision:NAME, timm:NAME, a torch.export .pt2 file, a TorchScript file, a camlens "
     "checkpoint folder or 'demo', "
-    "a .keras file, keras:NAME, or package.module:factory"
+    "a .keras file, keras:NAME, an .onnx file, or package.module:factory"
 )
 
 
 def kind_of(spec: str) -> str:
-    """Which loader a spec goes to: torchvision, timm, keras, checkpoint, file or factory."""
+    """Which loader a spec goes to: torchvision, timm, keras, onnx, checkpoint, file or
+    factory."""
     path = Path(spec)
     if spec in BUNDLED or (path.is_dir() and (path / "camlens.json").is_file()):
         return "checkpoint"
     if spec.startswith("keras:") or spec.lower().endswith(".keras"):
         return "keras"
+    if spec.lower().endswith(".onnx"):
+        return "onnx"
     prefix, sep, name = spec.partition(":")
     if prefix in ("torchvision", "timm"):
         return prefix
@@ -84,6 +88,8 @@ def load_spec(spec: str, weights: str | None = None, *, trust_pickle: bool = Fal
         except ImportError as error:
             raise keras_missing() from error
         return keras_models.load_spec(spec, weights)
+    if kind == "onnx":
+        return load_onnx(spec, weights)
     if kind == "torchvision":
         return torchvision_model(spec.partition(":")[2], weights)
     if kind == "timm":
