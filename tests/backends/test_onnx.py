@@ -7,6 +7,7 @@ TorchScript exporter names tensors after the modules).
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
@@ -109,3 +110,68 @@ def test_bad_files_refused(tmp_path):
     result = CliRunner().invoke(app, ["layers", "--model", str(bad)])
     assert result.exit_code == 2 and "is not a valid ONNX model" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny random CNN (8 channels, 3 classes) exported for a fixed 32 px input."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 3),
+    ).eval()
+    path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, 32, 32),),
+            str(path),
+            dynamo=False,
+            dynamic_axes={"input": {0: "batch"}},
+            input_names=["input"],
+        )
+    return path
+
+
+def test_session_from_an_onnx_file(tiny):
+    from camlens.runs.session import Session
+
+    session = Session.from_spec(str(tiny))
+    assert session.size == 32 and session.classes == 3 and session.prepare.name == "imagenet"
+    assert session.usable(camlens.methods()) == list(camlens.methods(session.adapter))
+    assert session.notes[-1].startswith("--method all skips cam, gradcam, gradcam++,")
+    assert session.notes[-1].endswith(
+        "they need gradients, which camlens does not compute through an ONNX model"
+    )
+    with pytest.raises(CamlensValueError, match="drop --weights"):
+        Session.from_spec(str(tiny), "w.pth")
+
+
+def test_cli_explains_and_lists_layers(tiny, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (40, 30), (200, 30, 90)).save(folder / "red.png")
+    out = tmp_path / "run"
+    args = ["explain", str(folder), "--model", str(tiny), "--method", "scorecam", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert row["method"] == "scorecam" and row["error"] is None
+    assert row["layer"] == "/3/Relu_output_0"
+    result = CliRunner().invoke(app, ["layers", "--model", str(tiny)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "auto: /3/Relu_output_0"
+    assert [line[2:].split()[0] for line in result.output.splitlines()[1:-1]] == [
+        "/0/Conv_output_0",
+        "/1/Relu_output_0",
+        "/2/Conv_output_0",
+        "/3/Relu_output_0",
+    ]

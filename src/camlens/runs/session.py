@@ -219,9 +219,15 @@ class Session:
 
     def usable(self, methods: Sequence[str]) -> list[str]:
         """``methods`` to run on this model: for ``--method all``, those that do not apply to it
-        (the attention methods on a CNN) are dropped, with a note naming them."""
+        (the attention methods on a CNN, gradient methods on an ONNX model) are dropped, with a
+        note naming them."""
         kept, skipped = applicable(list(methods), self.adapter)
-        if skipped:
+        if skipped and self.adapter.framework == "onnx":
+            self.notes.append(
+                f"--method all skips {', '.join(skipped)}: they need gradients, which camlens "
+                "does not compute through an ONNX model"
+            )
+        elif skipped:
             self.notes.append(
                 f"--method all skips {', '.join(skipped)}: they read a vision transformer's "
                 f"attention layers, which {type(self.model).__name__} does not have"
