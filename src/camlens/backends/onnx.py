@@ -35,7 +35,13 @@ import onnxruntime as ort
 import torch
 
 from camlens import targets as targets_
-from camlens.backends.base import ONNX_METHODS, Capture, LayerInfo, onnx_gradient_error
+from camlens.backends.base import (
+    ONNX_METHODS,
+    Capture,
+    LayerInfo,
+    onnx_gradient_error,
+    whole_output_refused,
+)
 from camlens.backends.torch_layers import EXCLUDED, layout_of
 from camlens.errors import CamlensTypeError, CamlensValueError, describe
 
@@ -326,10 +332,7 @@ class OnnxModel:
 
     def outputs(self, x: Any) -> Any:
         """Refused: targets that read the model's whole output are for PyTorch models."""
-        raise CamlensTypeError(
-            "targets that read the model's whole output (camlens.targets.segmentation, "
-            "detection) take PyTorch models; explain an ONNX model's logits with a class index"
-        )
+        raise whole_output_refused("ONNX")
 
     def capture(
         self,
