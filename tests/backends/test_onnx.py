@@ -147,8 +147,11 @@ def test_session_from_an_onnx_file(tiny):
     assert session.usable(camlens.methods()) == list(camlens.methods(session.adapter))
     assert session.notes[-1].startswith("--method all skips cam, gradcam, gradcam++,")
     assert session.notes[-1].endswith(
-        "they need gradients, which camlens does not compute through an ONNX model"
+        "legrad: they need gradients (or a PyTorch model's attention layers), which an ONNX "
+        "model does not give camlens"
     )
+    with pytest.raises(CamlensValueError, match="ONNX Runtime runs this model in float32"):
+        session.check(["scorecam"], precision="bf16")
     with pytest.raises(CamlensValueError, match="drop --weights"):
         Session.from_spec(str(tiny), "w.pth")
 

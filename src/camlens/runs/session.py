@@ -224,8 +224,8 @@ class Session:
         kept, skipped = applicable(list(methods), self.adapter)
         if skipped and self.adapter.framework == "onnx":
             self.notes.append(
-                f"--method all skips {', '.join(skipped)}: they need gradients, which camlens "
-                "does not compute through an ONNX model"
+                f"--method all skips {', '.join(skipped)}: they need gradients (or a PyTorch "
+                "model's attention layers), which an ONNX model does not give camlens"
             )
         elif skipped:
             self.notes.append(
@@ -239,7 +239,10 @@ class Session:
         (an unknown layer, a TorchScript model for a layer method, int8 on an unsupported model)."""
         check_choice(precision, PRECISIONS, "--precision")
         blank = self.native(torch.zeros(1, 3, self.size, self.size))
-        if precision == "int8" and any(options_for(m, precision=precision) for m in methods):
+        reduced = any(options_for(m, precision=precision) for m in methods)
+        if precision == "bf16" and reduced and self.adapter.framework == "onnx":
+            self.adapter.infer(self.adapter.as_tensor(blank), precision=precision)  # refused
+        if precision == "int8" and reduced:
             with warnings.catch_warnings():  # a check on a blank image: its gap means nothing
                 warnings.simplefilter("ignore")
                 with self.adapter.int8(self.adapter.as_tensor(blank), reuse=False):
