@@ -25,6 +25,18 @@ def keras_missing() -> CamlensValueError:
     return CamlensValueError("Keras models need keras 3 (pip install keras tensorflow-cpu)")
 
 
+def load_onnx(path: Any, weights: str | None = None) -> Adapter:
+    """An ``.onnx`` file (path, bytes or ``onnx.ModelProto``) as a
+    :class:`camlens.backends.onnx.OnnxModel`; a clear error without the onnx extra."""
+    try:
+        from camlens.backends import onnx as onnx_backend
+    except ImportError as error:
+        raise CamlensValueError(
+            f"ONNX models need onnx and onnxruntime (pip install 'camlens[onnx]'): {error}"
+        ) from error
+    return onnx_backend.load(path, weights)
+
+
 def unwrap(model: Any) -> Any:
     """The network inside an ultralytics ``YOLO`` object (its ``.model``): the wrapper's
     ``train()``, which ``nn.Module.eval()`` calls, starts training, so camlens never touches it."""
@@ -36,7 +48,8 @@ def unwrap(model: Any) -> Any:
 
 def adapter_for(model: Any) -> Adapter:
     """The adapter for ``model``: a ``torch.nn.Module`` (the same adapter for every call on the
-    same model), (Keras installed) a Keras model, or an adapter, returned as it is."""
+    same model), (Keras installed) a Keras model, an ``onnx.ModelProto``, or an adapter (such as
+    ``camlens.load_model("model.onnx")``), returned as it is."""
     import torch.nn as nn
 
     if hasattr(model, "capture") and hasattr(model, "resolve_layers"):
@@ -51,6 +64,9 @@ def adapter_for(model: Any) -> Adapter:
         except ImportError as error:
             raise keras_missing() from error
         return keras_backend.KerasAdapter(model)
+    onnx = sys.modules.get("onnx")
+    if onnx is not None and isinstance(model, onnx.ModelProto):
+        return load_onnx(model)
     if isinstance(model, nn.Module):
         model = unwrap(model)
         adapter = _ADAPTERS.get(model)
@@ -58,7 +74,8 @@ def adapter_for(model: Any) -> Adapter:
             adapter = _ADAPTERS[model] = TorchAdapter(model, weak=True)
         return adapter
     raise CamlensTypeError(
-        "model must be a torch.nn.Module or a keras.Model, got " + describe(model)
+        "model must be a torch.nn.Module, a keras.Model or an ONNX model "
+        "(camlens.load_model('model.onnx')), got " + describe(model)
     )
 
 

@@ -14,7 +14,38 @@ from typing import Any, Protocol
 import torch
 
 from camlens import targets as targets_
+from camlens.errors import CamlensTypeError, CamlensValueError
 from camlens.targets import Target
+
+#: The registered methods that run on an ONNX model: they need no gradient and no linear head.
+ONNX_METHODS = (
+    "eigencam",
+    "scorecam",
+    "ablationcam",
+    "kpcacam",
+    "sscam",
+    "iscam",
+    "reciprocam",
+    "rise",
+    "occlusion",
+)
+
+
+def whole_output_refused(framework: str) -> CamlensTypeError:
+    """The error for a target that reads the whole output of a model that is not PyTorch's."""
+    return CamlensTypeError(
+        "targets that read the model's whole output (camlens.targets.segmentation, "
+        f"detection) take PyTorch models; explain a {framework} model's logits with a class index"
+    )
+
+
+def onnx_gradient_error(what: str) -> CamlensValueError:
+    """The error for ``what`` ("method 'gradcam'"), which needs gradients (or a linear head), on
+    an ONNX model (:mod:`camlens.backends.onnx`)."""
+    return CamlensValueError(
+        f"{what} needs gradients, which camlens does not compute through an ONNX "
+        f"model; methods that work on ONNX models: {', '.join(ONNX_METHODS)}"
+    )
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import torch
 
 from camlens import targets as targets_
 from camlens.backends import keras_autodiff as autodiff
-from camlens.backends.base import Capture, Head, LayerInfo, Layout
+from camlens.backends.base import Capture, Head, LayerInfo, Layout, whole_output_refused
 from camlens.backends.keras_graph import Graph, Pass, graph_of, is_model
 from camlens.backends.torch_layers import EXCLUDED, layout_of
 from camlens.errors import CamlensTypeError, CamlensValueError, describe
@@ -96,10 +96,7 @@ class KerasAdapter:
 
     def outputs(self, x: Any) -> Any:
         """Refused: targets that read the model's whole output are for PyTorch models."""
-        raise CamlensTypeError(
-            "targets that read the model's whole output (camlens.targets.segmentation, "
-            "detection) take PyTorch models; explain a Keras model's logits with a class index"
-        )
+        raise whole_output_refused("Keras")
 
     # ---------------------------------------------------------------- tensors
     def to_torch(self, value: Any) -> torch.Tensor:

@@ -105,9 +105,13 @@ def input_channels(network: Any) -> int:
 
 def input_size(network: Any, default: int = 224) -> int:
     """The model's own input side: a camlens checkpoint's or zero-shot model's, a Keras model's
-    static square input shape's, else ``default``."""
+    static square input shape's, an ONNX model's fixed (H, W) (its ``static_size``), else
+    ``default``."""
     if isinstance(network, (Classifier, ZeroShot)):
         return int(network.input_size[0])
+    fixed = getattr(network, "static_size", None)
+    if isinstance(fixed, tuple) and len(fixed) == 2 and fixed[0] == fixed[1]:
+        return int(fixed[0])
     shape = getattr(network, "input_shape", None)
     if isinstance(shape, tuple) and len(shape) == 4 and shape[1] and shape[1] == shape[2]:
         return int(shape[1])

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from camlens import targets as targets_
 from camlens.backends import adapter_for
-from camlens.backends.base import Capture
+from camlens.backends.base import ONNX_METHODS, Capture, onnx_gradient_error
 from camlens.backends.inputs import Inputs, as_inputs, check_batch, images_text
 from camlens.backends.locks import model_lock
 from camlens.errors import CamlensTypeError, CamlensValueError, CamlensWarning
@@ -87,7 +87,10 @@ class Explainer:
     @classmethod
     def applies_to(cls, model: Any) -> bool:
         """Whether the method can explain ``model`` (a model or its adapter): every model, but
-        the attention methods need a vision transformer."""
+        the attention methods need a vision transformer, and an ONNX model (no gradients) takes
+        only the methods of :data:`camlens.backends.onnx.GRADIENT_FREE`."""
+        if getattr(model, "framework", None) == "onnx":
+            return cls.name in ONNX_METHODS
         return True
 
     def __init__(
@@ -106,6 +109,8 @@ class Explainer:
         image: int | str | None = None,
     ) -> None:
         self.adapter = adapter_for(model)
+        if not self.applies_to(self.adapter) and self.adapter.framework == "onnx":
+            raise onnx_gradient_error(f"method {self.name!r}")
         self.model = model
         self.layer = layer
         self.relu = relu

@@ -161,8 +161,8 @@ class RISE(MaskedForwards, PixelMethod):
         return rise_masks(self.num_masks, size, self.cells, self.p, generator)
 
     def _step(self, x: Any, target: Target) -> Step:
-        capture = self.adapter.input_gradients(x, target, guided=False)  # logits and targets
         xc = self.adapter.as_tensor(x)
+        capture = self._reference(xc, target)  # logits, targets, scores: no gradient
         masks = self.masks(tuple(xc.shape[2:])).to(xc)
         batch = xc.shape[0]
         images = torch.arange(batch, device=xc.device).repeat_interleave(self.num_masks)

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from camlens.backends import load_onnx
 from camlens.backends.survey import layers
 from camlens.errors import CamlensValueError, describe
 from camlens.images.load import to_rgb
@@ -231,12 +232,15 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def load_model(path: str | os.PathLike = "demo", device: str | torch.device = "cpu") -> Classifier:
+def load_model(path: str | os.PathLike = "demo", device: str | torch.device = "cpu") -> Any:
     """Load a checkpoint folder (or ``"demo"`` / ``"demo-vit"``, the bundled CNN and vision
-    transformer) as a :class:`Classifier`.
+    transformer) as a :class:`Classifier`, or an ``.onnx`` file as a
+    :class:`camlens.backends.onnx.OnnxModel` (run by ONNX Runtime on the CPU).
 
     Weights come from safetensors (no pickle); the model is returned in eval mode on ``device``.
     """
+    if str(path).lower().endswith(".onnx"):
+        return load_onnx(str(path))
     from safetensors.torch import load_file
 
     config = read_config(path)

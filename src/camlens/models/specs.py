@@ -13,6 +13,7 @@ A spec is one of:
   unpickling runs code from the file),
 - a camlens checkpoint folder (``model.safetensors`` + ``camlens.json``), ``demo`` or ``demo-vit``,
 - a ``.keras`` file or ``keras:NAME`` (the Keras backend),
+- an ``.onnx`` file (ONNX Runtime, :mod:`camlens.backends.onnx`; gradient-free methods only),
 - ``package.module:factory``: a function called with no arguments that returns the model,
 - ``open_clip:ARCH`` or ``hf:PATH_OR_NAME``: an image-text model (CLIP) as a zero-shot classifier
   of text ``prompts`` (see :mod:`camlens.models.clip`).
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from camlens.backends import keras_missing
+from camlens.backends import keras_missing, load_onnx
 from camlens.errors import CamlensValueError
 from camlens.images.labels import imagenet_classes
 from camlens.models import clip
@@ -44,18 +45,21 @@ LOAD_ERRORS = (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.Unp
 FORMS = (
     "torchvision:NAME, timm:NAME, a torch.export .pt2 file, a TorchScript file, a camlens "
     "checkpoint folder or 'demo', "
-    "a .keras file, keras:NAME, open_clip:ARCH, hf:PATH_OR_NAME, or package.module:factory"
+    "a .keras file, keras:NAME, an .onnx file, open_clip:ARCH, hf:PATH_OR_NAME, or "
+    "package.module:factory"
 )
 
 
 def kind_of(spec: str) -> str:
-    """Which loader a spec goes to: torchvision, timm, keras, clip, checkpoint, file or
+    """Which loader a spec goes to: torchvision, timm, keras, onnx, clip, checkpoint, file or
     factory."""
     path = Path(spec)
     if spec in BUNDLED or (path.is_dir() and (path / "camlens.json").is_file()):
         return "checkpoint"
     if spec.startswith("keras:") or spec.lower().endswith(".keras"):
         return "keras"
+    if spec.lower().endswith(".onnx"):
+        return "onnx"
     prefix, sep, name = spec.partition(":")
     if prefix in ("torchvision", "timm"):
         return prefix
@@ -105,6 +109,8 @@ def load_spec(
         except ImportError as error:
             raise keras_missing() from error
         return keras_models.load_spec(spec, weights)
+    if kind == "onnx":
+        return load_onnx(spec, weights)
     if kind == "torchvision":
         return torchvision_model(spec.partition(":")[2], weights)
     if kind == "timm":

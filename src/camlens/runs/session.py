@@ -225,9 +225,15 @@ class Session:
 
     def usable(self, methods: Sequence[str]) -> list[str]:
         """``methods`` to run on this model: for ``--method all``, those that do not apply to it
-        (the attention methods on a CNN) are dropped, with a note naming them."""
+        (the attention methods on a CNN, gradient methods on an ONNX model) are dropped, with a
+        note naming them."""
         kept, skipped = applicable(list(methods), self.adapter)
-        if skipped:
+        if skipped and self.adapter.framework == "onnx":
+            self.notes.append(
+                f"--method all skips {', '.join(skipped)}: they need gradients (or a PyTorch "
+                "model's attention layers), which an ONNX model does not give camlens"
+            )
+        elif skipped:
             self.notes.append(
                 f"--method all skips {', '.join(skipped)}: they read a vision transformer's "
                 f"attention layers, which {type(self.model).__name__} does not have"
@@ -239,7 +245,10 @@ class Session:
         (an unknown layer, a TorchScript model for a layer method, int8 on an unsupported model)."""
         check_choice(precision, PRECISIONS, "--precision")
         blank = self.native(torch.zeros(1, 3, self.size, self.size))
-        if precision == "int8" and any(options_for(m, precision=precision) for m in methods):
+        reduced = any(options_for(m, precision=precision) for m in methods)
+        if precision == "bf16" and reduced and self.adapter.framework == "onnx":
+            self.adapter.infer(self.adapter.as_tensor(blank), precision=precision)  # refused
+        if precision == "int8" and reduced:
             with warnings.catch_warnings():  # a check on a blank image: its gap means nothing
                 warnings.simplefilter("ignore")
                 with self.adapter.int8(self.adapter.as_tensor(blank), reuse=False):
