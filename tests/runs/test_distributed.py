@@ -31,7 +31,7 @@ from camlens.runs.actors import Delivered, decode_rows
 from camlens.runs.local import RunSettings, explain_files
 from camlens.runs.records import RenderOptions
 from camlens.runs.session import Session
-from camlens.runs.store import Store
+from camlens.runs.store import Store, run_folder
 
 pytestmark = pytest.mark.timeout(240)  # a hung cluster fails the test instead of CI
 
@@ -153,6 +153,35 @@ def test_actors_explain_the_drivers_random_weights():
     assert all(torch.equal(theirs[k], ours[k]) for k in ours)
 
 
+class Stop(Exception):
+    """Stands for a kill of the driver in the middle of a run."""
+
+
+def test_an_interrupted_run_on_the_cluster_resumes_with_every_row_once(cluster, tmp_path):
+    """The driver stops after its first batch (``--out`` a ``file://`` URI): the parts the actors
+    wrote are kept, and the resumed run does the rest, every row once."""
+    files = sorted(SAMPLES.glob("*/*.png"))[:8]
+    session, settings = Session.from_spec("demo"), RunSettings(["cam"], batch_size=2, decoders=1)
+    out = f"file://{tmp_path / 'out'}"
+
+    def stop(handled: int) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        distributed.explain_files(session, {"spec": "demo"}, files, out, settings,
+                                  distributed.Cluster(), advance=stop)  # fmt: skip
+    first = camlens.load_run(tmp_path / "out")
+    assert not first.complete and 2 <= len(first) < 8
+    settings.resume = True
+    summary = distributed.explain_files(session, {"spec": "demo"}, files, out, settings,
+                                        distributed.Cluster())  # fmt: skip
+    assert summary.resumed == len(first) and summary.done == 8 - len(first)
+    run = camlens.load_run(tmp_path / "out")
+    assert run.complete and sorted(run.results["path"]) == [str(f) for f in files]
+    assert len((tmp_path / "out/results.jsonl").read_text().splitlines()) == 8
+    assert not (tmp_path / "out/parts").exists()
+
+
 def test_cli_resumes_a_local_run_and_exits_as_the_local_engine(cluster, tmp_path):
     out = tmp_path / "out"
     first = explain_files(Session.from_spec("demo"), [str(SAMPLES / "[0-4]" / "*.png")], out,
@@ -196,6 +225,7 @@ def test_ray_names_that_sanitise_alike_and_a_non_utf8_name(cluster, tmp_path):
         (["--engine", "spark"], "--engine must be local or ray, got 'spark'"),
         (["--workers", "2"], "--address, --workers and --gpus-per-worker need --engine ray"),
         (["--engine", "ray", "--workers", "0"], "--workers must be at least 1, got 0"),
+        (["--engine", "ray", "--decoders", "0"], "--decoders must be at least 1, got 0"),
         (
             ["--engine", "ray", "--gpus-per-worker", "-1"],
             "--gpus-per-worker must be 0 (CPU actors) or more, got -1",
@@ -286,6 +316,15 @@ def test_object_storage_uris(tmp_path):
         "/x/a.png": "x__a.png",
         "s3://b/a.png": "b__a.png",
     }
+
+
+def test_the_run_folder_of_a_file_uri_and_an_object_store_refused(tmp_path):
+    assert run_folder(f"file://{tmp_path}/out") == tmp_path / "out"
+    assert run_folder(Path(f"file://{tmp_path}/out")) == tmp_path / "out"  # file:/... as a Path
+    assert run_folder("runs/out") == Path("runs/out")
+    for out in ("s3://bucket/runs", Path("gs://bucket/runs")):
+        with pytest.raises(camlens.CamlensValueError, match=r"a run folder must be a folder \("):
+            run_folder(out)
 
 
 def test_a_batch_delivered_twice_is_kept_once(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import pickle
 import socket
+import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
@@ -47,7 +48,8 @@ class Trace:
 class Delivered:
     """What an actor sends the driver for one batch: the (path, method) pairs whose rows and files
     it wrote, its failures (also written as failure rows), tracebacks, the part's name, and
-    where it ran (``host``, ``pid``, ``node``; the decoding tasks' ``decoders`` pids)."""
+    where it ran (``host``, ``pid``, ``node``; the decoding tasks' ``decoders`` pids) and the
+    ``seconds`` it took."""
 
     done: list[tuple[str, str]]
     failures: list[Failure]
@@ -57,6 +59,7 @@ class Delivered:
     pid: int = 0
     node: str = ""
     decoders: list[int] = field(default_factory=list)
+    seconds: float = 0.0  # the actor's time on the batch: explaining, rendering, writing
 
 
 def decode_rows(batch: dict[str, np.ndarray], size: int) -> dict[str, Any]:
@@ -105,6 +108,7 @@ class Worker:
         self.settings, self.store, self.run = settings, store, run
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[bytes]]:
+        begin = time.perf_counter()
         texts = [str(p) for p in batch["path"]]
         errors = [str(e) for e in batch["error"]]
         failed = [Failure(t, e) for t, e in zip(texts, errors) if e]
@@ -121,6 +125,7 @@ class Worker:
         delivered = Delivered(
             [(r.row["path"], r.row["method"]) for r in records], failed, traces, part,
             socket.gethostname(), os.getpid(), _node(), sorted({int(p) for p in batch["decoder"]}),
+            time.perf_counter() - begin,
         )  # fmt: skip
         return {"delivered": [pickle.dumps(delivered)]}
 

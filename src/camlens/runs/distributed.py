@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import pickle
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from camlens.runs.pipeline import (
 from camlens.runs.records import RenderOptions
 from camlens.runs.session import Session
 from camlens.runs.settings import ExplainSettings, ModelSettings
-from camlens.runs.store import Store
+from camlens.runs.store import Store, run_folder
 from camlens.runs.writer import claim
 
 __all__ = ["Cluster", "ObjectPath", "RayEngine", "Worker", "explain", "explain_files", "start"]
@@ -155,8 +156,9 @@ class RayEngine:
 
     def __init__(self, spec: dict[str, Any], cluster: Cluster) -> None:
         self.spec, self.cluster = spec, cluster
-        self.traffic: dict[str, Any] = {"bytes": 0, "images": 0, "writers": Counter(),
-                                        "decoders": set()}  # fmt: skip
+        self.traffic: dict[str, Any] = dict(
+            bytes=0, images=0, writers=Counter(), decoders=set(), actor_s=0.0, driver_cpu_s=0.0
+        )
 
     def inputs(self, paths: Sequence[str | os.PathLike], out: Path, labels: bool) -> Inputs:
         texts = [os.fspath(p) for p in paths]
@@ -191,10 +193,14 @@ class RayEngine:
             return
         store, run = Store.at(job.out), job.writer.reserve()
         stage = Stage(self.spec, job.settings, self.cluster, store, run)
-        for block in _run(rows, len(job.todo), job.session.size, stage):
-            self.traffic["bytes"] += block.nbytes
-            for data in block.column("delivered").to_pylist():
-                yield self._outcome(pickle.loads(data), job)
+        begin = time.process_time()
+        try:
+            for block in _run(rows, len(job.todo), job.session.size, stage):
+                self.traffic["bytes"] += block.nbytes
+                for data in block.column("delivered").to_pylist():
+                    yield self._outcome(pickle.loads(data), job)
+        finally:
+            self.traffic["driver_cpu_s"] += time.process_time() - begin
 
     def _outcome(self, delivered: Delivered, job: Job) -> Outcome:
         """A batch an actor wrote, said and counted once (a retried batch can arrive twice)."""
@@ -208,6 +214,7 @@ class RayEngine:
         self.traffic["images"] += len(explained)
         self.traffic["writers"][f"{delivered.host}:{delivered.pid}"] += len(explained)
         self.traffic["decoders"] |= set(delivered.decoders)
+        self.traffic["actor_s"] += delivered.seconds
         handled = len(explained | {f.path for f in failed})
         return Outcome(list, failed, len(explained), handled, stored=True)
 
@@ -228,7 +235,7 @@ def explain_files(
     session: Session,
     spec: dict[str, Any],
     paths: Sequence[str | os.PathLike],
-    out: Path,
+    out: str | os.PathLike,
     settings: RunSettings,
     cluster: Cluster,
     *,
@@ -245,6 +252,7 @@ def explain_files(
     """
     check_target(settings)
     cluster.check()
+    out = run_folder(out)
     spec = dict(spec, labels=session.names)  # the driver's class names: no file needed on nodes
     info = manifest(session, settings, engine="ray")
     hooks = Hooks(echo, advance, total, title)
@@ -339,6 +347,7 @@ def explain(
     trust_pickle: bool = False,
     seed: int = 0,
     overwrite: bool = False,
+    decoders: int = 2,
     echo: Callable[[str], None] = print,
 ) -> Summary:
     """``camlens explain --engine ray`` from Python: explain ``paths`` (files, folders, globs,
@@ -361,7 +370,7 @@ def explain(
                             seed=seed, device=device)  # fmt: skip
     request = ExplainSettings(
         model=network,
-        out=Path(out),
+        out=run_folder(out),
         methods=methods,
         target=target,
         layer=layer,
@@ -372,6 +381,7 @@ def explain(
         overwrite=overwrite,
         labels_from_folders=labels_from_folders,
         cluster=cluster,
+        decoders=decoders,
     )
     session = request.session()
     settings = request.run_settings(session)

@@ -326,7 +326,20 @@ def _loop(
     summary = writing.summary
     if summary.failures:
         writing.submit(list, list(summary.failures))
-    for outcome in engine.batches(job):
+    batches = engine.batches(job)
+    try:
+        _batches(batches, writing, hooks)
+    finally:  # an engine's generator is closed however the run ends (Ray's actors stop)
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+    writing.complete = True
+
+
+def _batches(batches: Iterator[Outcome], writing: _Writing, hooks: Hooks) -> None:
+    """Each outcome said, counted and handed to the writer thread."""
+    summary = writing.summary
+    for outcome in batches:
         _say(outcome.failures, hooks.echo)
         summary.failures += outcome.failures
         summary.done += outcome.done
@@ -336,7 +349,6 @@ def _loop(
             writing.submit(outcome.records, outcome.failures)
         if hooks.advance is not None:
             hooks.advance(outcome.handled)
-    writing.complete = True
 
 
 class _Writing:

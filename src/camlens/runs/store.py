@@ -11,11 +11,13 @@ its parts, :func:`camlens.runs.durable.write_atomic`); in an object store it is 
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from camlens.errors import CamlensValueError
 from camlens.runs.durable import write_atomic
 from camlens.runs.objects import is_uri
 
@@ -75,3 +77,26 @@ class Store:
         with self.filesystem.open_output_stream(temporary) as stream:
             write(stream)
         self.filesystem.move(temporary, f"{base}/{name}")  # a rename: atomic where it can be
+
+
+def run_folder(out: str | os.PathLike) -> Path:
+    """The folder of ``--out``: a path, or a ``file://`` URI's path. The run's lock, manifest and
+    merged results need a file system with locks: an object store (``s3://``, ``gs://``) is
+    refused with what to do instead."""
+    text = _unmangled(os.fspath(out))
+    if is_uri(text) and not text.startswith("file://"):
+        raise CamlensValueError(
+            f"--out {os.fspath(out)!r}: a run folder must be a folder (local or shared, such as "
+            "a bucket mounted with s3fs or gcsfuse), for its lock and manifest; inputs can be "
+            "s3:// or gs:// URIs"
+        )
+    return Path(Store.at(text).root) if is_uri(text) else Path(out)
+
+
+def _unmangled(text: str) -> str:
+    """A URI that went through :class:`~pathlib.Path` (``s3:/b/k``, ``file:/x``) as given."""
+    found = re.match(r"^(s3|gs|gcs|hdfs|file):/+", text)
+    if found is None or is_uri(text):
+        return text
+    scheme, rest = found[1], text[found.end() :]
+    return f"{scheme}:///{rest}" if scheme == "file" else f"{scheme}://{rest}"

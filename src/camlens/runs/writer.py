@@ -355,10 +355,11 @@ class RunWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        merged = list((self.out / PARTS).glob("part-*.parquet"))  # a part written later stays
         rows = read_rows(self.out)
         table = pa.Table.from_pandas(rows, schema=row.schema(), preserve_index=False)
         write_atomic(self.out / RESULTS, lambda h: pq.write_table(table, h, compression="zstd"))
-        for part in (self.out / PARTS).glob("part-*.parquet"):
+        for part in merged:
             part.unlink()
         with contextlib.suppress(OSError):  # holds a damaged part set aside
             (self.out / PARTS).rmdir()
