@@ -159,7 +159,8 @@ class Stop(Exception):
 
 def test_an_interrupted_run_on_the_cluster_resumes_with_every_row_once(cluster, tmp_path):
     """The driver stops after its first batch (``--out`` a ``file://`` URI): the parts the actors
-    wrote are kept, and the resumed run does the rest, every row once."""
+    wrote are kept (however many batches they finished meanwhile), and the resumed run, given
+    two more images, does the rest, every row once."""
     files = sorted(SAMPLES.glob("*/*.png"))[:8]
     session, settings = Session.from_spec("demo"), RunSettings(["cam"], batch_size=2, decoders=1)
     out = f"file://{tmp_path / 'out'}"
@@ -168,10 +169,10 @@ def test_an_interrupted_run_on_the_cluster_resumes_with_every_row_once(cluster, 
         raise Stop
 
     with pytest.raises(Stop):
-        distributed.explain_files(session, {"spec": "demo"}, files, out, settings,
+        distributed.explain_files(session, {"spec": "demo"}, files[:6], out, settings,
                                   distributed.Cluster(), advance=stop)  # fmt: skip
     first = camlens.load_run(tmp_path / "out")
-    assert not first.complete and 2 <= len(first) < 8
+    assert not first.complete and 2 <= len(first) <= 6
     settings.resume = True
     summary = distributed.explain_files(session, {"spec": "demo"}, files, out, settings,
                                         distributed.Cluster())  # fmt: skip
