@@ -328,6 +328,17 @@ def test_the_run_folder_of_a_file_uri_and_an_object_store_refused(tmp_path):
             run_folder(out)
 
 
+def test_without_an_address_ray_starts_its_own_even_beside_a_running_cluster(monkeypatch):
+    """``address=None`` starts a Ray of its own (``"local"``): Ray's default would join another
+    cluster running on this machine and then refuse ``num_cpus``."""
+    ray = need("ray")
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda address=None, **options: calls.append(address))
+    assert distributed.start(num_cpus=1) and distributed.start("auto")
+    assert calls == ["local", "auto"]
+
+
 def test_a_batch_delivered_twice_is_kept_once(tmp_path):
     """A retried batch arrives again: its rows and failures are counted once."""
     engine = distributed.RayEngine({}, distributed.Cluster())

@@ -139,7 +139,9 @@ def start(address: str | None = None, num_cpus: int | None = None) -> bool:
         options["num_cpus"] = num_cpus
         options["_node_ip_address"] = "127.0.0.1"  # a local Ray listens on loopback only
         options["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}
-    ray.init(address=address, **options)
+    # "local": a Ray of its own, even where another runs on this machine (Ray's default would
+    # join that one, and refuse num_cpus); --address auto joins it on purpose
+    ray.init(address=address or "local", **options)
     return True
 
 
