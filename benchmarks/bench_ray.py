@@ -5,7 +5,8 @@ JPEG overlays, in one process: Ray is started once on this machine's cores befor
 starts; each Ray run's time includes creating its actors (each imports torch and builds the
 model), which is what a user waits for; "first batch" is when the first batch's rows were
 written, "images/s after it" the rate from there to the end. Checks that every run wrote one row
-per image.
+per image. Then the driver's side of each Ray run: bytes received and CPU seconds per image, an
+actor's images/s (on its batches), and how many such actors one driver could feed.
 
 Run: ``python benchmarks/bench_ray.py [--images 200] [--batch 16] [--gpus-per-worker 0]``
 (``--gpus-per-worker 1 --workers 1,2,...``: one actor per GPU on a GPU machine).
@@ -61,6 +62,7 @@ def main() -> None:
         session = Session.from_spec(**SPEC, device=device)
         distributed.start(num_cpus=cores)
         results = []
+        traffic: list[tuple[int, dict]] = []
         first: list[float] = []
 
         def advance(count: int) -> None:  # when the first batch is written
@@ -74,7 +76,8 @@ def main() -> None:
         results.append((f"local engine ({torch.get_num_threads()} torch threads)", summary, begin))
         driver = Session.from_spec(**SPEC, device="cpu")
         for count in (int(n) for n in args.workers.split(",")):
-            cpus = 1.0 if args.gpus_per_worker else max(1.0, cores / count)
+            # a CPU is left to the decoding tasks that feed the actors
+            cpus = 1.0 if args.gpus_per_worker else max(1.0, (cores - 1) / count)
             cluster = distributed.Cluster(
                 None, count, args.gpus_per_worker, cpus_per_worker=cpus, device=device
             )
@@ -85,6 +88,7 @@ def main() -> None:
             )  # fmt: skip
             what = f"{args.gpus_per_worker:g} GPU" if args.gpus_per_worker else f"{cpus:g} CPU"
             results.append((f"ray, {count} actor(s) x {what}", summary, begin))
+            traffic.append((count, summary.engine))
         for name in ["local", *(f"ray{n}" for n in args.workers.split(","))]:
             assert len(camlens.load_run(root / name)) == args.images, name
     print(f"\n{args.images} images 640x480, resnet18 (random) at 224, gradcam, batch {args.batch}, "
@@ -98,6 +102,22 @@ def main() -> None:
         print(f"| {name} | {summary.seconds:.1f} | {args.images / summary.seconds:.2f} | "
               f"{seen - begin:.1f} | {after:.2f} | "
               + " | ".join(f"{v:.3f}" for v in per) + " |")  # fmt: skip
+
+    driver_table(traffic)
+
+
+def driver_table(traffic: list[tuple[int, dict]]) -> None:
+    """The driver's cost per image against an actor's rate, and the cluster size at which the
+    driver would saturate: actors = (1 / driver CPU s per image) / (images/s per actor)."""
+    print("\n| actors | driver bytes/image | driver CPU ms/image | images/s per actor "
+          "| actors one driver carries |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for count, seen in traffic:
+        images = max(seen["images"], 1)
+        per_actor = images / max(seen["actor_s"], 1e-9)
+        cpu = seen["driver_cpu_s"] / images
+        print(f"| {count} | {seen['bytes'] / images:.0f} | {cpu * 1000:.1f} | {per_actor:.2f} | "
+              f"{1 / cpu / per_actor:.0f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

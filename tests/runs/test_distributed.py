@@ -1,5 +1,6 @@
-"""The Ray engine on a local two-core cluster: it equals the local engine, survives a killed
-actor, resumes, and checks its usage before any work."""
+"""The Ray engine on a three-node cluster simulated on this machine (``conftest.cluster``): it
+equals the local engine with every file written by the actors, survives a killed actor, resumes,
+and checks its usage before any work."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -23,34 +26,18 @@ import camlens
 from camlens.cli import app
 from camlens.images.decode import Failure
 from camlens.models.checkpoint import demo_path
-from camlens.runs import distributed
+from camlens.runs import distributed, objects
+from camlens.runs.actors import Delivered, decode_rows
 from camlens.runs.local import RunSettings, explain_files
 from camlens.runs.records import RenderOptions
 from camlens.runs.session import Session
+from camlens.runs.store import Store, run_folder
 
 pytestmark = pytest.mark.timeout(240)  # a hung cluster fails the test instead of CI
 
 SAMPLES = demo_path() / "samples"
 TIMING = ["load_s", "explain_s", "render_s"]
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """Ray on two cores for this module; its workers import these tests' models."""
-    import ray_models
-
-    ray = need("ray")
-
-    marker = tmp_path_factory.mktemp("kill") / "killed"
-    here = str(Path(__file__).parents[1])  # tests/, where ray_models.py is
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTHONPATH", os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]))
-        patch.setenv(ray_models.MARKER, str(marker))
-        patch.setenv(ray_models.SPARE, str(os.getpid()))
-        assert distributed.start(num_cpus=2)
-    yield marker
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +69,13 @@ def test_ray_run_equals_local_run(cluster, local_run, tmp_path):
         workers=2,
     )
     assert (summary.done, summary.exit_code, summary.failures, summary.ignored) == (16, 0, [], 1)
+    # the actors wrote every file and part; the driver received their rows' keys, no images
+    traffic = summary.engine
+    writers = [int(who.rsplit(":", 1)[1]) for who in traffic["writers"]]
+    assert sum(traffic["writers"].values()) == traffic["images"] == 16
+    assert os.getpid() not in writers and not set(writers) & set(traffic["decoders"])
+    assert traffic["decoders"] and os.getpid() not in traffic["decoders"]
+    assert 0 < traffic["bytes"] / 16 <= 2048
     ray_run, local = camlens.load_run(tmp_path), camlens.load_run(local_run)
     assert len(ray_run) == 32 and ray_run.complete
     assert all(len(boxes) == 1 for boxes in ray_run.results["boxes"])
@@ -111,8 +105,8 @@ def test_killed_actor_is_retried_and_nothing_is_lost_or_twice(cluster, tmp_path)
         dataset, model="ray_models:killer", methods=["gradcam", "cam"], out=tmp_path,
         size=64, batch_size=4, workers=1,
     )  # fmt: skip
-    assert cluster.is_file(), "the actor was never killed"
-    killed = int(cluster.read_text())
+    assert cluster.marker.is_file(), "the actor was never killed"
+    killed = int(cluster.marker.read_text())
     assert killed != os.getpid()
     assert (summary.done, summary.exit_code, summary.failures) == (16, 0, [])
     rows = camlens.load_run(tmp_path).results
@@ -152,11 +146,41 @@ def test_actors_explain_the_drivers_random_weights():
     spec = {"spec": "ray_models:killer", "weights": None, "size": 64, "seed": 0}
     driver = Session.from_spec(**spec)
     torch.manual_seed(123)  # whatever the actor's own random state
-    worker = distributed.Worker(spec, RunSettings(["cam"]))
+    worker = distributed.Worker(spec, RunSettings(["cam"]), Store("/nowhere"))
     theirs, ours = worker.session.model.state_dict(), driver.model.state_dict()
     assert list(theirs) == list(ours) == ["features.0.weight", "features.0.bias", "fc.weight",
                                           "fc.bias"]  # fmt: skip
     assert all(torch.equal(theirs[k], ours[k]) for k in ours)
+
+
+class Stop(Exception):
+    """Stands for a kill of the driver in the middle of a run."""
+
+
+def test_an_interrupted_run_on_the_cluster_resumes_with_every_row_once(cluster, tmp_path):
+    """The driver stops after its first batch (``--out`` a ``file://`` URI): the parts the actors
+    wrote are kept (however many batches they finished meanwhile), and the resumed run, given
+    two more images, does the rest, every row once."""
+    files = sorted(SAMPLES.glob("*/*.png"))[:8]
+    session, settings = Session.from_spec("demo"), RunSettings(["cam"], batch_size=2, decoders=1)
+    out = f"file://{tmp_path / 'out'}"
+
+    def stop(handled: int) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        distributed.explain_files(session, {"spec": "demo"}, files[:6], out, settings,
+                                  distributed.Cluster(), advance=stop)  # fmt: skip
+    first = camlens.load_run(tmp_path / "out")
+    assert not first.complete and 2 <= len(first) <= 6
+    settings.resume = True
+    summary = distributed.explain_files(session, {"spec": "demo"}, files, out, settings,
+                                        distributed.Cluster())  # fmt: skip
+    assert summary.resumed == len(first) and summary.done == 8 - len(first)
+    run = camlens.load_run(tmp_path / "out")
+    assert run.complete and sorted(run.results["path"]) == [str(f) for f in files]
+    assert len((tmp_path / "out/results.jsonl").read_text().splitlines()) == 8
+    assert not (tmp_path / "out/parts").exists()
 
 
 def test_cli_resumes_a_local_run_and_exits_as_the_local_engine(cluster, tmp_path):
@@ -202,6 +226,7 @@ def test_ray_names_that_sanitise_alike_and_a_non_utf8_name(cluster, tmp_path):
         (["--engine", "spark"], "--engine must be local or ray, got 'spark'"),
         (["--workers", "2"], "--address, --workers and --gpus-per-worker need --engine ray"),
         (["--engine", "ray", "--workers", "0"], "--workers must be at least 1, got 0"),
+        (["--engine", "ray", "--decoders", "0"], "--decoders must be at least 1, got 0"),
         (
             ["--engine", "ray", "--gpus-per-worker", "-1"],
             "--gpus-per-worker must be 0 (CPU actors) or more, got -1",
@@ -229,8 +254,8 @@ def test_usage_is_checked_before_any_work(extra, message, tmp_path):
 
 
 def test_a_pool_the_cluster_cannot_place_is_refused(cluster, tmp_path):
-    with pytest.raises(camlens.CamlensError, match=r"^a worker needs 4 CPU\(s\): the Ray cluster "
-                       r"has 2$"):  # fmt: skip
+    with pytest.raises(camlens.CamlensError, match=r"^a worker needs 4 CPU\(s\) and a decoding "
+                       r"task 1: the Ray cluster has 3$"):  # fmt: skip
         distributed.explain_files(
             Session.from_spec("demo"), {"spec": "demo"}, [SAMPLES], tmp_path / "out",
             RunSettings(["cam"]), distributed.Cluster(cpus_per_worker=4.0),
@@ -257,34 +282,75 @@ def test_object_storage_uris(tmp_path):
     ]
     assert classes == {f"{root}/cats/a.png": "cats", f"{root}/cats/b.png": "cats",
                        f"{root}/dogs/bad.png": "dogs", f"{root}/dogs/c.png": "dogs"}  # fmt: skip
+    # the actors' two stages, here in this process: decoding, then explaining and writing into a
+    # pyarrow file system (a SubTreeFileSystem stands in for s3://bucket/prefix)
+    from pyarrow import fs
+
+    (tmp_path / "out").mkdir()
+    store = Store("", fs.SubTreeFileSystem(str(tmp_path / "out"), fs.LocalFileSystem()))
     settings = RunSettings(["cam"], render=RenderOptions(copy_images=True))
-    worker = distributed.Worker({"spec": "demo"}, settings)
+    worker = distributed.Worker({"spec": "demo"}, settings, store, run=3)
     batch = {
+        "index": np.array([7, 8]),
         "path": np.array([f"{root}/dogs/bad.png", f"{root}/cats/a.png"]),
         "stem": np.array(["bad", "a"]),
         "true_name": np.array(["dogs", "cats"]),
         "true_label": np.array([-1, -1]),
     }
-    items = [pickle.loads(b) for b in worker(batch)["item"]]
-    record, failure = items
-    assert failure == Failure(
-        f"{root}/dogs/bad.png", "not an image (Pillow cannot identify its format)"
-    )
-    assert record.row["path"] == f"{root}/cats/a.png" and record.row["true_name"] == "cats"
-    assert record.files["images/a.png"] == (SAMPLES / "0" / "00000.png").read_bytes()
-    assert distributed._names([Path("/x/a.png"), distributed.ObjectPath("s3://b/a.png")]) == {
+    decoded = decode_rows(batch, worker.session.size)
+    assert decoded["error"] == ["not an image (Pillow cannot identify its format)", ""]
+    [data] = worker(decoded)["delivered"]
+    assert len(data) < 1024  # no image bytes for the driver
+    delivered = pickle.loads(data)
+    assert delivered.done == [(f"{root}/cats/a.png", "cam")] and delivered.pid == os.getpid()
+    assert delivered.failures == [
+        Failure(f"{root}/dogs/bad.png", "not an image (Pillow cannot identify its format)")
+    ]
+    assert delivered.part.startswith("part-000003-0000000007-")
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file()) == [
+        "a.png", "a_cam.jpg", "a_cam.png", delivered.part]  # fmt: skip
+    assert (tmp_path / "out/images/a.png").read_bytes() == (SAMPLES / "0/00000.png").read_bytes()
+    rows = pd.read_parquet(tmp_path / "out/parts" / delivered.part)
+    assert list(rows["path"]) == [f"{root}/cats/a.png", f"{root}/dogs/bad.png"]
+    assert list(rows["true_name"].fillna("-")) == ["cats", "-"]
+    assert objects.names([Path("/x/a.png"), distributed.ObjectPath("s3://b/a.png")]) == {
         "/x/a.png": "x__a.png",
         "s3://b/a.png": "b__a.png",
     }
 
 
-def test_a_batch_delivered_twice_is_kept_once():
-    record = camlens.runs.records.Record({"path": "a.png", "method": "cam"})
-    done = {("b.png", "cam"), ("c.png", "")}
+def test_the_run_folder_of_a_file_uri_and_an_object_store_refused(tmp_path):
+    assert run_folder(f"file://{tmp_path}/out") == tmp_path / "out"
+    assert run_folder(Path(f"file://{tmp_path}/out")) == tmp_path / "out"  # file:/... as a Path
+    assert run_folder("runs/out") == Path("runs/out")
+    for out in ("s3://bucket/runs", Path("gs://bucket/runs")):
+        with pytest.raises(camlens.CamlensValueError, match=r"a run folder must be a folder \("):
+            run_folder(out)
+
+
+def test_without_an_address_ray_starts_its_own_even_beside_a_running_cluster(monkeypatch):
+    """``address=None`` starts a Ray of its own (``"local"``): Ray's default would join another
+    cluster running on this machine and then refuse ``num_cpus``."""
+    ray = need("ray")
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda address=None, **options: calls.append(address))
+    assert distributed.start(num_cpus=1) and distributed.start("auto")
+    assert calls == ["local", "auto"]
+
+
+def test_a_batch_delivered_twice_is_kept_once(tmp_path):
+    """A retried batch arrives again: its rows and failures are counted once."""
+    engine = distributed.RayEngine({}, distributed.Cluster())
+    writer = SimpleNamespace(done={("b.png", "cam"), ("c.png", "")})
+    job = cast(Any, SimpleNamespace(out=tmp_path, writer=writer))
     failures = [Failure("c.png", "empty file (0 bytes)"), Failure("d.png", "empty file (0 bytes)")]
-    records, failed = distributed._unique([record, *failures], done)
-    assert records == [record] and failed == failures[1:]
-    assert distributed._unique([record], {("a.png", "cam")}) == ([], [])
+    delivered = Delivered([("a.png", "cam"), ("b.png", "cam")], failures, host="h", pid=1)
+    first = engine._outcome(delivered, job)
+    assert (first.done, first.handled, first.failures, first.stored) == (1, 2, failures[1:], True)
+    again = engine._outcome(delivered, job)
+    assert (again.done, again.handled, again.failures) == (0, 0, [])
+    assert engine.traffic["writers"] == {"h:1": 1} and engine.traffic["images"] == 1
 
 
 def test_the_core_package_does_not_import_ray():

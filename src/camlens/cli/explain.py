@@ -116,6 +116,12 @@ def explain(
     gpus_per_worker: float = typer.Option(
         0.0, "--gpus-per-worker", help="--engine ray: GPUs per actor (0: CPU actors)."
     ),
+    decoders: int = typer.Option(
+        2,
+        "--decoders",
+        help="Images decoded at once: threads (local engine), or CPU tasks feeding the actors "
+        "(--engine ray).",
+    ),
     task: str = typer.Option(
         "classify",
         "--task",
@@ -166,6 +172,7 @@ def explain(
         min_score=min_score,
         detections=detections,
         cluster=options.cluster(engine, address, workers, gpus_per_worker, device),
+        decoders=decoders,
     )
     session = request.session()
     session.progress = not quiet  # Score-CAM's bar under the run's

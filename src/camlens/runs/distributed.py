@@ -1,43 +1,41 @@
-"""The Ray engine: the same run folder as the local engine, explained by a pool of Ray actors.
+"""The Ray engine: the same run folder as the local engine, explained on a Ray cluster with no
+single-machine bottleneck.
 
 Ray Data's batch-inference pattern around the app layer, not a scheduler of ours: the driver lists
 the inputs (local files, folders and globs, or ``s3://``/``gs://``/``file://`` prefixes and globs
-through pyarrow's file systems), skips what a resumed run has done, and hands the paths to
-``map_batches`` over an actor pool. Each actor builds the :class:`~camlens.runs.session.Session`
-from the model spec once, then per batch decodes its files (:func:`camlens.images.decode.decode`),
-explains them (:func:`camlens.runs.records.explain_batch`) and renders rows and files
-(:func:`camlens.runs.records.render`), exactly as the local engine does. The driver writes what
-comes back through the same :class:`~camlens.runs.writer.RunWriter`, so ``camlens.load_run``, the
-report and ``--resume`` work unchanged (``"engine": "ray"`` in ``run.json``).
+through pyarrow's file systems, :mod:`camlens.runs.objects`), skips what a resumed run has done,
+and hands the paths to two ``map_batches`` stages (:mod:`camlens.runs.actors`): decoding tasks on
+CPUs (``--decoders``) feeding a pool of model actors (``--workers``, ``--gpus-per-worker``) that
+explain, render and write their maps, overlays and Parquet parts straight into the run folder
+(a shared folder or an object store, :class:`~camlens.runs.store.Store`). The driver holds the
+folder's lock and manifest (:class:`~camlens.runs.writer.RunWriter`), receives a few hundred bytes
+per image (the rows' keys, never images), and merges the parts when the run finishes, so
+``camlens.load_run``, the report and ``--resume`` work unchanged (``"engine": "ray"``).
 
 Nothing lost, nothing twice: Ray restarts an actor that dies and retries the batch it held
-(Ray Data's actor pools default to unlimited ``max_restarts`` and ``max_task_retries``); the
-driver keeps one row per image and method, whichever attempt delivered it. Ray is imported only
-here and only when a run starts (``pip install "camlens[ray]"``).
+(Ray Data's actor pools default to unlimited ``max_restarts`` and ``max_task_retries``); a
+retried batch writes its part again under another name, and the merge keeps one row per image
+and method. Ray is imported only here and only when a run starts (``pip install "camlens[ray]"``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import logging
 import os
 import pickle
-import traceback
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
-
-from camlens.backends.locks import model_lock
 from camlens.errors import CamlensValueError
-from camlens.images.decode import Failure, decode, read_image
+from camlens.runs.actors import Delivered, Worker, decode_rows
 from camlens.runs.local import local_inputs
+from camlens.runs.objects import ObjectPath, is_uri, list_uris, names
 from camlens.runs.pipeline import (
-    EXPLAIN_ERRORS,
     Hooks,
     Inputs,
     Job,
@@ -45,22 +43,26 @@ from camlens.runs.pipeline import (
     RunSettings,
     Summary,
     check_target,
-    explain_decoded,
-    failed_batch,
     log_failure,
     manifest,
-    output_names,
     run,
 )
-from camlens.runs.records import RenderOptions, render
+from camlens.runs.records import RenderOptions
 from camlens.runs.session import Session
 from camlens.runs.settings import ExplainSettings, ModelSettings
+from camlens.runs.store import Store, run_folder
 from camlens.runs.writer import claim
 
-#: Batches in flight in one actor: one in the model, one decoding or rendering beside it.
+__all__ = ["Cluster", "ObjectPath", "RayEngine", "Worker", "explain", "explain_files", "start"]
+
+#: Batches in flight in one actor: one in the model, one rendering or writing beside it.
 CALLS = 2
-#: URI schemes read through pyarrow's file systems.
-SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "file://")
+#: CPUs a decoding task holds.
+DECODER_CPUS = 1.0
+#: Calls a decoding worker process serves before it exits: 0, unlimited (Ray's default for CPU
+#: tasks, given explicitly: an option the actors do not have keeps Ray Data from fusing decoding
+#: into the model actors).
+DECODER_CALLS = 0
 
 
 @dataclass
@@ -137,166 +139,33 @@ def start(address: str | None = None, num_cpus: int | None = None) -> bool:
         options["num_cpus"] = num_cpus
         options["_node_ip_address"] = "127.0.0.1"  # a local Ray listens on loopback only
         options["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}
-    ray.init(address=address, **options)
+    # "local": a Ray of its own, even where another runs on this machine (Ray's default would
+    # join that one, and refuse num_cpus); --address auto joins it on purpose
+    ray.init(address=address or "local", **options)
     return True
 
 
-def _is_uri(text: str) -> bool:
-    return text.startswith(SCHEMES)
-
-
-class ObjectPath(str):
-    """An object-storage URI standing in for a :class:`~pathlib.Path` in rows and files: its
-    text is the URI; ``name``, ``stem`` and ``suffix`` as a path's; ``read_bytes`` reads it."""
-
-    @property
-    def name(self) -> str:
-        return self.rstrip("/").rsplit("/", 1)[-1]
-
-    @property
-    def suffix(self) -> str:
-        return PurePosixPath(self.name).suffix
-
-    @property
-    def stem(self) -> str:
-        return PurePosixPath(self.name).stem
-
-    def read_bytes(self) -> bytes:
-        from pyarrow import fs
-
-        system, where = fs.FileSystem.from_uri(str(self))
-        with system.open_input_stream(where) as stream:
-            return bytes(stream.read())
-
-
-def read_object(path: Path, size: int | None = None) -> np.ndarray:
-    """:func:`~camlens.images.decode.read_image` for a local path or an :class:`ObjectPath`."""
-    if not isinstance(path, ObjectPath):
-        return read_image(path, size)
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ValueError(f"cannot be read ({error})") from error
-    return read_image(data, size)
-
-
-def list_uris(uris: Sequence[str]) -> tuple[list[ObjectPath], list[Failure], dict[str, str]]:
-    """Expand object-storage URIs (a file, a prefix listed recursively, or a glob) into files, in
-    order; returns ``(files, failures, classes)``, ``classes`` the first folder of each file below
-    the prefix (or the fixed part of the glob) it was found under."""
-    from pyarrow import fs
-
-    files: list[ObjectPath] = []
-    failures: list[Failure] = []
-    classes: dict[str, str] = {}
-    seen: set[str] = set()
-    for uri in uris:
-        scheme = uri[: uri.index("://") + 3]
-        parts = uri[len(scheme) :].split("/")
-        wild = [i for i, part in enumerate(parts) if any(c in part for c in "*?[")]
-        pattern, fixed = bool(wild), parts[: wild[0]] if wild else parts
-        try:
-            system, root = fs.FileSystem.from_uri(scheme + "/".join(fixed))
-            info = system.get_file_info(root)
-            if info.type == fs.FileType.File and not pattern:
-                found = [root]
-            elif info.type == fs.FileType.Directory:
-                listed = system.get_file_info(fs.FileSelector(root, recursive=True))
-                found = sorted(
-                    i.path
-                    for i in listed
-                    if i.type == fs.FileType.File
-                    and not any(p.startswith(".") for p in i.path[len(root) :].split("/") if p)
-                )
-            else:
-                found = []
-        except (OSError, ValueError) as error:
-            failures.append(Failure(uri, f"cannot be listed ({error})"))
-            continue
-        base = scheme + root
-        full = [scheme + f for f in found]
-        if pattern:
-            full = [f for f in full if fnmatch.fnmatchcase(f, uri)]
-        if not full:
-            reason = "no file matches this pattern" if pattern else "no such file or folder"
-            failures.append(Failure(uri, reason))
-        for name in full:
-            if name not in seen:
-                seen.add(name)
-                files.append(ObjectPath(name))
-                below = name[len(base) :].strip("/").split("/")
-                if len(below) > 1:
-                    classes[name] = below[0]
-    return files, failures, classes
-
-
-def _names(files: Sequence[Path]) -> dict[str, str]:
-    """:func:`~camlens.runs.local.output_names` for local paths and URIs alike."""
-    keyed = {PurePosixPath("/" + str(f).split("://", 1)[-1].lstrip("/")): str(f) for f in files}
-    stems = output_names(cast(Sequence[Path], list(keyed)))
-    return {keyed[cast(PurePosixPath, k)]: v for k, v in stems.items()}
-
-
-@dataclass
-class Trace:
-    """The traceback of a batch an actor failed to explain, for the driver's run log."""
-
-    paths: list[str]
-    text: str
-
-
-class Worker:
-    """A Ray Data actor: one session built from the spec in ``__init__``; ``__call__`` decodes,
-    explains and renders a batch of paths into pickled :class:`~camlens.runs.records.Record` s and
-    :class:`~camlens.images.decode.Failure` s (column ``item``), and a :class:`Trace` per batch
-    that failed, which the driver appends to the run's log.
-
-    Two calls run at once in an actor (:data:`CALLS`), as the local engine's stages do: while one
-    batch holds the model (its :func:`~camlens.backends.locks.model_lock`, for the whole batch),
-    the other decodes or renders."""
-
-    def __init__(self, spec: dict[str, Any], settings: RunSettings) -> None:
-        self.session = Session.from_spec(**spec)  # random weights: the spec's seed, the driver's
-        self.settings = settings
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[bytes]]:
-        settings, session = self.settings, self.session
-        texts = [str(p) for p in batch["path"]]
-        paths = [cast(Path, ObjectPath(t)) if _is_uri(t) else Path(t) for t in texts]
-        decoded = decode(paths, session.size, read=read_object)
-        failed = list(decoded.failures)
-        items: list[Any] = []
-        if decoded.unit is not None:
-            where = [texts.index(str(p)) for p in decoded.paths]
-            truth = [(int(batch["true_label"][i]), batch["true_name"][i] or None) for i in where]
-            try:
-                with model_lock(session.model):
-                    explained = explain_decoded(session, settings, decoded, truth)
-            except EXPLAIN_ERRORS as error:
-                failed += failed_batch(decoded.paths, error)
-                items.append(Trace([str(p) for p in decoded.paths], traceback.format_exc()))
-            else:
-                failed += explained.failures
-                kept = {str(p) for p in explained.paths}
-                stems = [str(batch["stem"][i]) for i in where if texts[i] in kept]
-                items += render(explained, stems, session, settings.render)
-        return {"item": [pickle.dumps(item) for item in items + failed]}
-
-
 class RayEngine:
-    """A pool of Ray Data actors decodes, explains and renders (:class:`Worker`); the driver
-    lists local files and object-storage URIs, and writes what comes back, once per image and
-    method."""
+    """Decoding tasks feed a pool of model actors that write the run folder themselves
+    (:mod:`camlens.runs.actors`); the driver lists local files and object-storage URIs, keeps
+    one row per image and method, and merges the actors' parts when the run finishes.
+
+    ``traffic`` measures the driver's side: ``bytes`` received from the actors, ``images``
+    explained, ``writers`` images per ``host:pid`` of the actors that wrote them, the process
+    ids of the ``decoders``."""
 
     name = "ray"
 
     def __init__(self, spec: dict[str, Any], cluster: Cluster) -> None:
         self.spec, self.cluster = spec, cluster
+        self.traffic: dict[str, Any] = dict(
+            bytes=0, images=0, writers=Counter(), decoders=set(), actor_s=0.0, driver_cpu_s=0.0
+        )
 
     def inputs(self, paths: Sequence[str | os.PathLike], out: Path, labels: bool) -> Inputs:
         texts = [os.fspath(p) for p in paths]
-        found = local_inputs([t for t in texts if not _is_uri(t)], out, labels)
-        objects, listing, object_classes = list_uris([t for t in texts if _is_uri(t)])
+        found = local_inputs([t for t in texts if not is_uri(t)], out, labels)
+        objects, listing, object_classes = list_uris([t for t in texts if is_uri(t)])
         classes = found.classes | object_classes if labels else {}
         files = [*found.files, *cast(list[Path], objects)]
         return Inputs(files, found.failures + listing, found.ignored, classes)
@@ -316,30 +185,59 @@ class RayEngine:
                 ray.shutdown()
 
     def batches(self, job: Job) -> Iterator[Outcome]:
-        stems = _names(job.files)
-        rows = [
-            {"path": str(f), "stem": stems[str(f)], "true_name": job.classes.get(str(f), ""),
-             "true_label": job.label(f)[0]}
-            for f in job.todo
-        ]  # fmt: skip
-        if not rows:
+        stems = names(job.files)
+        rows = (
+            {"index": i, "path": str(f), "stem": stems[str(f)],
+             "true_name": job.classes.get(str(f), ""), "true_label": job.label(f)[0]}
+            for i, f in enumerate(job.todo)
+        )  # fmt: skip
+        if not job.todo:
             return
-        for items in _run(rows, self.spec, job.settings, self.cluster):
-            for trace in [item for item in items if isinstance(item, Trace)]:
-                log_failure(job.out, trace.paths, trace.text)
-            records, failed = _unique(items, job.writer.done)
-            job.writer.done |= {(r.row["path"], r.row["method"]) for r in records}
-            job.writer.done |= {(f.path, "") for f in failed}
-            explained = {r.row["path"] for r in records}
-            handled = len(explained | {f.path for f in failed})
-            yield Outcome(partial(list, records), failed, len(explained), handled)
+        store, run = Store.at(job.out), job.writer.reserve()
+        stage = Stage(self.spec, job.settings, self.cluster, store, run)
+        begin = time.process_time()
+        try:
+            for block in _run(rows, len(job.todo), job.session.size, stage):
+                self.traffic["bytes"] += block.nbytes
+                for data in block.column("delivered").to_pylist():
+                    yield self._outcome(pickle.loads(data), job)
+        finally:
+            self.traffic["driver_cpu_s"] += time.process_time() - begin
+
+    def _outcome(self, delivered: Delivered, job: Job) -> Outcome:
+        """A batch an actor wrote, said and counted once (a retried batch can arrive twice)."""
+        for trace in delivered.traces:
+            log_failure(job.out, trace.paths, trace.text)
+        done = job.writer.done
+        fresh = [key for key in delivered.done if key not in done]
+        failed = [f for f in delivered.failures if (f.path, "") not in done]
+        done |= set(fresh) | {(f.path, "") for f in failed}
+        explained = {path for path, _ in fresh}
+        self.traffic["images"] += len(explained)
+        self.traffic["writers"][f"{delivered.host}:{delivered.pid}"] += len(explained)
+        self.traffic["decoders"] |= set(delivered.decoders)
+        self.traffic["actor_s"] += delivered.seconds
+        handled = len(explained | {f.path for f in failed})
+        return Outcome(list, failed, len(explained), handled, stored=True)
+
+
+@dataclass
+class Stage:
+    """What the actors of one run are built with: the model spec, the run's settings, the
+    cluster, where they write (``store``) and the part number the driver reserved (``run``)."""
+
+    spec: dict[str, Any]
+    settings: RunSettings
+    cluster: Cluster
+    store: Store
+    run: int
 
 
 def explain_files(
     session: Session,
     spec: dict[str, Any],
     paths: Sequence[str | os.PathLike],
-    out: Path,
+    out: str | os.PathLike,
     settings: RunSettings,
     cluster: Cluster,
     *,
@@ -356,24 +254,16 @@ def explain_files(
     """
     check_target(settings)
     cluster.check()
+    out = run_folder(out)
     spec = dict(spec, labels=session.names)  # the driver's class names: no file needed on nodes
     info = manifest(session, settings, engine="ray")
     hooks = Hooks(echo, advance, total, title)
-    return run(RayEngine(spec, cluster), session, paths, out, settings, info, hooks)
-
-
-def _unique(items: Iterable[Any], done: set[tuple[str, str]]) -> tuple[list[Any], list[Failure]]:
-    """Records and failures not delivered before (a retried batch can arrive twice)."""
-    records, failed = [], []
-    for item in items:
-        if isinstance(item, Trace):
-            continue
-        if isinstance(item, Failure):
-            if (item.path, "") not in done:
-                failed.append(item)
-        elif (item.row["path"], item.row["method"]) not in done:
-            records.append(item)
-    return records, failed
+    engine = RayEngine(spec, cluster)
+    summary = run(engine, session, paths, out, settings, info, hooks)
+    traffic = engine.traffic
+    summary.engine = dict(traffic, writers=dict(traffic["writers"]),
+                          decoders=sorted(traffic["decoders"]))  # fmt: skip
+    return summary
 
 
 def _check_resources(cluster: Cluster) -> None:
@@ -386,29 +276,35 @@ def _check_resources(cluster: Cluster) -> None:
         raise CamlensValueError(
             f"--gpus-per-worker {cluster.gpus_per_worker:g}: the Ray cluster has {gpus:g} GPU(s)"
         )
-    if cluster.gpus_per_worker == 0 and cpus < cluster.cpus_per_worker:
+    if cpus < cluster.cpus_per_worker + DECODER_CPUS:
         raise CamlensValueError(
-            f"a worker needs {cluster.cpus_per_worker:g} CPU(s): the Ray cluster has {cpus:g}"
+            f"a worker needs {cluster.cpus_per_worker:g} CPU(s) and a decoding task "
+            f"{DECODER_CPUS:g}: the Ray cluster has {cpus:g}"
         )
 
 
-def _run(
-    rows: list[dict[str, Any]],
-    spec: dict[str, Any],
-    settings: RunSettings,
-    cluster: Cluster,
-) -> Iterable[list[Any]]:
-    """Every output block of the actor pool, as unpickled records and failures."""
+def _run(rows: Iterable[dict[str, Any]], count: int, size: int, stage: Stage) -> Iterable[Any]:
+    """Every output block (pyarrow) of decoding tasks feeding the actor pool."""
     import ray
 
     context = ray.data.DataContext.get_current()
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # camlens shows its own progress
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    blocks = max(1, -(-len(rows) // settings.batch_size))
-    dataset = ray.data.from_items(rows, override_num_blocks=blocks)
-    actors = dict(spec, device=cluster.device)
-    explained = dataset.map_batches(
+    settings, cluster = stage.settings, stage.cluster
+    blocks = max(1, -(-count // settings.batch_size))
+    dataset = ray.data.from_items(list(rows), override_num_blocks=blocks)
+    decoded = dataset.map_batches(
+        cast(Any, decode_rows),
+        batch_size=settings.batch_size,
+        fn_kwargs={"size": size},
+        concurrency=max(1, min(settings.decoders, blocks)),
+        num_cpus=DECODER_CPUS,
+        max_calls=DECODER_CALLS,
+        batch_format="numpy",
+    )
+    actors = dict(stage.spec, device=cluster.device)
+    explained = decoded.map_batches(
         Worker,
         batch_size=settings.batch_size,
         compute=ray.data.ActorPoolStrategy(
@@ -416,14 +312,17 @@ def _run(
             max_concurrent_calls_per_actor=CALLS,
             enable_true_multi_threading=True,
         ),
-        fn_constructor_kwargs={"spec": actors, "settings": settings},
+        fn_constructor_kwargs={
+            "spec": actors,
+            "settings": settings,
+            "store": stage.store,
+            "run": stage.run,
+        },  # fmt: skip
         num_cpus=cluster.cpus_per_worker,
         num_gpus=cluster.gpus_per_worker or None,
         batch_format="numpy",
     )
-    for block in explained.iter_batches(batch_size=None, batch_format="pyarrow"):
-        block = cast(Any, block)
-        yield [pickle.loads(data) for data in block.column("item").to_pylist()]
+    yield from explained.iter_batches(batch_size=None, batch_format="pyarrow")
 
 
 def explain(
@@ -450,6 +349,7 @@ def explain(
     trust_pickle: bool = False,
     seed: int = 0,
     overwrite: bool = False,
+    decoders: int = 2,
     echo: Callable[[str], None] = print,
 ) -> Summary:
     """``camlens explain --engine ray`` from Python: explain ``paths`` (files, folders, globs,
@@ -472,7 +372,7 @@ def explain(
                             seed=seed, device=device)  # fmt: skip
     request = ExplainSettings(
         model=network,
-        out=Path(out),
+        out=run_folder(out),
         methods=methods,
         target=target,
         layer=layer,
@@ -483,6 +383,7 @@ def explain(
         overwrite=overwrite,
         labels_from_folders=labels_from_folders,
         cluster=cluster,
+        decoders=decoders,
     )
     session = request.session()
     settings = request.run_settings(session)

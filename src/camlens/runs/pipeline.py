@@ -64,6 +64,7 @@ class Summary:
     ignored: int = 0  # non-image files in the folders and globs given
     seconds: float = 0.0
     rows: Any = None  # the run's rows (a DataFrame) once finished
+    engine: dict[str, Any] = field(default_factory=dict)  # the engine's own measures
 
     @property
     def exit_code(self) -> int:
@@ -123,13 +124,15 @@ class Outcome:
     """One batch done by an engine: ``records`` gives its rows and files (called on the writer
     thread: rendering can wait there), ``failures`` its inputs that failed, ``done`` the images
     explained, ``handled`` the inputs it took off the to-do list (progress); ``explained`` the
-    batch's explanations where the engine has them in this process."""
+    batch's explanations where the engine has them in this process; ``stored`` when the engine
+    wrote its rows, failure rows and files itself."""
 
     records: Callable[[], list[Record]]
     failures: list[Failure]
     done: int
     handled: int
     explained: Explained | None = None
+    stored: bool = False  # its rows and files are in the folder already (Ray's actors wrote them)
 
 
 class Engine(Protocol):
@@ -323,16 +326,29 @@ def _loop(
     summary = writing.summary
     if summary.failures:
         writing.submit(list, list(summary.failures))
-    for outcome in engine.batches(job):
+    batches = engine.batches(job)
+    try:
+        _batches(batches, writing, hooks)
+    finally:  # an engine's generator is closed however the run ends (Ray's actors stop)
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+    writing.complete = True
+
+
+def _batches(batches: Iterator[Outcome], writing: _Writing, hooks: Hooks) -> None:
+    """Each outcome said, counted and handed to the writer thread."""
+    summary = writing.summary
+    for outcome in batches:
         _say(outcome.failures, hooks.echo)
         summary.failures += outcome.failures
         summary.done += outcome.done
         if outcome.explained is not None and hooks.on_explained is not None:
             hooks.on_explained(outcome.explained)
-        writing.submit(outcome.records, outcome.failures)
+        if not outcome.stored:
+            writing.submit(outcome.records, outcome.failures)
         if hooks.advance is not None:
             hooks.advance(outcome.handled)
-    writing.complete = True
 
 
 class _Writing:

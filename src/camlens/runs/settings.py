@@ -26,6 +26,7 @@ from camlens.images.labels import load_class_map
 from camlens.runs.local import RunSettings
 from camlens.runs.records import OVERLAY_FORMATS, RenderOptions
 from camlens.runs.session import LABEL, Session, method_names
+from camlens.runs.store import run_folder
 from camlens.runs.tasks import TaskSettings, preprocess_for
 from camlens.runs.writer import claim
 from camlens.visualize.render import colormap_table
@@ -111,13 +112,16 @@ class ExplainSettings:
     min_score: float = 0.5
     detections: int = 20
     cluster: Cluster | None = None
+    decoders: int = 2
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: the checked values replace the words
         set_(self, "methods", method_names(self.methods))
-        set_(self, "out", Path(self.out))
+        set_(self, "out", run_folder(self.out))
         check_render(self.render)
         check_unit(self.min_score, "--min-score")
+        if self.decoders < 1:
+            raise CamlensValueError(f"--decoders must be at least 1, got {self.decoders}")
         claim(self.out, resume=self.resume, overwrite=self.overwrite)
         if self.cluster is not None:
             self.cluster.check()
@@ -160,6 +164,7 @@ class ExplainSettings:
             labels_from_folders=self.labels_from_folders,
             class_map=folders,
             overwrite=self.overwrite,
+            decoders=self.decoders,
         )
 
     def task_settings(self) -> TaskSettings | None:

@@ -13,6 +13,7 @@ the report, and the manifest last.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -267,8 +268,8 @@ class RunWriter:
             for folder in ("maps", "overlays", PARTS):
                 (self.out / folder).mkdir(exist_ok=True)
             names = [p.name for p in (self.out / PARTS).iterdir()]
-            numbers = [int(m[1]) for m in map(re.compile(r"part-(\d+)\.parquet").match, names) if m]
-            self._parts = max(numbers, default=-1) + 1  # after every part, damaged ones too
+            numbers = [int(m[1]) for m in map(re.compile(r"part-(\d+)[.-]").match, names) if m]
+            self._parts = itertools.count(max(numbers, default=-1) + 1)  # after every part
         except BaseException:
             self.close()
             raise
@@ -331,10 +332,14 @@ class RunWriter:
         rows = [r.row for r in records] + [row.failure_row(f.path, f.reason) for f in failures]
         if rows:
             table = row.table(rows)
-            part = self.out / PARTS / f"part-{self._parts:06d}.parquet"
+            part = self.out / PARTS / f"part-{self.reserve():06d}.parquet"
             write_atomic(part, lambda handle: pq.write_table(table, handle, compression="zstd"))
-            self._parts += 1
         self.seconds += time.perf_counter() - begin
+
+    def reserve(self) -> int:
+        """The next part number: parts sort in the order they are reserved (the Ray engine's
+        actors name theirs ``part-<number>-<index>-<token>.parquet``)."""
+        return next(self._parts)
 
     def finish(self, title: str = "camlens report", complete: bool = True) -> Any:
         """Merge the parts into ``results.parquet``; write ``results.jsonl``/``.csv`` from its
@@ -350,10 +355,11 @@ class RunWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        merged = list((self.out / PARTS).glob("part-*.parquet"))  # a part written later stays
         rows = read_rows(self.out)
         table = pa.Table.from_pandas(rows, schema=row.schema(), preserve_index=False)
         write_atomic(self.out / RESULTS, lambda h: pq.write_table(table, h, compression="zstd"))
-        for part in (self.out / PARTS).glob("part-*.parquet"):
+        for part in merged:
             part.unlink()
         with contextlib.suppress(OSError):  # holds a damaged part set aside
             (self.out / PARTS).rmdir()
