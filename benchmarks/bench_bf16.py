@@ -1,11 +1,11 @@
 """bf16 autocast against float32: map agreement and time of every method with ``autocasts``.
 
 Random weights (fixed seeds, random batch-norm statistics), a batch of 2 at 64 px, targets
-[3, 7], on torchvision ResNet-50, DenseNet-121, ConvNeXt-Tiny and a small ViT (2 layers, 64 px,
-patch 16). For each method and network: the correlation and largest difference of the maps at
-``precision="bf16"`` against ``precision="fp32"``, and each precision's seconds per call (one
-timed call after a warm-up: rough on a loaded machine). The agreement bound of
-tests/methods/test_bf16.py is correlation >= 0.99 and max difference <= 0.05.
+[3, 7], on ResNet-50, DenseNet-121, a two-stage ConvNeXt and a small ViT, built as
+tests/methods/test_bf16.py builds them. For each method and network: the correlation and largest
+difference of the maps at ``precision="bf16"`` against ``precision="fp32"``, and each
+precision's seconds per call (one timed call after a warm-up: rough on a loaded machine). The
+bound of tests/methods/test_bf16.py is correlation >= 0.99 and max difference <= 0.05.
 
     PYTHONPATH=src python benchmarks/bench_bf16.py [--nets resnet50,vit] [--methods gradcam]
 """
@@ -13,12 +13,18 @@ tests/methods/test_bf16.py is correlation >= 0.99 and max difference <= 0.05.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
-import torchvision
 
 from camlens.methods._registry import get
+from camlens.methods.precision import agreement
+
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+sys.path[:0] = [str(TESTS), str(TESTS / "methods")]
+from test_bf16 import network  # noqa: E402  (the test's networks: one definition)
 
 TARGETS = [3, 7]
 #: the methods whose passes run under autocast, with options that keep them cheap
@@ -41,38 +47,6 @@ METHODS = {
 }
 
 
-def random_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
-    """Random running statistics and affine parameters for every batch norm (seeded)."""
-    generator = torch.Generator().manual_seed(2)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            count = module.num_features
-            module.running_mean.copy_(torch.randn(count, generator=generator) * 0.1)
-            module.running_var.copy_(torch.rand(count, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(count, generator=generator) + 0.5)
-            module.bias.data.copy_(torch.randn(count, generator=generator) * 0.1)
-    return model
-
-
-def network(name: str) -> torch.nn.Module:
-    """The random-weight network ``name`` (seed 0), in eval mode."""
-    torch.manual_seed(0)
-    if name == "vit":
-        model = torchvision.models.VisionTransformer(
-            image_size=64, patch_size=16, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64
-        )
-        torch.nn.init.normal_(model.heads.head.weight)  # torchvision zero-initialises the head
-    else:
-        model = getattr(torchvision.models, name)()
-    return random_batchnorm(model).eval()
-
-
-def agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """(correlation, max |a - b|) of two map batches."""
-    a, b = a.flatten().double(), b.flatten().double()
-    return float(torch.corrcoef(torch.stack([a, b]))[0, 1]), float((a - b).abs().max())
-
-
 def run(model: torch.nn.Module, method: str, precision: str, x: torch.Tensor):
     """(maps, seconds of the second call) of ``method`` at ``precision``."""
     explainer = get(method)(model, precision=precision, **METHODS[method])
@@ -85,7 +59,7 @@ def run(model: torch.nn.Module, method: str, precision: str, x: torch.Tensor):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nets", default="resnet50,densenet121,convnext_tiny,vit")
+    parser.add_argument("--nets", default="resnet50,densenet121,convnext,vit")
     parser.add_argument("--methods", default=",".join(METHODS))
     args = parser.parse_args()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)).clamp(-2, 2)
