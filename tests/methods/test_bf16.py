@@ -87,7 +87,6 @@ def test_bf16_maps_agree_with_float32(name, built):
         correlation, worst = agreement(*maps)
         if correlation < 0.99 or worst > 0.05:
             failing[method] = (round(correlation, 4), round(worst, 4))
-    print(name, failing)
     # on such a model, precision="auto"'s probe keeps them in float32
     assert set(failing) == FAILING.get(name, set())
 
