@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import camlens
 import camlens.runs.local as engine
+from camlens.backends.torch import cpu_bf16_is_fast
 from camlens.cli import app
 
 runner = CliRunner()
@@ -69,6 +70,9 @@ def test_folder_with_bad_files(images, model_args, tmp_path):
         assert line["layer"] == "layer4"
         assert line["predicted_name"] in camlens.images.labels.imagenet_classes()
         assert 0 < line["probability"] <= 1 and line["load_s"] >= 0 and line["render_s"] > 0
+        # --precision auto: fp32 on a CPU whose bf16 is slow (this VM's), CAM never autocasts
+        fast = line["method"] == "gradcam" and cpu_bf16_is_fast()
+        assert line["precision"] == "fp32" or (fast and line["precision"] == "bf16")
         with Image.open(out / line["overlay"]) as overlay, Image.open(line["path"]) as original:
             assert overlay.size == (line["width"], line["height"])
             assert overlay.format == "JPEG"

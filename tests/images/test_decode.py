@@ -333,6 +333,24 @@ def test_read_image_drafts_large_jpegs_only(tmp_path):
     assert read_image(tmp_path / "big.png", size=100).shape == (800, 1000, 3)  # JPEG only
 
 
+def test_a_drafted_decode_stays_close_to_a_full_decode_and_resize(tmp_path):
+    """The model sees nearly the same pixels: chelsea at 902x600 (a JPEG over 4x the side 64),
+    drafted to 1/4 and resized to 64x64, against the full decode resized (both bilinear)."""
+    from skimage import data
+
+    Image.fromarray(data.chelsea()).resize((902, 600)).save(tmp_path / "cat.jpg", quality=90)
+    drafted = read_image(tmp_path / "cat.jpg", size=64)
+    assert drafted.shape == (150, 226, 3)  # 1/4: at least twice the side
+    full = read_image(tmp_path / "cat.jpg")
+
+    def resized(pixels: np.ndarray) -> np.ndarray:
+        image = Image.fromarray(pixels).resize((64, 64), Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.float64)
+
+    difference = np.abs(resized(drafted) - resized(full))
+    assert difference.mean() < 2 and difference.max() < 24  # measured 0.91 and 10
+
+
 def test_read_image_os_errors_say_what_happened(tmp_path, monkeypatch):
     from camlens.images import decode as inputs
 

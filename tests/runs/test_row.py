@@ -19,7 +19,7 @@ SCHEMA = [
     ("true_label", "int64"), ("true_name", "string"), ("correct", "bool"),
     ("boxes", "list<item: list<item: int32>>"), ("map", "string"), ("overlay", "string"),
     ("panel", "string"), ("image", "string"), ("load_s", "double"), ("explain_s", "double"),
-    ("render_s", "double"), ("error", "string"),
+    ("render_s", "double"), ("precision", "string"), ("error", "string"),
 ]  # fmt: skip
 
 ROW = {
@@ -28,7 +28,8 @@ ROW = {
     "target": 2, "target_name": "dog", "target_probability": 0.25, "score": -1.5,
     "true_label": 3, "true_name": "cat", "correct": True, "boxes": [[0, 1, 2, 3]],
     "map": "maps/a_gradcam.png", "overlay": "overlays/a_gradcam.jpg", "panel": None,
-    "image": "images/a.png", "load_s": 0.01, "explain_s": 0.2, "render_s": 0.003, "error": None,
+    "image": "images/a.png", "load_s": 0.01, "explain_s": 0.2, "render_s": 0.003,
+    "precision": "fp32", "error": None,
 }  # fmt: skip
 
 JSONL = (
@@ -37,21 +38,22 @@ JSONL = (
     '"target_name": "dog", "target_probability": 0.25, "score": -1.5, "true_label": 3, '
     '"true_name": "cat", "correct": true, "boxes": [[0, 1, 2, 3]], "map": "maps/a_gradcam.png", '
     '"overlay": "overlays/a_gradcam.jpg", "panel": null, "image": "images/a.png", "load_s": 0.01, '
-    '"explain_s": 0.2, "render_s": 0.003, "error": null}\n'
+    '"explain_s": 0.2, "render_s": 0.003, "precision": "fp32", "error": null}\n'
     '{"path": "/x/b.png", "stem": null, "width": null, "height": null, "method": null, "layer": '
     'null, "predicted": null, "predicted_name": null, "probability": null, "target": null, '
     '"target_name": null, "target_probability": null, "score": null, "true_label": null, '
     '"true_name": null, "correct": null, "boxes": null, "map": null, "overlay": null, "panel": '
-    'null, "image": null, "load_s": null, "explain_s": null, "render_s": null, "error": "empty '
+    'null, "image": null, "load_s": null, "explain_s": null, "render_s": null, "precision": null, '
+    '"error": "empty '
     'file (0 bytes)"}\n'
 )
 CSV = (
     "path,stem,width,height,method,layer,predicted,predicted_name,probability,target,"
     "target_name,target_probability,score,true_label,true_name,correct,boxes,map,overlay,panel,"
-    "image,load_s,explain_s,render_s,error\n"
+    "image,load_s,explain_s,render_s,precision,error\n"
     '/x/a.png,a,7,5,gradcam,layer4,3,cat,0.5,2,dog,0.25,-1.5,3,cat,True,"[[0, 1, 2, 3]]",'
-    "maps/a_gradcam.png,overlays/a_gradcam.jpg,,images/a.png,0.01,0.2,0.003,\n"
-    "/x/b.png,,,,,,,,,,,,,,,,,,,,,,,,empty file (0 bytes)\n"
+    "maps/a_gradcam.png,overlays/a_gradcam.jpg,,images/a.png,0.01,0.2,0.003,fp32,\n"
+    "/x/b.png,,,,,,,,,,,,,,,,,,,,,,,,,empty file (0 bytes)\n"
 )
 
 

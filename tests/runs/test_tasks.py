@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 import camlens
+from camlens.backends.torch import cpu_bf16_is_fast
 from camlens.runs.local import RunSettings
 from camlens.runs.session import Session
 from camlens.runs.tasks import TaskSettings, explain_task_files, preprocess_for
@@ -70,6 +71,7 @@ def test_segment_run_explains_the_largest_class(images, tmp_path):
     exp = camlens.explain(session.model, x, "gradcam", camlens.targets.segmentation(category))
     row = run.results.iloc[0]
     assert row["stem"] == "im0" and row["target"] == category
+    assert row["precision"] == "fp32" or cpu_bf16_is_fast()  # --precision auto, this VM: fp32
     assert abs(row["score"] - float(exp.scores[0])) <= 1e-4 * abs(float(exp.scores[0]))
     assert np.abs(run.map(0) - exp.maps[0].numpy()).max() <= 0.5 / 255 + 1e-6
 

@@ -78,7 +78,10 @@ def test_served_map_is_the_librarys(spec, fields, demo_service, cnn_service, png
     x = as_camlens_explain(service, image, spec)
     target = int(fields["target"]) if "target" in fields else None
     layer = fields.get("layer", "auto")
-    exp = camlens.explain(service.session.model, x, fields.get("method", "gradcam"), target, layer)
+    method = fields.get("method", "gradcam")
+    used = answer["precision"]  # --precision auto: what the probe chose (fp32 on this VM)
+    exp = camlens.explain(service.session.model, x, method, target, layer, precision=used)
+    assert exp.extra["precision"] == used
     expected = np.round(exp.maps[0].numpy() * 255).astype(np.int16)
     if exp.method in SUMMED:
         differ = np.abs(decoded(answer).astype(np.int16) - expected)

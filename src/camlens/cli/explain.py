@@ -69,9 +69,10 @@ def explain(
     precision: str = typer.Option(
         "auto",
         "--precision",
-        help="Score-CAM's masked forwards: auto (bf16 where it measures fast: CUDA, some CPUs; "
-        "else fp32), fp32 (exact), bf16, or int8 (PyTorch models on the CPU, about 3x faster, "
-        "approximate).",
+        help="Every method's passes: auto (bf16 where it measures fast: CUDA, some CPUs, for "
+        "the methods whose bf16 maps agree with fp32's; else fp32), fp32 (exact), bf16 "
+        "(autocast), or int8 (Score-CAM's masked forwards, PyTorch models on the CPU, about 3x "
+        "faster, approximate). Each row records the precision used.",
     ),
     panel: bool = typer.Option(
         False, "--panel/--no-panel", help="Also save a three-panel figure per image (slow)."

@@ -33,6 +33,9 @@ def serve(
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Largest upload."),
     trust_pickle: options.TrustPickle = False,
     seed: options.Seed = 0,
+    precision: str = typer.Option(
+        "auto", "--precision", help="The methods' precision: auto, fp32, bf16 or int8 (as explain)."
+    ),
 ) -> None:
     """Serve the explorer: upload an image, click a class, compare methods and layers.
 
@@ -44,6 +47,7 @@ def serve(
     settings = Settings(
         model, weights, preprocess, size, labels, trust_pickle=trust_pickle, seed=seed,
         device=device, prompts=prompts, runs=run, host=host, port=port, token=token,
+        precision=precision,
     )  # fmt: skip
     try:
         launch(

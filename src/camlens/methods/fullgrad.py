@@ -70,6 +70,7 @@ def scaled(maps: torch.Tensor) -> torch.Tensor:
 class FullGrad(PixelMethod):
     __doc__ = __doc__
     paper = "Srinivas & Fleuret 2019, Full-Gradient Representation (arXiv:1905.00780)"
+    autocasts = False  # the bias-gradients of every layer run in float32
 
     def __init__(self, model: Any, layer: Any = "auto", **options: Any) -> None:
         super().__init__(model, layer, **options)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -141,6 +141,8 @@ class MaskedForwards:
     adapter: Any
     name: str
     precision: str
+    autocasts: ClassVar[bool] = False  # the passes run as they are; the masked forwards' own
+    int8_forwards: ClassVar[bool] = True
     batch_size: int | None
     progress: bool
     label: str
@@ -148,6 +150,10 @@ class MaskedForwards:
     def resolved_precision(self) -> str:
         """The precision of the masked forwards (:func:`resolved_precision`)."""
         return resolved_precision(self.adapter, self.precision, self.name)
+
+    def precision_used(self) -> str:
+        """The precision recorded in ``exp.extra["precision"]``: the masked forwards'."""
+        return self.resolved_precision()
 
     def scored(
         self,

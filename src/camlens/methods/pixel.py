@@ -34,6 +34,7 @@ class PixelMethod(Explainer):
     uses_layer: ClassVar[bool] = False
     smoothable: ClassVar[bool] = True
     guided: ClassVar[bool | str] = False
+    autocasts: ClassVar[bool] = True
 
     def attribute(self, capture: Capture) -> torch.Tensor:
         """(B, C, H, W) signed attribution from the input and its gradient."""

@@ -58,6 +58,7 @@ class ShapleyCAM(_GradientMethod):
     """
 
     paper = "Cai 2025, CAMs as Shapley Value-based Explainers (arXiv:2501.06261)"
+    autocasts = False  # the Hessian-vector product (a double backward) runs in float32
     function = staticmethod(gradcam)
 
     def __init__(self, model: Any, layer: Any = "auto", *, score: str = "rest", **options: Any):

@@ -79,6 +79,7 @@ class Explained:
     load_s: float = 0.0
     boxes: dict[str, list[list[tuple[int, int, int, int]]]] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)  # images left out, with the reason
+    precisions: dict[str, str] = field(default_factory=dict)  # the precision each method ran in
 
     def keep(self, kept: Sequence[int]) -> None:
         """Keep only the images at indices ``kept`` (in place)."""
@@ -150,6 +151,7 @@ def explain_batch(
         exp = session.explainer(method, layer, precision)(x, target=wanted)
         out.seconds[method] = (time.perf_counter() - begin) / count
         out.layers[method] = exp.layer
+        out.precisions[method] = exp.extra.get("precision", "fp32")
         out.maps[method] = exp.maps.float().cpu()
         out.targets[method] = exp.targets.cpu()
         out.probs[method] = exp.probs.float().cpu()
@@ -243,6 +245,7 @@ def render(
                 load_s=round(explained.load_s / max(len(explained.paths), 1), 4),
                 explain_s=round(explained.seconds[method], 4),
                 render_s=round(time.perf_counter() - begin, 4),
+                precision=explained.precisions.get(method),
             )
             mine.append(Record(row.as_dict(), files))
         if options.panel:

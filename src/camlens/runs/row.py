@@ -28,7 +28,8 @@ class Row:
     """One row of a run, every column null unless set (a failure row sets ``path`` and
     ``error`` only). Boxes are ``[[x0, y0, x1, y1], ...]`` in the image's pixels; ``map``,
     ``overlay``, ``panel`` and ``image`` name files inside the run folder; ``*_s`` are seconds
-    per image."""
+    per image; ``precision`` is the one the method ran in (``exp.extra["precision"]``: "fp32",
+    "bf16", "int8"...)."""
 
     path: str | None = _column(TEXT)
     stem: str | None = _column(TEXT)
@@ -54,6 +55,7 @@ class Row:
     load_s: float | None = _column(FLOAT)
     explain_s: float | None = _column(FLOAT)
     render_s: float | None = _column(FLOAT)
+    precision: str | None = _column(TEXT)
     error: str | None = _column(TEXT)
 
     def as_dict(self) -> dict[str, Any]:

@@ -245,10 +245,9 @@ class Session:
         (an unknown layer, a TorchScript model for a layer method, int8 on an unsupported model)."""
         check_choice(precision, PRECISIONS, "--precision")
         blank = self.native(torch.zeros(1, 3, self.size, self.size))
-        reduced = any(options_for(m, precision=precision) for m in methods)
-        if precision == "bf16" and reduced and self.adapter.framework == "onnx":
+        if precision == "bf16" and self.adapter.framework == "onnx":
             self.adapter.infer(self.adapter.as_tensor(blank), precision=precision)  # refused
-        if precision == "int8" and reduced:
+        if precision == "int8" and any(get(m).int8_forwards for m in methods):
             with warnings.catch_warnings():  # a check on a blank image: its gap means nothing
                 warnings.simplefilter("ignore")
                 with self.adapter.int8(self.adapter.as_tensor(blank), reuse=False):

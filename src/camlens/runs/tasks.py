@@ -27,6 +27,7 @@ import torch
 from camlens import targets
 from camlens.backends.locks import model_lock
 from camlens.errors import CamlensValueError
+from camlens.explanation import Explanation
 from camlens.images.decode import collect, stream
 from camlens.runs.pipeline import (
     Hooks,
@@ -72,7 +73,7 @@ def _record(
     session: Session,
     where: tuple[Path, np.ndarray, str],
     method: str,
-    layer: str,
+    exp: Explanation,
     label: int,
     probability: float | None,
     score: float,
@@ -89,7 +90,8 @@ def _record(
     name = session.name(label)
     chance = None if probability is None else number(probability)
     row = Row(
-        path=str(path), stem=stem, width=width, height=height, method=method, layer=layer,
+        path=str(path), stem=stem, width=width, height=height, method=method,
+        layer=exp.layer, precision=exp.extra.get("precision"),
         predicted=label, predicted_name=name, probability=chance, target=label,
         target_name=name, target_probability=chance, score=number(score), boxes=boxes,
         map=f"maps/{stem}_{method}.png", overlay=f"overlays/{stem}_{method}.{fmt}",
@@ -131,7 +133,7 @@ def detect_records(
                     session,
                     (path, image, f"{stem}_{n}"),
                     method,
-                    found.explanation.layer,
+                    found.explanation,
                     label,
                     score,
                     float(found.explanation.scores[n]),
@@ -182,7 +184,7 @@ def segment_records(
                 session,
                 (path, image, stem),
                 method,
-                exp.layer,
+                exp,
                 category,
                 None,
                 float(exp.scores[0]),

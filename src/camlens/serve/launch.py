@@ -30,13 +30,14 @@ from camlens.serve.service import ModelService
 class Settings(ModelSettings):
     """What ``camlens serve`` was asked for: the model (the demo model by default; random weights
     are drawn from ``seed``, as ``camlens explain`` does), the run folders to browse, the address
-    and the token."""
+    and the token, and the ``precision`` of the methods (as ``camlens explain --precision``)."""
 
     model: str = "demo"
     runs: Sequence[Path] = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 8765
     token: str | None = None
+    precision: str = "auto"
 
 
 #: Seconds an idle keep-alive connection stays open; seconds to send a whole request head.
@@ -195,7 +196,7 @@ def config(app: Any, *, head_timeout: float = HEAD_TIMEOUT, **options: Any) -> A
 def build(settings: Settings, **limits: Any) -> tuple[Any, list]:
     """The ASGI app for ``settings`` (the model loaded, the run folders read) and the runs that
     were skipped as unreadable (``(folder, reason)``)."""
-    service = ModelService(settings.load())
+    service = ModelService(settings.load(), precision=settings.precision)
     runs = None
     skipped: list = []
     if settings.runs:

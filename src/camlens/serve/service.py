@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from camlens.backends.locks import model_lock
-from camlens.errors import CamlensValueError
+from camlens.errors import CamlensValueError, check_choice
 from camlens.methods._registry import get
 from camlens.methods._registry import methods as camlens_methods
+from camlens.methods.precision import PRECISIONS
 from camlens.runs.records import map_png
 from camlens.runs.session import LABEL, Session, resize_unit
 from camlens.serve.batcher import MicroBatcher
@@ -63,8 +64,11 @@ class ModelService:
         max_batch: int = 8,
         window: float = 0.005,
         max_pending: int = 256,
+        precision: str = "auto",
     ) -> None:
+        check_choice(precision, PRECISIONS, "--precision")
         self.session = session
+        self.precision = precision
         self.layers, self.auto = session.layers()
         self.batcher = MicroBatcher(
             self._run, max_batch=max_batch, window=window, max_pending=max_pending
@@ -151,7 +155,7 @@ class ModelService:
         targets = [
             int(predicted[i]) if r.target is None else r.target for i, r in enumerate(requests)
         ]
-        exp = session.explainer(method, layer)(x, target=targets)
+        exp = session.explainer(method, layer, self.precision)(x, target=targets)
         return [self._answer(exp, i, probs[i]) for i in range(len(requests))]
 
     def _answer(self, exp: Any, i: int, probs: torch.Tensor) -> dict[str, Any]:
@@ -171,6 +175,7 @@ class ModelService:
             "score": float(exp.scores[i]),
             "layer": exp.layer,
             "method": exp.method,
+            "precision": exp.extra.get("precision"),
             "width": int(width),
             "height": int(height),
             "map": base64.b64encode(map_png(exp.maps[i].numpy())).decode("ascii"),

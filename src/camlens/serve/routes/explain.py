@@ -43,6 +43,7 @@ class Explained(BaseModel):
     width: int
     height: int
     map: str
+    precision: str  # the precision the method ran in ("fp32", "bf16"...)
 
 
 #: The longest ``method``, ``target`` or ``layer`` value taken (a class or layer name fits).
