@@ -365,13 +365,17 @@ def explain_files(
 def _unique(items: Iterable[Any], done: set[tuple[str, str]]) -> tuple[list[Any], list[Failure]]:
     """Records and failures not delivered before (a retried batch can arrive twice)."""
     records, failed = [], []
+    seen: set[tuple[Any, ...]] = set()  # several targets per image: a row per class, once
     for item in items:
         if isinstance(item, Trace):
             continue
         if isinstance(item, Failure):
             if (item.path, "") not in done:
                 failed.append(item)
-        elif (item.row["path"], item.row["method"]) not in done:
+            continue
+        key = (item.row["path"], item.row["method"], item.row["target"])
+        if (item.row["path"], item.row["method"]) not in done and key not in seen:
+            seen.add(key)
             records.append(item)
     return records, failed
 

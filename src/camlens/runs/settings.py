@@ -28,6 +28,7 @@ from camlens.runs.records import OVERLAY_FORMATS, RenderOptions
 from camlens.runs.session import LABEL, Session, method_names
 from camlens.runs.tasks import TaskSettings, preprocess_for
 from camlens.runs.writer import claim
+from camlens.targets import ACTIVATIONS
 from camlens.visualize.render import colormap_table
 
 if TYPE_CHECKING:  # the Ray engine imports this module
@@ -96,6 +97,7 @@ class ExplainSettings:
     out: Path
     methods: str | Sequence[str] = "gradcam"
     target: str | int | None = "pred"
+    activation: str | None = None
     layer: Any = "auto"
     precision: str = "auto"
     batch_size: int = 16
@@ -115,6 +117,8 @@ class ExplainSettings:
         set_(self, "out", Path(self.out))
         check_render(self.render)
         check_unit(self.min_score, "--min-score")
+        if self.activation is not None:
+            check_choice(self.activation, ACTIVATIONS, "--activation")
         claim(self.out, resume=self.resume, overwrite=self.overwrite)
         if self.cluster is not None:
             self.cluster.check()
@@ -149,6 +153,7 @@ class ExplainSettings:
         return RunSettings(
             methods=methods,
             target=target,
+            activation=self.activation,
             layer=self.layer,
             precision=self.precision,
             batch_size=self.batch_size,

@@ -70,6 +70,28 @@ def parse(text: str) -> tuple[str, float]:
     raise CamlensValueError(f"unknown target {text!r}; {_WORDS}")
 
 
+def word(text: str) -> bool:
+    """Whether ``text`` is meant as a target word ("top...", "above...", "output:...")."""
+    return bool(re.match(r"(top\d|above|output:)", text))
+
+
+def checked(text: str, outputs: int) -> str:
+    """A target word checked against a model with ``outputs`` logits (K of "topK" and
+    "output:K" in range); exact errors as the explainers give them."""
+    value = output_value(text)
+    if value is not None:
+        value(torch.zeros(1, outputs))
+        return text
+    kind, number = parse(text)
+    classes = 2 if outputs == 1 else outputs
+    if kind == "top" and number > classes:
+        raise CamlensValueError(
+            f"target {text!r} asks for {int(number)} classes but the model has {classes}; pass "
+            f"topK with K <= {classes}"
+        )
+    return text
+
+
 def per_image(target: Any) -> bool:
     """Whether ``target`` is one list of classes per image (``[[1, 5], [2]]``)."""
     return (
