@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 import camlens
 import camlens.runs.local as engine
 from camlens.cli import app
+from camlens.runs import report
+from camlens.serve.runs import Filters, Runs
 
 runner = CliRunner()
 
@@ -35,7 +37,20 @@ def test_top2_writes_two_rows_per_image_with_distinct_files(images, model_args, 
         pairs[(line["path"], line["method"])].append(line["target_probability"])
     assert all(len(p) == 2 and p[0] >= p[1] for p in pairs.values())  # best first
     loaded = camlens.load_run(out).results
-    assert len(loaded[loaded["error"].isna()]) == 12
+    explained = loaded[loaded["error"].isna()]
+    assert len(explained) == 12
+    paths = list(explained["path"])  # grouped by image: each image's rows together
+    assert [p for i, p in enumerate(paths) if i == 0 or p != paths[i - 1]] == list(
+        dict.fromkeys(paths)
+    )
+    data = report.run_data(out, explained)
+    assert len(data["overlay"]) == 12
+    page = Runs([out]).rows(0, Filters(path=paths[0]))  # serve's run page: both maps of an image
+    assert page["total"] == 4
+    assert {(r["method"], r["target"]) for r in page["rows"]} == {
+        (line["method"], line["target"]) for line in found if line["path"] == paths[0]
+    }
+    assert all(r["score"] is not None for r in page["rows"])
 
 
 def test_resumed_run_keeps_one_row_per_image_method_class(
