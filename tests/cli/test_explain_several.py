@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+from torch import nn
 from typer.testing import CliRunner
 
 import camlens
@@ -85,3 +87,22 @@ def test_bad_target_and_activation_are_usage_errors(images, model_args, tmp_path
     result = runner.invoke(app, [*base, "--activation", "relu"])
     assert result.exit_code == 2
     assert "--activation must be one of softmax, sigmoid, none, got 'relu'" in result.output
+
+
+def test_output_value_rows_say_score_without_probabilities(images, tmp_path):
+    torch.manual_seed(0)
+    network = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, 1),
+    ).eval()  # fmt: skip
+    torch.save(network, tmp_path / "regressor.pt")
+    out = tmp_path / "out"
+    args = ["explain", str(images), "--model", str(tmp_path / "regressor.pt"), "--trust-pickle"]
+    result = runner.invoke(app, [*args, "--size", "64", "--target", "output:0", "--out", str(out)])
+    assert result.exit_code == 1, result.output  # the corrupt file
+    found = rows(out)
+    assert len(found) == 3
+    for line in found:
+        assert line["score"] is not None and line["target"] == 0
+        assert line["probability"] is line["target_probability"] is line["predicted"] is None
+        assert line["map"] == f"maps/{line['stem']}_gradcam.png"
