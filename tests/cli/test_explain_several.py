@@ -18,14 +18,25 @@ from camlens.serve.runs import Filters, Runs
 runner = CliRunner()
 
 
+def tiny(tmp_path, outputs: int) -> list[str]:
+    """A pickled random-weight net with ``outputs`` outputs at 64 px: fast, nothing downloaded."""
+    torch.manual_seed(0)
+    network = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, outputs),
+    ).eval()  # fmt: skip
+    torch.save(network, tmp_path / "tiny.pt")
+    return ["--model", str(tmp_path / "tiny.pt"), "--trust-pickle", "--size", "64"]
+
+
 def rows(out):
     lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     return [line for line in lines if line["error"] is None]
 
 
-def test_top2_writes_two_rows_per_image_with_distinct_files(images, model_args, tmp_path):
+def test_top2_writes_two_rows_per_image_with_distinct_files(images, tmp_path):
     out = tmp_path / "out"
-    args = ["explain", str(images), *model_args, "--target", "top2", "--out", str(out)]
+    args = ["explain", str(images), *tiny(tmp_path, 5), "--target", "top2", "--out", str(out)]
     result = runner.invoke(app, [*args, "--method", "gradcam,cam"])
     assert result.exit_code == 1, result.output  # the corrupt file
     found = rows(out)
@@ -55,11 +66,9 @@ def test_top2_writes_two_rows_per_image_with_distinct_files(images, model_args, 
     assert all(r["score"] is not None for r in page["rows"])
 
 
-def test_resumed_run_keeps_one_row_per_image_method_class(
-    images, model_args, tmp_path, monkeypatch
-):
+def test_resumed_run_keeps_one_row_per_image_method_class(images, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    args = ["explain", str(images), *model_args, "--target", "top2", "--batch-size", "1"]
+    args = ["explain", str(images), *tiny(tmp_path, 5), "--target", "top2", "--batch-size", "1"]
     args += ["--out", str(out)]
     real, calls = engine.explain_batch, []
 
@@ -80,8 +89,8 @@ def test_resumed_run_keeps_one_row_per_image_method_class(
     assert len(explained) == len(set(explained)) == 6
 
 
-def test_bad_target_and_activation_are_usage_errors(images, model_args, tmp_path):
-    base = ["explain", str(images), *model_args, "--out", str(tmp_path / "out")]
+def test_bad_target_and_activation_are_usage_errors(images, tmp_path):
+    base = ["explain", str(images), *tiny(tmp_path, 5), "--out", str(tmp_path / "out")]
     result = runner.invoke(app, [*base, "--target", "top0"])
     assert result.exit_code == 2 and "pass topK with K >= 1" in result.output
     result = runner.invoke(app, [*base, "--activation", "relu"])
@@ -90,15 +99,9 @@ def test_bad_target_and_activation_are_usage_errors(images, model_args, tmp_path
 
 
 def test_output_value_rows_say_score_without_probabilities(images, tmp_path):
-    torch.manual_seed(0)
-    network = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(4, 1),
-    ).eval()  # fmt: skip
-    torch.save(network, tmp_path / "regressor.pt")
     out = tmp_path / "out"
-    args = ["explain", str(images), "--model", str(tmp_path / "regressor.pt"), "--trust-pickle"]
-    result = runner.invoke(app, [*args, "--size", "64", "--target", "output:0", "--out", str(out)])
+    args = ["explain", str(images), *tiny(tmp_path, 1), "--target", "output:0"]
+    result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 1, result.output  # the corrupt file
     found = rows(out)
     assert len(found) == 3
