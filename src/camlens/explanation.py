@@ -32,7 +32,10 @@ class Explanation:
         extra: method-specific results (per-layer maps, channel weights, attributions...).
         inputs: float32 (B, C, H, W) the explained batch as the model took it, on the CPU (for
             display: a notebook shows an Explanation as original | heatmap | overlay per image),
-            or None.
+            or None; with several targets per image, row m is a copy of image ``index[m]``.
+        index: int64 (M,) the input image each map belongs to: ``arange(B)`` for one target per
+            image; with several targets per image (``"top3"``, ``"above:0.5"``, one list per
+            image) M maps, image by image.
     """
 
     maps: torch.Tensor
@@ -44,6 +47,11 @@ class Explanation:
     method: str
     extra: dict[str, Any] = field(default_factory=dict)
     inputs: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    index: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
+
+    def __post_init__(self) -> None:
+        if self.index.numel() == 0 and len(self.maps):
+            self.index = torch.arange(len(self.maps))
 
     def __len__(self) -> int:
         return int(self.maps.shape[0])

@@ -106,6 +106,11 @@ def _target(session, text: str) -> int | None:
     chosen = session.target(text)
     if chosen == "label":
         raise CamlensValueError("--target label is camlens explain's (with --labels-from-folders)")
+    if isinstance(chosen, str):
+        raise CamlensValueError(
+            f"--target {chosen} is camlens explain's: the metrics score one map per image; pass "
+            "'pred' or a class"
+        )
     return chosen
 
 

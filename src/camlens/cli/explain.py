@@ -52,6 +52,7 @@ def explain(
     prompts: options.Prompts = None,
     method: options.Methods = "gradcam",
     target: options.Target = "pred",
+    activation: options.Activation = None,  # type: ignore[assignment]
     layer: options.Layer = "auto",
     colormap: str = typer.Option("jet", "--colormap", help="Any matplotlib colormap name."),
     alpha: float = typer.Option(0.5, "--alpha", help="Opacity of the heatmap, 0 to 1."),
@@ -152,6 +153,7 @@ def explain(
         out=out,
         methods=method,
         target=target,
+        activation=activation,
         layer=layer,
         precision=precision,
         batch_size=batch_size,

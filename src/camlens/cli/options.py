@@ -91,7 +91,17 @@ Target = Annotated[
     typer.Option(
         "--target",
         help="'pred', 'label' (the true class, with --labels-from-folders; camlens explain), a "
-        "class index or a class name.",
+        "class index or a class name; several per image: topK (the K best classes) or above:P "
+        "(every class whose probability reaches P); output:K (the K-th output of a model that "
+        "is not a classifier).",
+    ),
+]
+Activation = Annotated[
+    str,
+    typer.Option(
+        "--activation",
+        help="How probabilities are read from the logits: softmax (default for classes), sigmoid "
+        "(multi-label models: --target above:P) or none (default for --target output:K).",
     ),
 ]
 Layer = Annotated[

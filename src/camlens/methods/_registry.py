@@ -89,13 +89,17 @@ def explain(
     method: str = "gradcam",
     target: Any = None,
     layer: Any = "auto",
+    activation: str | None = None,
     **options: Any,
 ) -> Explanation:
     """Explain ``model`` on the batch ``x`` with ``method``; see :class:`camlens.Explanation`.
 
     ``x`` is a preprocessed float batch (B, C, H, W): ``x, images = camlens.load_images(paths)``
     makes one. ``target``: None (the predicted class), an int, a sequence of B ints, or a callable
-    ``logits -> (B,) scores``. ``layer``: "auto", a dotted module name, a module or a list of them.
+    ``logits -> (B,) scores``; several per image: ``"top3"``, ``"above:0.5"``, one list of classes
+    per image, and ``"output:K"`` for a model that is not a classifier
+    (:meth:`~camlens.methods.base.Explainer.__call__`, with ``activation`` "softmax", "sigmoid" or
+    "none"). ``layer``: "auto", a dotted module name, a module or a list of them.
     ``options`` go to the method (``relu``, ``upsample``, ``normalize`` and the method's own).
 
     Refused with a :class:`~camlens.CamlensError` before the model runs: file names or pictures
@@ -104,4 +108,4 @@ def explain(
     :class:`~camlens.CamlensWarning`; its target is still reported. float16 and bfloat16 models
     work with every method (maps computed in float32).
     """
-    return get(method)(model, layer=layer, **options)(x, target=target)
+    return get(method)(model, layer=layer, **options)(x, target=target, activation=activation)

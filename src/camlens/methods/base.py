@@ -34,7 +34,7 @@ from camlens.errors import CamlensTypeError, CamlensValueError, CamlensWarning, 
 from camlens.explanation import Explanation
 from camlens.maps import UPSAMPLE_MODES, finalize, minmax, upsample
 from camlens.methods.precision import DTYPES, PRECISIONS, PROBES, probe, step_in
-from camlens.targets import Target
+from camlens.targets import Target, several
 
 #: Test-time augmentations of ``augment=True``: (horizontal flip, scale), the identity first.
 AUGMENTATIONS = ((False, 1.0), (False, 0.9), (False, 1.1), (True, 1.0), (True, 0.9), (True, 1.1))
@@ -175,14 +175,59 @@ class Explainer:
         self.precision = precision
         self._used: str | None = None  # the precision of the call running (set by _pass)
 
-    def __call__(self, x: Any, target: Target = None) -> Explanation:
+    def __call__(
+        self, x: Any, target: Target = None, *, activation: str | None = None
+    ) -> Explanation:
+        """Explain ``x``: one map per image, or per (image, class) pair for several targets.
+
+        ``target``: see :mod:`camlens.targets`; also one list of classes per image, ``"topK"``,
+        ``"above:P"`` (an image with no class reaching P gets no map) and ``"output:K"`` /
+        ``("output", K)`` (:mod:`camlens.targets.several`), run as one batch whose rows repeat
+        the images; ``exp.index`` says which image each map belongs to. ``activation``
+        ("softmax", "sigmoid" or "none") is how ``probs`` and ``above:P`` read the logits.
+        """
         x = as_inputs(x, self.image)
         if isinstance(x, Inputs):
             self._check_several(x)
         check_batch(x, self.adapter.as_tensor(x), getattr(self.adapter, "dtype", None))
         with model_lock(self.adapter.model):  # hooks and train/eval flags: one call at a time
             self._used = None
+            if several.planned(target, activation):
+                return self._planned(x, target, activation)
             return self._call(x, target)
+
+    def _planned(self, x: Any, target: Any, activation: str | None) -> Explanation:
+        """Plan the rows (:func:`camlens.targets.several.plan`) and explain them in one call."""
+        xc = self.adapter.as_tensor(x)
+        owners, resolved = several.plan(target, self.adapter.logits(xc), activation)
+        if torch.equal(owners, torch.arange(xc.shape[0])):
+            return self._call(x, resolved)
+        if isinstance(x, Inputs):
+            raise CamlensValueError(
+                f"target {target!r} repeats images, which camlens does not do for several inputs; "
+                "pass one class per image"
+            )
+        if not len(owners):
+            return self._empty(x)
+        exp = self._call(self.adapter.native(xc[owners.to(xc.device)]), resolved)
+        exp.index = owners
+        return exp
+
+    def _empty(self, x: Any) -> Explanation:
+        """No map: no (image, class) pair was chosen (no class reached ``above:P``)."""
+        height, width = self.adapter.input_size(x)
+        empty = torch.empty(0)
+        return Explanation(
+            maps=torch.empty(0, height, width),
+            raw=torch.empty(0, 0, 0),
+            targets=empty.long(),
+            scores=empty,
+            probs=empty,
+            layer="",
+            method=self.name,
+            index=empty.long(),
+            inputs=self.adapter.as_tensor(x).detach().cpu(),
+        )
 
     def _call(self, x: Any, target: Target) -> Explanation:
         if self.smooth:

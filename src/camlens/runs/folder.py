@@ -71,12 +71,17 @@ def read_rows(folder: Path, damaged: list[Path] | None = None) -> Any:
         return row.frame([])
     frame = row.frame(tables)
     frame["_order"] = np.arange(len(frame))
+    frame["_file"] = np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])
     key = frame["method"].fillna("\0failed")
-    # a detection run has a row per detection: its own stem (<image>_<n>) for the same path
-    frame = frame.assign(_key=key).drop_duplicates(["path", "stem", "_key"], keep="last")
+    # a detection run has a row per detection: its own stem (<image>_<n>) for the same path;
+    # several targets per image a row per class: the rows of the file written last, once each
+    frame = frame.assign(_key=key)
+    last = frame.groupby(["path", "stem", "_key"], dropna=False)["_file"].transform("max")
+    frame = frame[frame["_file"] == last]
+    frame = frame.drop_duplicates(["path", "stem", "_key", "target"], keep="last")
     explained = set(frame.loc[frame["error"].isna(), "path"])
     frame = frame[frame["error"].isna() | ~frame["path"].isin(explained)]
-    frame = frame.sort_values("_order").drop(columns=["_order", "_key"])
+    frame = frame.sort_values("_order").drop(columns=["_order", "_key", "_file"])
     return pd.DataFrame(frame).reset_index(drop=True)
 
 

@@ -43,6 +43,7 @@ class RunSettings:
 
     methods: list[str]
     target: int | str | None = None
+    activation: str | None = None
     layer: Any = "auto"
     precision: str = "auto"
     batch_size: int = 16
@@ -183,6 +184,7 @@ def manifest(session: Session, settings: RunSettings, engine: str = "local") -> 
         "methods": list(settings.methods),
         "layer": settings.layer if isinstance(settings.layer, str) else repr(settings.layer),
         "target": "pred" if settings.target is None else settings.target,
+        "activation": settings.activation,
         "precision": settings.precision,
         "size": session.size,
         "preprocess": session.prepare.name,
@@ -267,6 +269,7 @@ def explain_decoded(
         true_names=[name for _, name in truth],
         load_s=batch.load_s,
         box_threshold=settings.render.box_threshold if settings.render.boxes else None,
+        activation=settings.activation,
     )
 
 

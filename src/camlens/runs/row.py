@@ -70,6 +70,7 @@ PAGE_COLUMNS = (
     "path", "stem", "method", "layer", "predicted", "predicted_name", "probability", "target",
     "target_name", "target_probability", "true_label", "true_name", "correct", "width", "height",
     "map", "overlay", "panel", "image",
+    "score",
 )  # fmt: skip
 #: The text columns of the report's page (``name``: the file name of ``path``).
 REPORT_COLUMNS = ("path", "name", "image", "overlay", "method", "layer", "predicted_name",

@@ -31,6 +31,7 @@ from camlens.methods.perturbation import PRECISIONS
 from camlens.models import specs  # specs.load_spec looked up per call: it can be patched
 from camlens.models.clip import read_prompts
 from camlens.models.weights import seeded
+from camlens.targets import several
 
 #: ``--target`` words besides a class index or name.
 PREDICTED, LABEL = "pred", "label"
@@ -197,11 +198,15 @@ class Session:
     # ------------------------------------------------------------------ requests
     def target(self, text: str | int | None) -> int | str | None:
         """``--target``: "pred" (None: the predicted class), "label" (the true class, from the
-        folder layout), a class index or a class name (case-insensitive)."""
+        folder layout), a class index or a class name (case-insensitive); "topK" and "above:P"
+        (several classes per image) and "output:K" (the K-th output value of a model that is not
+        a classifier) are returned as they are, checked (:mod:`camlens.targets.several`)."""
         if text is None or text == PREDICTED:
             return None
         if text == LABEL:
             return LABEL
+        if isinstance(text, str) and several.word(text):
+            return several.checked(text, self.classes)
         try:
             index = int(text)
         except ValueError:

@@ -29,6 +29,7 @@ from camlens.runs.session import LABEL, Session, method_names
 from camlens.runs.store import run_folder
 from camlens.runs.tasks import TaskSettings, preprocess_for
 from camlens.runs.writer import claim
+from camlens.targets import ACTIVATIONS
 from camlens.visualize.render import colormap_table
 
 if TYPE_CHECKING:  # the Ray engine imports this module
@@ -100,6 +101,7 @@ class ExplainSettings:
     out: Path
     methods: str | Sequence[str] = "gradcam"
     target: str | int | None = "pred"
+    activation: str | None = None
     layer: Any = "auto"
     precision: str = "auto"
     batch_size: int = 16
@@ -122,6 +124,8 @@ class ExplainSettings:
         check_unit(self.min_score, "--min-score")
         if self.decoders < 1:
             raise CamlensValueError(f"--decoders must be at least 1, got {self.decoders}")
+        if self.activation is not None:
+            check_choice(self.activation, ACTIVATIONS, "--activation")
         claim(self.out, resume=self.resume, overwrite=self.overwrite)
         if self.cluster is not None:
             self.cluster.check()
@@ -156,6 +160,7 @@ class ExplainSettings:
         return RunSettings(
             methods=methods,
             target=target,
+            activation=self.activation,
             layer=self.layer,
             precision=self.precision,
             batch_size=self.batch_size,

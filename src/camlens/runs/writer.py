@@ -44,7 +44,7 @@ FOLDERS = ("maps", "overlays", "panels", "images")
 RUN_KEYS = (
     "task", "model", "weights", "weights_sha256", "seed", "size", "preprocess", "methods",
     "layer", "target", "precision", "limit", "colormap", "alpha", "threshold", "boxes",
-    "box_threshold", "overlay_format", "panel", "copy_images",
+    "box_threshold", "overlay_format", "panel", "copy_images", "activation",
 )  # fmt: skip
 
 

@@ -106,7 +106,7 @@ class ModelService:
             index = self.session.target(text)
         except CamlensValueError:
             index = LABEL
-        if index == LABEL:
+        if isinstance(index, str):  # "label", and several targets: camlens explain's
             raise CamlensValueError(
                 f"target: expected 'pred', a class index 0..{self.session.classes - 1} or a class "
                 f"name, got {shown(text)}"

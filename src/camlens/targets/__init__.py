@@ -3,6 +3,10 @@
 ``target`` is ``None`` (the predicted class), an ``int`` (that class for every image), a sequence
 of B ints, or a callable ``logits -> (B,) scores``. A one-logit (binary) head explains class 1 as
 the logit and class 0 as its negative, so that ``sigmoid(score)`` is that class's probability.
+:class:`OutputValue` (``target=("output", K)`` or ``"output:K"`` on an explainer) is the K-th
+output value of a model that is not a classifier, as it is (no binary-head rule, no probability).
+Several targets per image (``"top3"``, ``"above:0.5"``, one list per image) are planned in
+:mod:`camlens.targets.several`.
 
 Dense and detection models: :func:`segmentation` and :func:`detection` build an
 :class:`OutputTarget`, a callable that reads the model's whole output (a dict with ``"out"``, an
@@ -21,27 +25,61 @@ import torch
 from camlens.errors import CamlensTypeError, CamlensValueError, describe
 
 Target: TypeAlias = (
-    int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None
+    "int | Sequence[int] | Sequence[Sequence[int]] | torch.Tensor | str | tuple[str, int] | "
+    "Callable[[torch.Tensor], torch.Tensor] | ResolvedTarget | None"
 )
+
+
+#: ``activation``: how probabilities are read from logits (None: softmax, sigmoid for one logit).
+ACTIVATIONS = ("softmax", "sigmoid", "none")
 
 
 @dataclass
 class ResolvedTarget:
-    """Targets (B,) int64 (-1 for a callable) and the callable, if one was given."""
+    """Targets (B,) int64 (-1 for a callable; K for an :class:`OutputValue`), the callable, if one
+    was given, and the ``activation`` of the probabilities (None: the default)."""
 
     indices: torch.Tensor
     function: Callable[[torch.Tensor], torch.Tensor] | None = None
+    activation: str | None = None
 
     def rows(self, owners: torch.Tensor) -> ResolvedTarget:
         """The target of a derived batch whose row n is a copy of image ``owners[n]`` (masked,
         noisy, occluded): its class, or an :class:`OutputTarget`'s per-image references taken
         for that image (:meth:`OutputTarget.rows`); a plain callable applies as it is."""
         owners = owners.cpu()
+        indices = self.indices[owners]
         if isinstance(self.function, OutputTarget):
-            return ResolvedTarget(torch.full(owners.shape, -1), self.function.rows(owners))
-        if self.function is not None:
-            return ResolvedTarget(torch.full(owners.shape, -1), self.function)
-        return ResolvedTarget(self.indices[owners])
+            return ResolvedTarget(indices, self.function.rows(owners), self.activation)
+        return ResolvedTarget(indices, self.function, self.activation)
+
+
+class OutputValue:
+    """The K-th output value of a model that is not a classifier: ``logits[:, K]`` for any (B, N)
+    output, N = 1 included (no binary-head rule); its probability is NaN unless an activation is
+    asked for."""
+
+    def __init__(self, index: int) -> None:
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise CamlensValueError(
+                f"output:K takes an output index K >= 0, got {index!r}; pass such as 'output:0'"
+            )
+        self.index = index
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+            raise CamlensValueError(
+                f"output:{self.index} explains one value of a (B, N) output, got {describe(logits)}"
+            )
+        if self.index >= logits.shape[1]:
+            raise CamlensValueError(
+                f"output:{self.index} is out of range for a model with {logits.shape[1]} outputs "
+                f"(expected 0..{logits.shape[1] - 1})"
+            )
+        return logits[:, self.index]
+
+    def __repr__(self) -> str:
+        return f"output:{self.index}"
 
 
 def batch_of(output: Any) -> int:
@@ -63,6 +101,15 @@ def resolve(target: Target, logits: Any) -> ResolvedTarget:
     """Turn ``target`` into per-image class indices for ``logits`` of shape (B, K) (any model
     output for an :class:`OutputTarget` or other callable)."""
     batch = batch_of(logits)
+    if isinstance(target, ResolvedTarget):  # planned by camlens.targets.several
+        if target.indices.numel() != batch:
+            raise CamlensValueError(
+                f"the planned target has {target.indices.numel()} rows but the batch has {batch}"
+            )
+        return target
+    if isinstance(target, OutputValue):
+        target(logits)  # checks the index against the output
+        return ResolvedTarget(torch.full((batch,), target.index, dtype=torch.int64), target)
     if callable(target) and not isinstance(target, torch.Tensor):
         return ResolvedTarget(torch.full((batch,), -1, dtype=torch.int64), target)
     if logits.ndim != 2:
@@ -122,16 +169,37 @@ def scores(logits: Any, target: ResolvedTarget) -> torch.Tensor:
     return logits.gather(1, indices[:, None])[:, 0]
 
 
-def probabilities(logits: Any, target: ResolvedTarget) -> torch.Tensor:
-    """Softmax probability of each image's target (sigmoid for one logit), float32 (B,), CPU;
-    NaN for a callable target."""
-    if target.function is not None:
-        return torch.full((batch_of(logits),), float("nan"))
+def class_probabilities(logits: torch.Tensor, activation: str | None = None) -> torch.Tensor:
+    """Every class's probability (B, V), float32: softmax over the classes (None, "softmax"),
+    each logit's sigmoid ("sigmoid": multi-label models) or the logits as they are ("none").
+    A one-logit head has V = 2 classes: class 1 is the logit z, class 0 is -z (sigmoid: 1 -
+    sigmoid(z), the same for softmax)."""
     logits = logits.detach().float()
-    indices = target.indices.to(logits.device)
     if logits.shape[1] == 1:
-        return torch.sigmoid(scores(logits, target)).cpu()
-    return logits.softmax(dim=1).gather(1, indices[:, None])[:, 0].cpu()
+        signed = torch.cat([-logits, logits], dim=1)
+        return signed if activation == "none" else torch.sigmoid(signed)
+    if activation == "none":
+        return logits
+    return torch.sigmoid(logits) if activation == "sigmoid" else logits.softmax(dim=1)
+
+
+def probabilities(logits: Any, target: ResolvedTarget) -> torch.Tensor:
+    """Probability of each image's target under ``target.activation``
+    (:func:`class_probabilities`), float32 (B,), CPU; NaN for activation "none" and for a
+    callable target (an :class:`OutputValue` takes "sigmoid": the sigmoid of its value, or
+    "softmax" over the outputs)."""
+    nan = torch.full((batch_of(logits),), float("nan"))
+    activation = target.activation
+    if activation == "none":
+        return nan
+    if target.function is not None:
+        if not isinstance(target.function, OutputValue) or activation is None:
+            return nan
+        if activation == "sigmoid":
+            return torch.sigmoid(target.function(logits.detach().float())).cpu()
+        return logits.detach().float().softmax(dim=1)[:, target.function.index].cpu()
+    indices = target.indices.to(logits.device)
+    return class_probabilities(logits, activation).gather(1, indices[:, None])[:, 0].cpu()
 
 
 class OutputTarget:
