@@ -109,13 +109,13 @@ def test_served_map_is_the_librarys(spec, fields, demo_service, cnn_service, png
             {"target": "10"},
             None,
             400,
-            "target: expected 'pred', a class index 0..9 or a class name, got '10'",
+            "target: expected 'pred', a class index 0..9, a class name or output:K, got '10'",
         ),
         (
             {"target": "cat"},
             None,
             400,
-            "target: expected 'pred', a class index 0..9 or a class name, got 'cat'",
+            "target: expected 'pred', a class index 0..9, a class name or output:K, got 'cat'",
         ),
         (
             {"layer": "fc"},
@@ -278,7 +278,10 @@ def test_target_takes_class_names_as_the_cli_does(tmp_path, png) -> None:
         )
         assert (answer.status_code, answer.json()) == (
             400,
-            {"error": "target: expected 'pred', a class index 0..4 or a class name, got 'label'"},
+            {
+                "error": "target: expected 'pred', a class index 0..4, a class name or output:K, "
+                "got 'label'"
+            },
         )
     finally:
         service.close()

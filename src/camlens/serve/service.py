@@ -26,6 +26,7 @@ from camlens.runs.records import map_png
 from camlens.runs.session import LABEL, Session, resize_unit
 from camlens.serve.batcher import MicroBatcher
 from camlens.serve.guards import shown
+from camlens.targets.several import output_value
 
 TOP = 5
 #: The most prompts an image-text model's class list takes from a client, and their length.
@@ -41,7 +42,7 @@ class Request:
     unit: torch.Tensor
     method: str
     layer: str
-    target: int | None
+    target: int | str | None  # a class, "output:K" (an output value), None (the predicted class)
 
 
 def probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -97,19 +98,22 @@ class ModelService:
         # "auto" stays "auto": the method chooses (RefineCAM takes several layers, FullGrad none)
         return Request(unit, chosen, layer, self.target(target))
 
-    def target(self, text: str | None) -> int | None:
+    def target(self, text: str | None) -> int | str | None:
         """The ``target`` field as ``camlens explain --target`` reads it (the session's parser):
-        "pred" or empty for the predicted class, a class index or a class name."""
+        "pred" or empty for the predicted class, a class index or a class name, "output:K" (the
+        K-th output value of a model that is not a classifier)."""
         if text in (None, ""):
             return None
         try:
             index = self.session.target(text)
         except CamlensValueError:
             index = LABEL
+        if isinstance(index, str) and output_value(index) is not None:
+            return index
         if isinstance(index, str):  # "label", and several targets: camlens explain's
             raise CamlensValueError(
-                f"target: expected 'pred', a class index 0..{self.session.classes - 1} or a class "
-                f"name, got {shown(text)}"
+                f"target: expected 'pred', a class index 0..{self.session.classes - 1}, a class "
+                f"name or output:K, got {shown(text)}"
             )
         return cast(int | None, index)
 
@@ -143,23 +147,27 @@ class ModelService:
     # ------------------------------------------------------------------ explaining
     def submit(self, request: Request) -> Future:
         """A future of the request's answer (see :meth:`_answer`)."""
-        return self.batcher.submit((request.method, request.layer), request)
+        output = request.target if isinstance(request.target, str) else None
+        return self.batcher.submit((request.method, request.layer, output), request)
 
     def _run(self, key: Hashable, requests: list[Request]) -> list[dict[str, Any]]:
-        method, layer = cast(tuple[str, str], key)
+        method, layer, output = cast(tuple[str, str, str | None], key)
         session = self.session
         x = session.native(torch.stack([request.unit for request in requests]))
         with model_lock(session.model), torch.no_grad():
             probs = probabilities(session.adapter.logits(x))
         predicted = probs.argmax(dim=1)
-        targets = [
+        targets: Any = output or [  # one output value for the batch: its requests share the key
             int(predicted[i]) if r.target is None else r.target for i, r in enumerate(requests)
         ]
         exp = session.explainer(method, layer, self.precision)(x, target=targets)
-        return [self._answer(exp, i, probs[i]) for i in range(len(requests))]
+        return [self._answer(exp, i, probs[i], output) for i in range(len(requests))]
 
-    def _answer(self, exp: Any, i: int, probs: torch.Tensor) -> dict[str, Any]:
-        """Image ``i``'s JSON answer: the top-5 of ``probs`` and its map as a base64 PNG."""
+    def _answer(
+        self, exp: Any, i: int, probs: torch.Tensor, output: str | None = None
+    ) -> dict[str, Any]:
+        """Image ``i``'s JSON answer: the top-5 of ``probs`` and its map as a base64 PNG; an
+        output value's (``output``, "output:K") has no class name and no probability."""
         top = probs.topk(min(TOP, probs.numel()))
         target = int(exp.targets[i])
         height, width = exp.maps.shape[1:]
@@ -170,8 +178,8 @@ class ModelService:
                 for p, c in zip(top.values, top.indices)
             ],
             "target": target,
-            "target_name": self.session.name(target),
-            "probability": float(exp.probs[i]),
+            "target_name": output or self.session.name(target),
+            "probability": None if output else float(exp.probs[i]),
             "score": float(exp.scores[i]),
             "layer": exp.layer,
             "method": exp.method,

@@ -35,8 +35,8 @@ class Explained(BaseModel):
     predicted: int
     top: list[TopClass]
     target: int
-    target_name: str
-    probability: float
+    target_name: str  # "output:K" for an output value
+    probability: float | None  # none for an output value (a model that is not a classifier)
     score: float
     layer: str
     method: str

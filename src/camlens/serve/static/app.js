@@ -197,8 +197,10 @@ function panel(method, answer) {
     if (npy.href.startsWith("blob:")) URL.revokeObjectURL(npy.href);
     npy.href = URL.createObjectURL(npyBlob(answer.values, answer.height, answer.width));
   });
+  const value = answer.probability === null  // an output value (output:K): its score
+    ? `score=${answer.score.toFixed(3)}` : `p=${answer.probability.toFixed(3)}`;
   const caption = `${method} · ${answer.layer || "input"} · class ${answer.target} ` +
-    `(${answer.target_name}) p=${answer.probability.toFixed(3)}`;
+    `(${answer.target_name}) ${value}`;
   return el("div", { class: "panel" }, canvas, el("div", { class: "caption", text: caption }), png, npy);
 }
 

@@ -93,7 +93,9 @@
       const truth = row.true_name === null ? "" : ` · true ${row.true_name}`;
       const tile = el("div", { class: row.correct === false ? "tile wrong" : "tile", dataset: { row: String(row.row) }, onclick: () => detail(row) },
         picture, el("div", { text: `${row.stem} · ${row.method}` }),
-        el("div", { text: `${row.predicted_name ?? row.predicted} ${(100 * row.probability).toFixed(1)}%${truth}` }));
+        el("div", { text: row.probability === null  // a regression row: its output value's score
+          ? `output ${row.target}: ${(row.score ?? 0).toFixed(3)}${truth}`
+          : `${row.predicted_name ?? row.predicted} ${(100 * row.probability).toFixed(1)}%${truth}` }));
       grid.append(tile);
     }
     const last = Math.min(answer.offset + answer.rows.length, answer.total);
