@@ -2,9 +2,67 @@
 
 import importlib
 import importlib.metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from camlens._deprecation import MOVED_MODULES, install
+
+if TYPE_CHECKING:  # the names as static analysis (type checkers, the API docs) sees them
+    from camlens import methods, targets
+    from camlens.backends.survey import layers
+    from camlens.errors import (
+        CamlensError,
+        CamlensImportError,
+        CamlensTypeError,
+        CamlensValueError,
+        CamlensWarning,
+    )
+    from camlens.explanation import Explanation
+    from camlens.images.load import load_images
+    from camlens.maps import minmax
+    from camlens.methods import (
+        CAM,
+        ISCAM,
+        KPCACAM,
+        RISE,
+        SSCAM,
+        AblationCAM,
+        Deconvolution,
+        EigenCAM,
+        EigenGradCAM,
+        Explainer,
+        FinerCAM,
+        FullGrad,
+        GradCAM,
+        GradCAMElementWise,
+        GradCAMPlusPlus,
+        GradientShap,
+        GuidedBackprop,
+        GuidedGradCAM,
+        HiResCAM,
+        InputXGradient,
+        IntegratedGradients,
+        LayerCAM,
+        LeGrad,
+        Occlusion,
+        ReciproCAM,
+        RefineCAM,
+        Rollout,
+        Saliency,
+        ScoreCAM,
+        ShapleyCAM,
+        SmoothGrad,
+        TransformerAttribution,
+        XGradCAM,
+    )
+    from camlens.methods._registry import explain
+    from camlens.models.checkpoint import Classifier, load_model
+    from camlens.models.training import train
+    from camlens.models.zero_shot import ZeroShot, zero_shot
+    from camlens.runs.folder import Run, load_run
+    from camlens.targets.detector import Detections, explain_detections
+    from camlens.visualize.boxes import boxes
+    from camlens.visualize.figures import plot
+    from camlens.visualize.render import overlay
 
 #: Public name -> the module it lives in. ``import camlens`` loads none of them (the command line
 #: starts without torch); a name's module is imported on its first use (PEP 562).

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from camlens._deprecation import moved
 from camlens.errors import CamlensValueError
 from camlens.runs.actors import Delivered, Worker, decode_rows
 from camlens.runs.local import local_inputs
@@ -391,3 +392,13 @@ def explain(
     settings = request.run_settings(session)
     spec = request.model.spec()
     return explain_files(session, spec, list(paths), request.out, settings, cluster, echo=echo)
+
+
+__getattr__, __dir__ = moved(
+    __name__,
+    {
+        "SCHEMES": "camlens.runs.objects.SCHEMES",
+        "read_object": "camlens.runs.objects.read_object",
+        "Trace": "camlens.runs.actors.Trace",
+    },
+)
