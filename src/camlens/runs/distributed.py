@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -336,6 +337,35 @@ def _feed(job: Job) -> list[dict[str, Any]] | Spool:
     return spool
 
 
+def _read_spool(files: list[str]) -> Any:
+    """A Ray Dataset of a spooled to-do list: one read task per chunk file, read with pyarrow
+    by Ray's tasks (the driver holds the files' names only)."""
+    import ray
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    class SpoolSource(Datasource):
+        def get_read_tasks(
+            self, parallelism: int, per_task_row_limit: Any = None, data_context: Any = None
+        ) -> Any:
+            meta = [BlockMetadata(None, None, None, input_files=(file,)) for file in files]
+            read = [partial(_read_chunk, file) for file in files]
+            limit = per_task_row_limit
+            return [ReadTask(*task, per_task_row_limit=limit) for task in zip(read, meta)]
+
+        def estimate_inmemory_data_size(self) -> None:
+            return None
+
+    return ray.data.read_datasource(SpoolSource())
+
+
+def _read_chunk(file: str) -> list[Any]:
+    """One chunk of a spooled to-do list, as one block."""
+    import pyarrow.parquet as pq
+
+    return [pq.read_table(file)]
+
+
 def _run(feed: list[dict[str, Any]] | Spool, count: int, size: int, stage: Stage) -> Iterable[Any]:
     """Every output block (pyarrow) of decoding tasks feeding the actor pool."""
     import ray
@@ -347,7 +377,7 @@ def _run(feed: list[dict[str, Any]] | Spool, count: int, size: int, stage: Stage
     settings, cluster = stage.settings, stage.cluster
     blocks = max(1, -(-count // settings.batch_size))
     if isinstance(feed, Spool):  # read by Ray's tasks, a chunk at a time, not by the driver
-        dataset = ray.data.read_parquet(feed.files)
+        dataset = _read_spool(feed.files)
     else:
         dataset = ray.data.from_items(feed, override_num_blocks=blocks)
     decoded = dataset.map_batches(
