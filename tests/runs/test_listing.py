@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from camlens.images.decode import collect
-from camlens.runs import distributed, listing
+from camlens.runs import distributed, listing, objects
 from camlens.runs.pipeline import Remaining, Summary, to_do
 
 
@@ -120,3 +120,29 @@ def test_the_ray_engine_spools_a_run_past_one_chunk_in_chunks(tree, monkeypatch)
     assert [r["stem"] for r in rows] == [listing.stream_name(f) for f in files]
     small = distributed.RayEngine({}, distributed.Cluster()).inputs([tree / "d00"], out, False)
     assert small.files == collect([str(tree / "d00")]).files  # one chunk: listed as before
+
+
+def test_a_prefix_is_walked_one_folder_at_a_time_in_the_order_of_list_uris(tree, monkeypatch):
+    from pyarrow import fs
+
+    (tree / "d03" / "a-b").mkdir()
+    (tree / "d03" / "a-b" / "x.jpg").touch()  # "a-b/" sorts before "a.jpg" and "a/" after
+    (tree / "d03" / "a.jpg").touch()
+    (tree / "d03" / "a").mkdir()
+    (tree / "d03" / "a" / "y.jpg").touch()
+    uri = f"file://{tree}"
+    folders = []
+    selector = fs.FileSelector
+    monkeypatch.setattr(fs, "FileSelector", lambda *a, **k: folders.append(selector(*a, **k))
+                        or folders[-1])  # fmt: skip
+    streamed = listing.list_inputs([uri], tree.parent / "out")
+    next(iter(streamed))
+    assert len(folders) == 2 and not any(s.recursive for s in folders)  # root, d00: no more
+    monkeypatch.setattr(fs, "FileSelector", selector)
+    tally = streamed.tally()
+    expected, failures, _ = objects.list_uris([uri])
+    assert list(streamed) == expected and (tally.failures, failures) == ([], [])
+    missing = listing.list_inputs([f"{uri}/nowhere"], tree.parent / "out")
+    assert [(f.path, f.reason) for f in missing.tally().failures] == [
+        (f"{uri}/nowhere", "no such file or folder")
+    ]

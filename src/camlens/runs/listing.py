@@ -124,16 +124,13 @@ def streamable(texts: list[str]) -> bool:
 
 def list_inputs(texts: list[str], out: Path) -> Listing:
     """A :class:`Listing` of ``texts`` (see :func:`streamable`), the run folder ``out`` left
-    out; a URI is listed one prefix at a time (:func:`~camlens.runs.objects.list_uris`)."""
+    out; a URI one "folder" at a time (:func:`walk_uri`)."""
     skip = Path(out).resolve()
 
     def source(tally: Tally | None) -> Iterator[Path]:
         for text in texts:
             if is_uri(text):
-                files, failures, _ = list_uris([text])
-                if tally is not None:
-                    tally.failures += failures
-                yield from cast(list[Path], files)
+                yield from walk_uri(text, tally)
                 continue
             path = Path(text)
             if not path.is_dir():
@@ -150,3 +147,50 @@ def list_inputs(texts: list[str], out: Path) -> Listing:
                 tally.failures.append(Failure(text, "folder holds no image files"))
 
     return Listing(source)
+
+
+def walk_uri(uri: str, tally: Tally | None = None) -> Iterator[Path]:
+    """The files of :func:`~camlens.runs.objects.list_uris` for one URI, in its order, a prefix
+    listed one "folder" at a time (a delimiter listing; a glob is listed whole)."""
+    from pyarrow import fs
+
+    scheme = uri[: uri.index("://") + 3]
+    found = 0
+    try:
+        if any(c in uri for c in "*?["):
+            files, failures, _ = list_uris([uri])
+            if tally is not None:
+                tally.failures += failures
+            yield from cast(list[Path], files)
+            return
+        system, root = fs.FileSystem.from_uri(uri)
+        info = system.get_file_info(root)
+        if info.type == fs.FileType.File:
+            found += 1
+            yield cast(Path, ObjectPath(scheme + root))
+        elif info.type == fs.FileType.Directory:
+            for found, file in enumerate(_walk_store(system, scheme, root), 1):  # noqa: B007
+                yield file
+    except (OSError, ValueError) as error:
+        if tally is not None:
+            tally.failures.append(Failure(uri, f"cannot be listed ({error})"))
+        return
+    if not found and tally is not None:
+        tally.failures.append(Failure(uri, "no such file or folder"))
+
+
+def _walk_store(system: object, scheme: str, folder: str) -> Iterator[Path]:
+    """The files below ``folder`` of a pyarrow file system, hidden ones skipped, in the order of
+    their full text (a folder's entries sorted with ``/`` after each folder's name)."""
+    from pyarrow import fs
+
+    listed = system.get_file_info(fs.FileSelector(folder, recursive=False))  # type: ignore[attr-defined]
+    is_dir = fs.FileType.Directory
+    listed.sort(key=lambda i: i.base_name + ("/" if i.type == is_dir else ""))
+    for info in listed:
+        if info.base_name.startswith("."):
+            continue
+        if info.type == is_dir:
+            yield from _walk_store(system, scheme, info.path)
+        elif info.type == fs.FileType.File:
+            yield cast(Path, ObjectPath(scheme + info.path))
