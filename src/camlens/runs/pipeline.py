@@ -213,7 +213,7 @@ def to_do(
     the files are counted in one pass and listed again as they are done."""
     todo: list[Path] | Remaining
     if isinstance(files, list):
-        todo = [f for f in files if any((path_text(f), m) not in writer.done for m in methods)]
+        todo = [f for f in files if _undone(f, writer.done, methods)]
         listed = len(files)
     else:
         todo, listed = _remaining(files, writer, methods)
@@ -236,8 +236,7 @@ class Remaining:
         self.files, self.done, self.methods, self.count = files, done, methods, count
 
     def __iter__(self) -> Iterator[Path]:
-        done, methods = self.done, self.methods
-        return (f for f in self.files if any((path_text(f), m) not in done for m in methods))
+        return (f for f in self.files if _undone(f, self.done, self.methods))
 
     def __len__(self) -> int:
         return self.count
@@ -256,8 +255,13 @@ def _remaining(
     listed = 0
     for file in files:
         listed += 1
-        remaining.count += any((path_text(file), m) not in writer.done for m in methods)
+        remaining.count += _undone(file, writer.done, methods)
     return remaining, listed
+
+
+def _undone(file: Path, done: set[tuple[str, str]], methods: Sequence[str]) -> bool:
+    """Whether ``file`` lacks a row for one of ``methods`` in ``done``."""
+    return any((path_text(file), m) not in done for m in methods)
 
 
 #: What explaining a batch may raise that fails the batch's images, not the run: camlens' checks
