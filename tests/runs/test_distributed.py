@@ -359,3 +359,27 @@ def test_the_core_package_does_not_import_ray():
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=120, check=True)  # fmt: skip
     assert done.stdout.strip() == "False"
+
+
+def test_a_run_past_one_chunk_streams_its_inputs_and_resumes(cluster, tmp_path, monkeypatch):
+    """With chunks of 5 inputs, the 16 samples are spooled in 4 chunks that Ray's tasks read;
+    each image is named from its own path, and a resumed run finds every image done."""
+    from camlens.runs import listing
+
+    monkeypatch.setattr(listing, "CHUNK", 5)
+    session, settings = Session.from_spec("demo"), RunSettings(["cam"], batch_size=4, decoders=1)
+    out = tmp_path / "out"
+    summary = distributed.explain_files(session, {"spec": "demo"}, [SAMPLES], out, settings,
+                                        distributed.Cluster())  # fmt: skip
+    assert (summary.done, summary.ignored, summary.failures) == (16, 1, [])
+    rows = camlens.load_run(out).results
+    stems = {listing.stream_name(p): p for p in rows["path"]}
+    assert sorted(rows["stem"]) == sorted(stems) and len(stems) == 16
+    assert all((out / name).is_file() for name in [*rows["map"], *rows["overlay"]])
+    assert not (out / distributed.SPOOL).exists()
+    settings.resume = True
+    said: list[str] = []
+    again = distributed.explain_files(session, {"spec": "demo"}, [SAMPLES], out, settings,
+                                      distributed.Cluster(), echo=said.append)  # fmt: skip
+    assert (again.done, again.resumed) == (0, 16)
+    assert f"resume: 16 image(s) already in {out}, 0 to do" in said

@@ -62,11 +62,17 @@ class Delivered:
     seconds: float = 0.0  # the actor's time on the batch: explaining, rendering, writing
 
 
+def path_texts(batch: dict[str, np.ndarray]) -> list[str]:
+    """The batch's paths as text: a spooled to-do list holds them as bytes
+    (:func:`os.fsencode`, any encoding), a listed one as text."""
+    return [os.fsdecode(p) if isinstance(p, bytes) else str(p) for p in batch["path"]]
+
+
 def decode_rows(batch: dict[str, np.ndarray], size: int) -> dict[str, Any]:
     """The decoding stage: ``batch`` (columns ``path``...) with each file's decoded image and
     model input (pickled: ``image``, ``unit``), or its failure's reason (``error``), the
     seconds spent per image (``load_s``) and this process's id (``decoder``)."""
-    texts = [str(p) for p in batch["path"]]
+    texts = path_texts(batch)
     decoded = decode([as_path(t) for t in texts], size, read=read_object)
     reasons = {f.path: f.reason for f in decoded.failures}
     good = {str(p): i for i, p in enumerate(decoded.paths)}
@@ -109,7 +115,7 @@ class Worker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[bytes]]:
         begin = time.perf_counter()
-        texts = [str(p) for p in batch["path"]]
+        texts = path_texts(batch)
         errors = [str(e) for e in batch["error"]]
         failed = [Failure(t, e) for t, e in zip(texts, errors) if e]
         good = [i for i, e in enumerate(errors) if not e]
@@ -134,7 +140,8 @@ class Worker:
     ) -> tuple[list[Record], list[Failure], list[Trace]]:
         """Records of the decoded rows ``good`` of ``batch``, the failures, the traceback."""
         settings, session = self.settings, self.session
-        paths = [as_path(str(batch["path"][i])) for i in good]
+        every = path_texts(batch)
+        paths = [as_path(every[i]) for i in good]
         images = [pickle.loads(batch["image"][i]) for i in good]
         unit = torch.from_numpy(np.stack([pickle.loads(batch["unit"][i]) for i in good]))
         decoded = Batch(paths, images, unit, load_s=float(np.asarray(batch["load_s"])[good].sum()))
@@ -146,7 +153,7 @@ class Worker:
             trace = Trace([str(p) for p in paths], traceback.format_exc())
             return [], failed_batch(paths, error), [trace]
         kept = {str(p) for p in explained.paths}
-        stems = [str(batch["stem"][i]) for i in good if str(batch["path"][i]) in kept]
+        stems = [str(batch["stem"][i]) for i in good if every[i] in kept]
         return render(explained, stems, session, settings.render), explained.failures, []
 
     def _write_part(self, records: list[Record], failed: list[Failure], first: int) -> str | None:

@@ -24,15 +24,18 @@ import contextlib
 import logging
 import os
 import pickle
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 from camlens._deprecation import moved
 from camlens.errors import CamlensValueError
+from camlens.runs import listing
 from camlens.runs.actors import Delivered, Worker, decode_rows
 from camlens.runs.local import local_inputs
 from camlens.runs.objects import ObjectPath, is_uri, list_uris, names
@@ -164,12 +167,19 @@ class RayEngine:
         )
 
     def inputs(self, paths: Sequence[str | os.PathLike], out: Path, labels: bool) -> Inputs:
+        """Listed once; when more than :data:`~camlens.runs.listing.CHUNK` files, a stream
+        (:class:`~camlens.runs.listing.Listing`) listed again as the run goes, else a list."""
         texts = [os.fspath(p) for p in paths]
+        if not labels and listing.streamable(texts):
+            streamed = listing.list_inputs(texts, out)
+            tally = streamed.tally()
+            if (streamed.count or 0) > listing.CHUNK:
+                return Inputs(cast(list[Path], streamed), tally.failures, tally.ignored)
         found = local_inputs([t for t in texts if not is_uri(t)], out, labels)
-        objects, listing, object_classes = list_uris([t for t in texts if is_uri(t)])
+        objects, unlisted, object_classes = list_uris([t for t in texts if is_uri(t)])
         classes = found.classes | object_classes if labels else {}
         files = [*found.files, *cast(list[Path], objects)]
-        return Inputs(files, found.failures + listing, found.ignored, classes)
+        return Inputs(files, found.failures + unlisted, found.ignored, classes)
 
     @contextlib.contextmanager
     def started(self, out: Path, settings: RunSettings) -> Iterator[None]:
@@ -186,24 +196,21 @@ class RayEngine:
                 ray.shutdown()
 
     def batches(self, job: Job) -> Iterator[Outcome]:
-        stems = names(job.files)
-        rows = (
-            {"index": i, "path": str(f), "stem": stems[str(f)],
-             "true_name": job.classes.get(str(f), ""), "true_label": job.label(f)[0]}
-            for i, f in enumerate(job.todo)
-        )  # fmt: skip
         if not job.todo:
             return
         store, run = Store.at(job.out), job.writer.reserve()
         stage = Stage(self.spec, job.settings, self.cluster, store, run)
         begin = time.process_time()
+        feed = _feed(job)
         try:
-            for block in _run(rows, len(job.todo), job.session.size, stage):
+            for block in _run(feed, len(job.todo), job.session.size, stage):
                 self.traffic["bytes"] += block.nbytes
                 for data in block.column("delivered").to_pylist():
                     yield self._outcome(pickle.loads(data), job)
         finally:
             self.traffic["driver_cpu_s"] += time.process_time() - begin
+            if isinstance(feed, Spool):
+                shutil.rmtree(feed.folder, ignore_errors=True)
 
     def _outcome(self, delivered: Delivered, job: Job) -> Outcome:
         """A batch an actor wrote, said and counted once (a retried batch can arrive twice)."""
@@ -284,7 +291,83 @@ def _check_resources(cluster: Cluster) -> None:
         )
 
 
-def _run(rows: Iterable[dict[str, Any]], count: int, size: int, stage: Stage) -> Iterable[Any]:
+@dataclass
+class Spool:
+    """A streamed to-do list written as Parquet files of at most
+    :data:`~camlens.runs.listing.CHUNK` rows each in ``folder`` (the run folder's
+    :data:`SPOOL`, which every node reads), the Ray engine's input past one chunk."""
+
+    folder: Path
+    files: list[str]
+
+
+#: The folder of the run folder where a streamed to-do list is spooled while the run goes.
+SPOOL = ".camlens-inputs"
+
+
+def _feed(job: Job) -> list[dict[str, Any]] | Spool:
+    """The rows the decoding tasks read: a list for a listed run (stems unique among all its
+    files, :func:`~camlens.runs.objects.names`), else a :class:`Spool` written one chunk at a
+    time (stems from each path alone, :func:`~camlens.runs.listing.stream_name`; paths as
+    bytes, which Parquet holds whatever their encoding)."""
+    if isinstance(job.todo, list):
+        stems = names(job.files)
+        return [
+            {"index": i, "path": str(f), "stem": stems[str(f)],
+             "true_name": job.classes.get(str(f), ""), "true_label": job.label(f)[0]}
+            for i, f in enumerate(job.todo)
+        ]  # fmt: skip
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spool = Spool(job.out / SPOOL, [])
+    shutil.rmtree(spool.folder, ignore_errors=True)
+    spool.folder.mkdir(parents=True)
+    start = 0
+    for chunk in listing.chunks(job.todo, listing.CHUNK):
+        table = pa.table({
+            "index": pa.array(range(start, start + len(chunk)), pa.int64()),
+            "path": pa.array([os.fsencode(f) for f in chunk], pa.binary()),
+            "stem": [listing.stream_name(f) for f in chunk],
+            "true_name": [""] * len(chunk),
+            "true_label": pa.array([-1] * len(chunk), pa.int64()),
+        })  # fmt: skip
+        spool.files.append(str(spool.folder / f"inputs-{len(spool.files):06d}.parquet"))
+        pq.write_table(table, spool.files[-1])
+        start += len(chunk)
+    return spool
+
+
+def _read_spool(files: list[str]) -> Any:
+    """A Ray Dataset of a spooled to-do list: one read task per chunk file, read with pyarrow
+    by Ray's tasks (the driver holds the files' names only)."""
+    import ray
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    class SpoolSource(Datasource):
+        def get_read_tasks(
+            self, parallelism: int, per_task_row_limit: Any = None, data_context: Any = None
+        ) -> Any:
+            meta = [BlockMetadata(None, None, None, input_files=(file,)) for file in files]
+            read = [partial(_read_chunk, file) for file in files]
+            limit = per_task_row_limit
+            return [ReadTask(*task, per_task_row_limit=limit) for task in zip(read, meta)]
+
+        def estimate_inmemory_data_size(self) -> None:
+            return None
+
+    return ray.data.read_datasource(SpoolSource())
+
+
+def _read_chunk(file: str) -> list[Any]:
+    """One chunk of a spooled to-do list, as one block."""
+    import pyarrow.parquet as pq
+
+    return [pq.read_table(file)]
+
+
+def _run(feed: list[dict[str, Any]] | Spool, count: int, size: int, stage: Stage) -> Iterable[Any]:
     """Every output block (pyarrow) of decoding tasks feeding the actor pool."""
     import ray
 
@@ -294,7 +377,10 @@ def _run(rows: Iterable[dict[str, Any]], count: int, size: int, stage: Stage) ->
     context.print_on_execution_start = False
     settings, cluster = stage.settings, stage.cluster
     blocks = max(1, -(-count // settings.batch_size))
-    dataset = ray.data.from_items(list(rows), override_num_blocks=blocks)
+    if isinstance(feed, Spool):  # read by Ray's tasks, a chunk at a time, not by the driver
+        dataset = _read_spool(feed.files)
+    else:
+        dataset = ray.data.from_items(feed, override_num_blocks=blocks)
     decoded = dataset.map_batches(
         cast(Any, decode_rows),
         batch_size=settings.batch_size,

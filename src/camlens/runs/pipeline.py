@@ -17,12 +17,12 @@ import hashlib
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from camlens.errors import CamlensError, CamlensValueError
 from camlens.images.decode import Batch, Failure, class_indices, require_labels
@@ -155,7 +155,9 @@ def output_names(files: Sequence[Path]) -> dict[Path, str]:
     stems = Counter(path.stem for path in files)
     root = Path(os.path.commonpath([p.parent for p in files])) if files else Path()
     wanted = {
-        path: _safe(path.stem if stems[path.stem] == 1 else "__".join(path.relative_to(root).parts))
+        path: safe_name(
+            path.stem if stems[path.stem] == 1 else "__".join(path.relative_to(root).parts)
+        )
         for path in files
     }
     clashes = Counter(name.lower() for name in wanted.values())
@@ -169,7 +171,9 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(os.fsencode(path)).hexdigest()[:8]
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
+    """``name`` with every character but letters, digits and ``-_.+`` made ``_`` ("image" if
+    empty)."""
     return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name) or "image"
 
 
@@ -197,22 +201,69 @@ def manifest(session: Session, settings: RunSettings, engine: str = "local") -> 
 
 
 def to_do(
-    files: Sequence[Path],
+    files: Iterable[Path],
     writer: RunWriter,
     methods: Sequence[str],
     summary: Summary,
     echo: Callable[[str], None],
     total: Callable[[int], None] | None,
-) -> list[Path]:
+) -> list[Path] | Remaining:
     """The files without a row for every method in ``writer``'s run yet; the rest are counted in
-    ``summary.resumed`` and said, and ``total`` is told how many are to do."""
-    todo = [f for f in files if any((path_text(f), m) not in writer.done for m in methods)]
-    summary.resumed = len(files) - len(todo)
+    ``summary.resumed`` and said, and ``total`` is told how many are to do.
+
+    ``files`` streamed (not a list, :class:`~camlens.runs.listing.Listing`) give a stream too:
+    the files are counted in one pass and listed again as they are done."""
+    todo: list[Path] | Remaining
+    if isinstance(files, list):
+        todo = [f for f in files if _undone(f, writer.done, methods)]
+        listed = len(files)
+    else:
+        todo, listed = _remaining(files, writer, methods)
+    summary.resumed = listed - len(todo)
     if summary.resumed:
         echo(f"resume: {summary.resumed} image(s) already in {writer.out}, {len(todo)} to do")
     if total is not None:
         total(len(todo))
     return todo
+
+
+class Remaining:
+    """The files of a streamed listing (``files``, listed again at each iteration) without a row
+    for every method in ``done`` (the done set is not copied: iterate it before the run adds
+    to it); ``count`` of them."""
+
+    def __init__(
+        self, files: Iterable[Path], done: set[tuple[str, str]], methods: Sequence[str], count: int
+    ) -> None:
+        self.files, self.done, self.methods, self.count = files, done, methods, count
+
+    def __iter__(self) -> Iterator[Path]:
+        return (f for f in self.files if _undone(f, self.done, self.methods))
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def _remaining(
+    files: Iterable[Path], writer: RunWriter, methods: Sequence[str]
+) -> tuple[Remaining, int]:
+    """The :class:`Remaining` files of a streamed listing and how many it lists: one counting
+    pass (none for a new run whose listing was counted)."""
+    remaining = Remaining(files, writer.done, methods, 0)
+    listed = getattr(files, "count", None)
+    if listed is not None and not writer.done:
+        remaining.count = listed
+        return remaining, listed
+    listed = 0
+    for file in files:
+        listed += 1
+        remaining.count += _undone(file, writer.done, methods)
+    return remaining, listed
+
+
+def _undone(file: Path, done: set[tuple[str, str]], methods: Sequence[str]) -> bool:
+    """Whether ``file`` lacks a row for one of ``methods`` in ``done``."""
+    return any((path_text(file), m) not in done for m in methods)
 
 
 #: What explaining a batch may raise that fails the batch's images, not the run: camlens' checks
@@ -308,7 +359,11 @@ def run(
         writer = RunWriter(out, info, settings.resume, settings.overwrite)
         with _Writing(writer, hooks.title, summary) as writing:  # finishes however the run ends
             todo = to_do(found.files, writer, settings.methods, summary, hooks.echo, hooks.total)
-            job = Job(todo, found.files, out, session, settings, writer, found.classes, indices)
+            # a streamed listing (Ray) gives a Remaining, listed again as the engine feeds it
+            job = Job(
+                cast(list[Path], todo), found.files, out, session, settings, writer,
+                found.classes, indices,
+            )  # fmt: skip
             _loop(engine, job, writing, hooks)
     summary.seconds = time.perf_counter() - started
     return summary
