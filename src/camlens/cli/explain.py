@@ -52,7 +52,7 @@ def explain(
     prompts: options.Prompts = None,
     method: options.Methods = "gradcam",
     target: options.Target = "pred",
-    activation: options.Activation = None,  # type: ignore[assignment]
+    activation: options.Activation = None,
     layer: options.Layer = "auto",
     colormap: str = typer.Option("jet", "--colormap", help="Any matplotlib colormap name."),
     alpha: float = typer.Option(0.5, "--alpha", help="Opacity of the heatmap, 0 to 1."),

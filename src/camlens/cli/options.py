@@ -97,7 +97,7 @@ Target = Annotated[
     ),
 ]
 Activation = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--activation",
         help="How probabilities are read from the logits: softmax (default for classes), sigmoid "

@@ -76,12 +76,13 @@ def decode_rows(batch: dict[str, np.ndarray], size: int) -> dict[str, Any]:
     decoded = decode([as_path(t) for t in texts], size, read=read_object)
     reasons = {f.path: f.reason for f in decoded.failures}
     good = {str(p): i for i, p in enumerate(decoded.paths)}
-    assert decoded.unit is not None or not good
+    unit = decoded.unit
+    assert unit is not None or not good
     images, units = [], []
     for text in texts:
         i = good.get(text)
         images.append(b"" if i is None else pickle.dumps(decoded.images[i]))
-        units.append(b"" if i is None else pickle.dumps(decoded.unit[i].numpy()))  # type: ignore[index]
+        units.append(b"" if i is None or unit is None else pickle.dumps(unit[i].numpy()))
     share = decoded.load_s / max(len(texts), 1)
     return dict(
         batch,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from camlens.images.decode import Failure, os_reason
 from camlens.images.pixels import IMAGE_SUFFIXES
@@ -179,12 +179,12 @@ def walk_uri(uri: str, tally: Tally | None = None) -> Iterator[Path]:
         tally.failures.append(Failure(uri, "no such file or folder"))
 
 
-def _walk_store(system: object, scheme: str, folder: str) -> Iterator[Path]:
+def _walk_store(system: Any, scheme: str, folder: str) -> Iterator[Path]:
     """The files below ``folder`` of a pyarrow file system, hidden ones skipped, in the order of
     their full text (a folder's entries sorted with ``/`` after each folder's name)."""
     from pyarrow import fs
 
-    listed = system.get_file_info(fs.FileSelector(folder, recursive=False))  # type: ignore[attr-defined]
+    listed = system.get_file_info(fs.FileSelector(folder, recursive=False))
     is_dir = fs.FileType.Directory
     listed.sort(key=lambda i: i.base_name + ("/" if i.type == is_dir else ""))
     for info in listed:
