@@ -205,6 +205,7 @@ FEWER = {
     "ablationcam": {"batch_size": 64},
     "integrated-gradients": {"steps": 8},
     "smoothgrad": {"samples": 4},
+    "reciprocam": {"layer": "backbone.fpn.layer_blocks.3"},  # a forward per location: 4x4
 }
 
 
