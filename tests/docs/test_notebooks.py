@@ -21,7 +21,7 @@ KERAS = importlib.util.find_spec("keras") is not None and importlib.util.find_sp
 
 #: The files each notebook writes, with their format and size.
 WRITES = {
-    "t1_keras_resnet50_cats_dogs": {"t1_cam.png": ("PNG", (900, 320))},
+    "t1_keras_resnet50_cats_dogs": {"t1_cam.png": ("PNG", (900, 322))},
     "t2_resnet18_cam": {"t2_cam.png": ("PNG", (262, 262))},  # the crop at the photo's resolution
     "t3_keras_mobilenetv2_xray": {"t3_cam.jpg": ("JPEG", (96, 96)), "t3-out/report.html": None},
     "t4_keras_mnist_gradcam": {},
