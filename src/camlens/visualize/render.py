@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -140,24 +141,33 @@ def panel_png(
 ) -> bytes:
     """The PNG bytes of :func:`panel`: one row per method, cells original | heatmap | overlay,
     each :data:`PANEL_CELL` px wide with a caption above, the title on top. Drawn with Pillow
-    (a run's panel of 30 methods takes milliseconds, a matplotlib figure took seconds)."""
+    (29 methods: about 1.3 s, mostly PNG encoding; matplotlib's figure took 7.5 s)."""
     import io
 
     from PIL import Image, ImageDraw
 
     picture = to_rgb(image)
     height = max(1, round(PANEL_CELL * picture.shape[0] / picture.shape[1]))
+
+    def tile(pixels: np.ndarray) -> Any:
+        return Image.fromarray(np.ascontiguousarray(pixels)).resize(
+            (PANEL_CELL, height), Image.Resampling.BILINEAR
+        )
+
+    original = tile(picture)  # the same in every row: resized once
     cells = [
         [
-            ("original", picture),
+            ("original", original),
             (
                 f"{name}: heatmap",
-                colorize(resize_map(as_heatmaps(heat).numpy(), height, PANEL_CELL), colormap),
+                Image.fromarray(
+                    colorize(resize_map(as_heatmaps(heat).numpy(), height, PANEL_CELL), colormap)
+                ),
             ),
-            (f"{name}: overlay", blended),
+            (f"{name}: overlay", tile(blended)),
         ]
         for name, heat, blended in rows
-    ] or [[("original", picture)]]
+    ] or [[("original", original)]]
     top = PANEL_CAPTION if title else 0
     sheet = Image.new("RGB", (3 * PANEL_CELL, top + len(cells) * (height + PANEL_CAPTION)), "white")
     draw, font = ImageDraw.Draw(sheet), _font(PANEL_CAPTION - 8)
@@ -176,10 +186,7 @@ def panel_png(
                 font=font,
                 anchor="mm",
             )
-            tile = Image.fromarray(np.ascontiguousarray(cell)).resize(
-                (PANEL_CELL, height), Image.Resampling.BILINEAR
-            )
-            sheet.paste(tile, (x, y + PANEL_CAPTION))
+            sheet.paste(cell, (x, y + PANEL_CAPTION))
     buffer = io.BytesIO()
     sheet.save(buffer, "PNG")
     return buffer.getvalue()
