@@ -11,7 +11,7 @@ import torchvision
 
 import camlens
 from camlens.errors import CamlensValueError
-from camlens.runs.session import Session, device_for, method_names
+from camlens.runs.session import Session, channels_last, device_for, method_names
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +117,22 @@ def test_random_weights_are_drawn_from_the_seed_and_leave_the_callers_rng_alone(
     default = Session.from_spec("torchvision:resnet18", "none", size=64)
     assert torch.equal(default.model.state_dict()["fc.weight"], first["fc.weight"])
     assert (default.weights, default.seed) == ("none", 0)
+
+
+def test_cnns_it_loads_run_channels_last_with_the_contiguous_models_maps(resnet):
+    """A CNN the session loads itself runs in channels-last memory format (faster
+    convolutions); its maps equal the contiguous model's. A user's model and a ViT stay as
+    they are."""
+    assert resnet.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = torchvision.models.resnet18().eval()
+    plain.load_state_dict(resnet.model.state_dict())
+    assert not plain.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    for method in ("gradcam", "eigencam"):
+        ours = camlens.explain(resnet.model, x, method=method, target=3)
+        theirs = camlens.explain(plain, x, method=method, target=3)
+        assert np.abs(np.asarray(ours.maps) - np.asarray(theirs.maps)).max() < 2e-5
+    Session.from_model(plain, size=64)
+    assert not plain.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    patches = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 4, 4), torch.nn.Flatten(2))
+    assert channels_last(patches, torch.device("cpu")).state_dict()["0.weight"].is_contiguous()
