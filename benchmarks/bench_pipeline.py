@@ -10,11 +10,12 @@ each as a whole process (imports and model construction included), one after the
   --batch-size 16 --out OUT`` (the defaults: JPEG overlays, maps as PNG, results.parquet, report).
 
 - model alone: the same forwards and gradients on random batches, no file read (the part no
-  pipeline can hide);
+  pipeline can hide), with the model as torchvision makes it and in channels-last memory
+  format (as camlens's sessions run a CNN they load);
 
-It prints seconds, camlens / floor, camlens / model alone, KiB written per image and method, and
-each process's peak resident memory. ``--images 300 3000`` runs both sizes to show memory flat
-in the number of images.
+It prints seconds, camlens / floor, camlens / model alone (both forms), KiB written per image
+and method, and each process's peak resident memory. ``--images 300 3000`` runs both sizes to
+show memory flat in the number of images.
 
 Run: ``python benchmarks/bench_pipeline.py [--images 300] [--model resnet50] [--device cpu]``.
 """
@@ -39,6 +40,8 @@ folder, name, batch, device = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), 
 decode = sys.argv[5] == "decode"  # else the model alone, on random batches of the same size
 torch.manual_seed(0)
 model = torchvision.models.get_model(name, weights=None).eval().to(device)
+if sys.argv[5] == "model-channels-last":  # the model alone as camlens's sessions run it
+    model = model.to(memory_format=torch.channels_last)
 mean = torch.tensor([0.485, 0.456, 0.406], device=device)[:, None, None]
 std = torch.tensor([0.229, 0.224, 0.225], device=device)[:, None, None]
 body = torch.nn.Sequential(*list(model.children())[:-2])  # a torchvision ResNet up to layer4
@@ -106,10 +109,11 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(args.keep or tempfile.mkdtemp(prefix="camlens-bench-"))
     print(
-        "| images | model alone s | floor s | camlens s | camlens / floor | camlens / model alone "
+        "| images | model alone s | model alone channels-last s | floor s | camlens s "
+        "| camlens / floor | camlens / model alone | camlens / model alone channels-last "
         "| KiB per image and method | peak MiB floor | peak MiB camlens |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     try:
         for count in args.images:
             folder = root / f"images-{count}"
@@ -117,7 +121,7 @@ def main() -> None:
                 make_images(folder, count)
             out = root / f"out-{count}"
             shutil.rmtree(out, ignore_errors=True)
-            floor, model = (
+            floor, model, last = (
                 timed(
                     [
                         sys.executable,
@@ -130,7 +134,7 @@ def main() -> None:
                         what,
                     ]
                 )  # fmt: skip
-                for what in ("decode", "model")
+                for what in ("decode", "model", "model-channels-last")
             )
             camlens = timed(
                 [sys.executable, "-m", "camlens", "explain", str(folder), "--model",
@@ -139,8 +143,9 @@ def main() -> None:
             )  # fmt: skip
             written = folder_kib(out) / count
             print(
-                f"| {count} | {model[0]:.1f} | {floor[0]:.1f} | {camlens[0]:.1f} "
+                f"| {count} | {model[0]:.1f} | {last[0]:.1f} | {floor[0]:.1f} | {camlens[0]:.1f} "
                 f"| {camlens[0] / floor[0]:.2f}x | {camlens[0] / model[0]:.2f}x "
+                f"| {camlens[0] / last[0]:.2f}x "
                 f"| {written:.0f} | {floor[1]:.0f} | {camlens[1]:.0f} |",
                 flush=True,
             )

@@ -37,3 +37,30 @@ def _seed():
 def model_args() -> list[str]:
     """A small random-weight model: nothing is downloaded, 64-pixel inputs keep it fast."""
     return ["--model", "torchvision:resnet18", "--weights", "none", "--size", "64"]
+
+
+class Interrupt:
+    """The local engine's ``explain_batch`` pressed Ctrl-C on its second batch: ``done`` holds
+    the paths of the batch explained before; :meth:`undo` restores the real one."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import camlens.runs.local as engine
+
+        self.engine, self.real, self.done = engine, engine.explain_batch, []
+        self.monkeypatch = monkeypatch
+        monkeypatch.setattr(engine, "explain_batch", self._interrupted)
+
+    def _interrupted(self, *args, **kwargs):
+        if self.done:
+            raise KeyboardInterrupt
+        self.done.append(args[2])
+        return self.real(*args, **kwargs)
+
+    def undo(self) -> None:
+        self.monkeypatch.setattr(self.engine, "explain_batch", self.real)
+
+
+@pytest.fixture
+def interrupt(monkeypatch) -> Interrupt:
+    """A run interrupted (Ctrl-C) after its first batch."""
+    return Interrupt(monkeypatch)

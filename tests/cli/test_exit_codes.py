@@ -114,17 +114,8 @@ def test_a_camlens_error_during_the_run_exits_2_with_its_message(
 
 
 def test_ctrl_c_says_what_was_kept_and_the_exact_resume_command(
-    images, model_args, tmp_path, monkeypatch
+    images, model_args, tmp_path, interrupt
 ):
-    real, calls = engine.explain_batch, []
-
-    def interrupted(*a, **k):
-        if calls:
-            raise KeyboardInterrupt
-        calls.append(a[2])
-        return real(*a, **k)
-
-    monkeypatch.setattr(engine, "explain_batch", interrupted)
     out = tmp_path / "out"
     result = explain(images, model_args, out, "--method", "gradcam,cam")
     assert result.exit_code == 130, result.output
@@ -133,7 +124,7 @@ def test_ctrl_c_says_what_was_kept_and_the_exact_resume_command(
     assert line.startswith(f"error: interrupted; {kept} row(s) kept in {out}; continue with: ")
     words = shlex.split(line.split("continue with: ", 1)[1])
     assert words[:3] == ["camlens", "explain", str(images)] and words[-1] == "--resume"
-    monkeypatch.setattr(engine, "explain_batch", real)
+    interrupt.undo()
     again = runner.invoke(app, words[1:])
     assert again.exit_code == 1, again.output  # the corrupt JPEG fails again (notes.txt: ignored)
     (line,) = errors(again)

@@ -100,22 +100,13 @@ def test_all_good_exit_0_and_target_by_name(images, model_args, tmp_path):
     assert (out / line["image"]).read_bytes() == (images / "chelsea.jpg").read_bytes()
 
 
-def test_resume_after_an_interrupted_run(images, model_args, tmp_path, monkeypatch):
+def test_resume_after_an_interrupted_run(images, model_args, tmp_path, monkeypatch, interrupt):
     out = tmp_path / "out"
     args = ["explain", str(images), *model_args, "--batch-size", "1", "--out", str(out)]
-    real = engine.explain_batch
-    calls = []
-
-    def interrupted(*a, **k):
-        if calls:
-            raise KeyboardInterrupt
-        calls.append(a[2])
-        return real(*a, **k)
-
-    monkeypatch.setattr(engine, "explain_batch", interrupted)
+    real = interrupt.real
     first = runner.invoke(app, args)
     assert first.exit_code != 0
-    (done,) = calls
+    (done,) = interrupt.done
     assert [line["path"] for line in explained(out)] == [str(p) for p in done]
     assert (out / "report.html").is_file() and (out / "results.csv").is_file()
 

@@ -10,7 +10,6 @@ from torch import nn
 from typer.testing import CliRunner
 
 import camlens
-import camlens.runs.local as engine
 from camlens.cli import app
 from camlens.runs import report
 from camlens.serve.runs import Filters, Runs
@@ -66,22 +65,13 @@ def test_top2_writes_two_rows_per_image_with_distinct_files(images, tmp_path):
     assert all(r["score"] is not None for r in page["rows"])
 
 
-def test_resumed_run_keeps_one_row_per_image_method_class(images, tmp_path, monkeypatch):
+def test_resumed_run_keeps_one_row_per_image_method_class(images, tmp_path, interrupt):
     out = tmp_path / "out"
     args = ["explain", str(images), *tiny(tmp_path, 5), "--target", "top2", "--batch-size", "1"]
     args += ["--out", str(out)]
-    real, calls = engine.explain_batch, []
-
-    def interrupted(*a, **k):
-        if calls:
-            raise KeyboardInterrupt
-        calls.append(a[2])
-        return real(*a, **k)
-
-    monkeypatch.setattr(engine, "explain_batch", interrupted)
     assert runner.invoke(app, args).exit_code != 0
     assert len(rows(out)) == 2
-    monkeypatch.setattr(engine, "explain_batch", real)
+    interrupt.undo()
     assert runner.invoke(app, [*args, "--resume"]).exit_code == 1
     loaded = camlens.load_run(out).results
     keys = list(zip(loaded["path"], loaded["method"], loaded["target"]))

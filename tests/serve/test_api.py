@@ -83,11 +83,10 @@ def test_served_map_is_the_librarys(spec, fields, demo_service, cnn_service, png
     exp = camlens.explain(service.session.model, x, method, target, layer, precision=used)
     assert exp.extra["precision"] == used
     expected = np.round(exp.maps[0].numpy() * 255).astype(np.int16)
-    if exp.method in SUMMED:
-        differ = np.abs(decoded(answer).astype(np.int16) - expected)
-        assert differ.max() <= 1 and (differ > 0).mean() < 0.01
-    else:
-        np.testing.assert_array_equal(decoded(answer), expected)
+    # a level apart at most, on a few pixels: summation order (Monte-Carlo sums; channels-last
+    # convolutions in other batch shapes) moves the last float bits
+    differ = np.abs(decoded(answer).astype(np.int16) - expected)
+    assert differ.max() <= 1 and (differ > 0).mean() < (0.01 if exp.method in SUMMED else 0.001)
     probs = probabilities(service.session.model(x))[0]
     assert answer["predicted"] == int(probs.argmax())
     wanted = target if target is not None else int(probs.argmax())
