@@ -10,7 +10,6 @@ Run: ``python benchmarks/bench_onnx.py [--quick] [--repeats 3]`` (``--quick``: R
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import warnings
@@ -21,7 +20,7 @@ import torch
 import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved  # noqa: E402
+from common import interleaved, model_arguments  # noqa: E402
 
 import camlens  # noqa: E402
 
@@ -41,15 +40,7 @@ def export(model: torch.nn.Module, size: int, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--model", default="resnet50")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    if args.quick:
-        args.model, args.size, args.batch, args.repeats = "resnet18", 112, 1, 1
+    args = model_arguments()
     torch.manual_seed(0)
     model = getattr(torchvision.models, args.model)().eval()
     x = torch.randn(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))

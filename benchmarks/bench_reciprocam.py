@@ -10,7 +10,6 @@ Run: ``python benchmarks/bench_reciprocam.py [--quick] [--repeats 3] [--device c
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,22 +17,13 @@ import torch
 import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, table  # noqa: E402
+from common import interleaved, model_arguments, table  # noqa: E402
 
 import camlens  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--model", default="resnet50")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    if args.quick:
-        args.model, args.size, args.batch, args.repeats = "resnet18", 112, 1, 1
+    args = model_arguments(device=True)
 
     from pytorch_grad_cam import ScoreCAM as PGCScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget

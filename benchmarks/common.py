@@ -34,3 +34,22 @@ def table(medians: dict[str, float], baseline: str) -> str:
     for name, seconds in medians.items():
         lines.append(f"| {name} | {seconds:.3f} | {seconds / ours:.2f}x |")
     return "\n".join(lines)
+
+
+def model_arguments(device: bool = False):
+    """Parsed ``--repeats --batch --size --model [--device] --quick`` of a one-model benchmark
+    (ResNet-50, batch 2 at 224 px, 3 repeats; ``--quick``: ResNet-18, one 112 px image, once)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--model", default="resnet50")
+    if device:
+        parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.model, args.size, args.batch, args.repeats = "resnet18", 112, 1, 1
+    return args
