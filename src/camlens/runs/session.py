@@ -24,7 +24,7 @@ from camlens.backends.base import LayerInfo
 from camlens.backends.survey import layers as survey
 from camlens.errors import CamlensTypeError, CamlensValueError, check_choice
 from camlens.images.labels import class_name, load_labels
-from camlens.images.pixels import resize_unit
+from camlens.images.pixels import resize_unit, to_device
 from camlens.images.preprocessing import MODES, Preprocess, input_size, resolve
 from camlens.methods._registry import applicable, get, methods, options_for
 from camlens.methods.perturbation import PRECISIONS
@@ -174,9 +174,10 @@ class Session:
 
     # ------------------------------------------------------------------ inputs
     def native(self, unit: torch.Tensor) -> Any:
-        """A [0, 1] (B, 3, S, S) batch as the model's input: preprocessed, channels-last for a
-        Keras model."""
-        x = self.prepare(unit)
+        """A [0, 1] (B, 3, S, S) batch as the model's input: on the session's device
+        (:func:`~camlens.images.pixels.to_device`: pinned and copied asynchronously to a GPU),
+        preprocessed there, channels-last for a Keras model."""
+        x = self.prepare(to_device(unit, self.device))
         if getattr(self.adapter, "framework", "torch") == "keras":
             return x.permute(0, 2, 3, 1).contiguous()
         return x
