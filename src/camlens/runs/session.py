@@ -38,7 +38,8 @@ PREDICTED, LABEL = "pred", "label"
 
 
 def device_for(name: str) -> torch.device:
-    """``auto`` (CUDA when torch sees a GPU, else the CPU) or a torch device name, checked."""
+    """``auto`` (CUDA when torch sees a GPU, else the CPU) or a torch device name, checked: a GPU
+    torch does not see (no CUDA, an index past the last GPU, no MPS) is refused by name."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -49,7 +50,16 @@ def device_for(name: str) -> torch.device:
         ) from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CamlensValueError(
-            "--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu"
+            f"--device {name} was asked for, but torch sees no CUDA GPU; use --device cpu"
+        )
+    if device.type == "cuda" and (device.index or 0) >= (count := torch.cuda.device_count()):
+        raise CamlensValueError(
+            f"--device {name}: torch sees {count} CUDA GPU(s) (cuda:0..cuda:{count - 1}); use "
+            "one of them or --device cpu"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CamlensValueError(
+            f"--device {name} was asked for, but torch sees no Apple GPU (MPS); use --device cpu"
         )
     return device
 
