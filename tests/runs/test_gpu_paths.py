@@ -8,14 +8,36 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from needs import need
 
+import camlens
+import camlens.runs.local as local
 from camlens.errors import CamlensValueError
 from camlens.images import pixels
 from camlens.images.preprocessing import FIXED
+from camlens.models.checkpoint import demo_path
+from camlens.runs import memory
 from camlens.runs import session as session_module
 from camlens.runs.distributed import Cluster
+from camlens.runs.local import RunSettings
+from camlens.runs.memory import choose_batch
 from camlens.runs.session import Session, device_for
+
+SAMPLES = demo_path() / "samples"
+
+
+@pytest.fixture(scope="module")
+def demo_session() -> Session:
+    return Session.from_spec("demo")
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Session:
+    """A 16 px CNN of three classes: a run's model at no cost."""
+    nn = torch.nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3))  # fmt: skip
+    return Session.from_model(model.eval(), size=16)
 
 
 class Copies:
@@ -57,12 +79,16 @@ def test_to_device_leaves_a_cpu_batch_alone(monkeypatch):
     assert (copies.pinned, copies.moves) == (0, [])
 
 
-@pytest.mark.parametrize("mode", ["imagenet", "caffe", "tf", "raw", "unit"])
-def test_preprocessing_runs_on_the_batch_device(mode):
-    """The normalisation's constants follow the batch to its device (a GPU batch was normalised
+@pytest.mark.parametrize("mode", ["imagenet", "caffe"])
+def test_preprocessing_constants_follow_the_batch_to_its_device(monkeypatch, mode):
+    """The normalisation's constants are made on the batch's device (a GPU batch was normalised
     with CPU constants: "expected all tensors to be on the same device")."""
-    x = torch.zeros(2, 3, 4, 4, device="meta")
-    assert FIXED[mode](x).device.type == "meta"
+    made, real = [], torch.tensor
+    monkeypatch.setattr(
+        torch, "tensor", lambda *a, **k: made.append(k.get("device")) or real(*a, **k)
+    )
+    FIXED[mode](torch.zeros(2, 3, 4, 4))
+    assert made and set(made) == {torch.device("cpu")}
 
 
 # ---------------------------------------------------------------------------- device choice
@@ -92,14 +118,11 @@ def test_an_unavailable_device_is_refused_by_name(monkeypatch):
     )
 
 
-def test_session_inputs_go_through_to_device(monkeypatch):
+def test_session_inputs_go_through_to_device(monkeypatch, tiny):
     seen = []
     monkeypatch.setattr(session_module, "to_device", lambda b, d: seen.append(d) or b)
-    nn = torch.nn
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(784, 3))
-    session = Session.from_model(model, size=16)
-    session.to_input([np.zeros((20, 24, 3), np.uint8)])
-    assert seen[-1] == torch.device("cpu")
+    tiny.to_input([np.zeros((20, 24, 3), np.uint8)])
+    assert seen == [torch.device("cpu")]
 
 
 @pytest.mark.parametrize(
@@ -124,9 +147,8 @@ def test_ray_actors_use_the_gpu_they_are_given(gpus, device, expected):
     ],
 )  # fmt: skip
 def test_ray_device_and_gpus_must_agree(gpus, device, message):
-    need("ray")
-    with pytest.raises(CamlensValueError) as caught:
-        Cluster("auto", 1, gpus, device=device).check()
+    with pytest.raises(CamlensValueError) as caught:  # Cluster.check() says it before Ray starts
+        Cluster("auto", 1, gpus, device=device).actor_device()
     assert str(caught.value) == message
 
 
@@ -139,3 +161,110 @@ def test_evaluate_takes_a_device():
                                       "gpu0"])  # fmt: skip
     assert result.exit_code == 2
     assert "--device 'gpu0' is not a device name" in result.output
+
+
+# ---------------------------------------------------------------------------- batch size
+MIB = 1 << 20
+
+
+class FakeCuda:
+    """torch.cuda's memory counters, set by hand: ``allocated`` before the probe, ``peak`` after
+    it, ``free`` on the card and ``reserved`` by torch's allocator."""
+
+    def __init__(self, monkeypatch, *, allocated, peak, free, reserved):
+        calls = []
+        self.calls = calls
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: None)
+        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d=None: calls.append(d))
+        monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d=None: allocated)
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d=None: peak)
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d=None: (free, 80 << 30))
+        monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d=None: reserved)
+
+
+@pytest.mark.parametrize(
+    ("peak_mib", "free_gib", "expected"),
+    [
+        (400, 10, 32),  # 150 MiB an image: 0.8 * 10 GiB / 150 MiB = 54.6 -> 32
+        (100 + 2 * 8, 70, 256),  # 8 MiB an image: 7,168 fit, capped at 256
+        (100 + 2 * 4000, 2, 1),  # 4,000 MiB an image, 2 GiB free: none fits -> 1
+    ],
+)
+def test_auto_batch_from_free_memory(monkeypatch, demo_session, peak_mib, free_gib, expected):
+    cuda = FakeCuda(monkeypatch, allocated=100 * MIB, peak=peak_mib * MIB, free=free_gib << 30,
+                    reserved=100 * MIB)  # fmt: skip
+    probed = []
+    monkeypatch.setattr(demo_session, "device", torch.device("cuda:0"))
+    batch = choose_batch("auto", demo_session, ["gradcam"],
+                         explain=lambda s, x, *a, **k: probed.append(tuple(x.shape)))  # fmt: skip
+    assert batch == expected
+    assert probed == [(memory.PROBE, 3, demo_session.size, demo_session.size)]
+    assert cuda.calls == [torch.device("cuda:0")]
+
+
+def test_auto_batch_counts_memory_torch_holds_unused(monkeypatch):
+    # 2 GiB free on the card and 6 GiB cached by torch: 0.8 * 8 GiB / 100 MiB = 65.5 -> 64
+    FakeCuda(monkeypatch, allocated=1 << 30, peak=(1 << 30) + 200 * MIB, free=2 << 30,
+             reserved=7 << 30)  # fmt: skip
+    assert memory.measured_batch(torch.device("cuda"), lambda n: None) == 64
+
+
+def test_batch_size_words(demo_session):
+    assert choose_batch("auto", demo_session, ["gradcam"]) == memory.CPU_BATCH == 8  # the CPU
+    assert choose_batch("24", demo_session, ["gradcam"]) == 24
+    for bad in ("0", "-3", "big", 0):
+        with pytest.raises(CamlensValueError) as caught:
+            memory.batch_word(bad)
+        assert str(caught.value) == (
+            f"--batch-size must be a positive number of images or auto, got {bad!r}"
+        )
+
+
+def test_a_batch_out_of_gpu_memory_is_halved_not_failed(monkeypatch, tiny, tmp_path):
+    """Batches of 4 that run out of memory above 2 images: the first is halved (4 -> 2 + 2),
+    the next ones are cut to 2 at once; every image is explained, none fails."""
+    real = local.explain_batch
+    sizes = []
+
+    def explain(session, unit, paths, *args, **kwargs):
+        sizes.append(len(paths))
+        if len(paths) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(session, unit, paths, *args, **kwargs)
+
+    monkeypatch.setattr(local, "explain_batch", explain)
+    files = sorted(SAMPLES.glob("*/*.png"))[:5]
+    settings = RunSettings(["cam"], batch_size=4)
+    summary = local.explain_files(tiny, files, tmp_path / "out", settings, echo=print)
+    assert (summary.done, summary.failures) == (5, [])
+    assert sizes == [4, 2, 2, 1]
+    assert sorted(camlens.load_run(tmp_path / "out").results["path"]) == sorted(map(str, files))
+
+
+def test_one_image_out_of_memory_fails_alone(monkeypatch, tiny, tmp_path):
+    def explain(session, unit, paths, *args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(local, "explain_batch", explain)
+    files = sorted(SAMPLES.glob("*/*.png"))[:2]
+    summary = local.explain_files(tiny, files, tmp_path / "out", RunSettings(["cam"]),
+                                  echo=print)  # fmt: skip
+    assert summary.done == 0
+    assert [f.reason for f in summary.failures] == [
+        "explaining failed: OutOfMemoryError: CUDA out of memory"
+    ] * 2
+
+
+def test_explain_checks_batch_size_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from camlens.cli import app
+
+    out = tmp_path / "out"
+    args = ["explain", str(SAMPLES), "--model", "demo", "--out", str(out), "--batch-size", "big"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "error: --batch-size must be a positive number of images or auto, got 'big'" in (
+        result.output
+    )
+    assert not out.exists()
