@@ -17,10 +17,9 @@ from camlens.images.preprocessing import FIXED
 from camlens.models.checkpoint import demo_path
 from camlens.runs import memory
 from camlens.runs import session as session_module
-from camlens.runs.distributed import Cluster
 from camlens.runs.local import RunSettings
 from camlens.runs.memory import choose_batch
-from camlens.runs.session import Session, device_for
+from camlens.runs.session import Session, actor_device, device_for
 
 SAMPLES = demo_path() / "samples"
 
@@ -132,7 +131,7 @@ def test_session_inputs_go_through_to_device(monkeypatch, tiny):
 def test_ray_actors_use_the_gpu_they_are_given(gpus, device, expected):
     """An actor holding a GPU (``--gpus-per-worker``) explains on it, one without on the CPU,
     whatever the driver's machine has."""
-    assert Cluster("auto", 1, gpus, device=device).actor_device() == expected
+    assert actor_device(device, gpus) == expected
 
 
 @pytest.mark.parametrize(
@@ -148,7 +147,7 @@ def test_ray_actors_use_the_gpu_they_are_given(gpus, device, expected):
 )  # fmt: skip
 def test_ray_device_and_gpus_must_agree(gpus, device, message):
     with pytest.raises(CamlensValueError) as caught:  # Cluster.check() says it before Ray starts
-        Cluster("auto", 1, gpus, device=device).actor_device()
+        actor_device(device, gpus)
     assert str(caught.value) == message
 
 

@@ -52,7 +52,7 @@ from camlens.runs.pipeline import (
     run,
 )
 from camlens.runs.records import RenderOptions
-from camlens.runs.session import Session
+from camlens.runs.session import Session, actor_device
 from camlens.runs.settings import ExplainSettings, ModelSettings
 from camlens.runs.store import Store, run_folder
 from camlens.runs.writer import claim
@@ -114,36 +114,12 @@ class Cluster:
             raise CamlensValueError(
                 f"--device {self.device!r} is not a device name; expected auto, cpu, cuda..."
             ) from error
-        self.actor_device()
+        actor_device(self.device, self.gpus_per_worker)
         if self.address is None and self.gpus_per_worker > 0 and not torch.cuda.is_available():
             raise CamlensValueError(
                 f"--gpus-per-worker {self.gpus_per_worker:g} asks for GPUs, but this machine has "
                 "none; pass --address of a cluster with GPUs, or --gpus-per-worker 0"
             )
-
-    def actor_device(self) -> str:
-        """The device each actor's session uses: ``auto`` is the GPU Ray gives an actor with
-        ``gpus_per_worker`` (``cuda``: Ray shows it only its own), else the CPU; a device that
-        contradicts ``gpus_per_worker`` is refused."""
-        kind = self.device.partition(":")[0]
-        if kind == "cuda" and self.gpus_per_worker <= 0:
-            raise CamlensValueError(
-                f"--device {self.device}: the Ray actors hold no GPU; pass --gpus-per-worker 1 "
-                "(or more) or --device auto"
-            )
-        if kind == "cuda" and self.device != "cuda":
-            raise CamlensValueError(
-                f"--device {self.device}: a Ray actor sees only the GPU(s) Ray gives it; pass "
-                "--device auto or cuda"
-            )
-        if kind == "cpu" and self.gpus_per_worker > 0:
-            raise CamlensValueError(
-                f"--device {self.device}: the Ray actors would hold GPUs they never use; pass "
-                "--gpus-per-worker 0 or --device auto"
-            )
-        if self.device == "auto":
-            return "cuda" if self.gpus_per_worker > 0 else "cpu"
-        return self.device
 
 
 def start(address: str | None = None, num_cpus: int | None = None) -> bool:
@@ -415,7 +391,7 @@ def _run(feed: list[dict[str, Any]] | Spool, count: int, size: int, stage: Stage
         max_calls=DECODER_CALLS,
         batch_format="numpy",
     )
-    actors = dict(stage.spec, device=cluster.actor_device())
+    actors = dict(stage.spec, device=actor_device(cluster.device, cluster.gpus_per_worker))
     explained = decoded.map_batches(
         Worker,
         batch_size=settings.batch_size,

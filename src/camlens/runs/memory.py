@@ -32,7 +32,7 @@ from camlens.runs.pipeline import (
     failed_batch,
     log_failure,
 )
-from camlens.runs.records import Explained
+from camlens.runs.records import Explained, explain_batch
 from camlens.runs.session import Session
 
 #: ``--batch-size auto`` on the CPU (and any device but CUDA).
@@ -94,8 +94,6 @@ def choose_batch(
         return word
     if session.device.type != "cuda":
         return CPU_BATCH
-    from camlens.runs.records import explain_batch
-
     run = explain or explain_batch
 
     def probe(count: int) -> object:
@@ -138,7 +136,8 @@ class Fitting:
     is the largest size that fitted since (None: no batch ran out)."""
 
     def __init__(self, out: Path | None) -> None:
-        self.out, self.limit = out, None
+        self.out = out
+        self.limit: int | None = None
 
     def __call__(
         self,

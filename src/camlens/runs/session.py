@@ -64,6 +64,31 @@ def device_for(name: str) -> torch.device:
     return device
 
 
+def actor_device(device: str, gpus: float) -> str:
+    """The device of a Ray actor holding ``gpus`` GPUs (``--gpus-per-worker``) when ``--device``
+    says ``device``: ``auto`` is the GPU Ray gives it (``cuda``: Ray shows it only its own), else
+    the CPU; a device that contradicts ``gpus`` is refused."""
+    kind = device.partition(":")[0]
+    if kind == "cuda" and gpus <= 0:
+        raise CamlensValueError(
+            f"--device {device}: the Ray actors hold no GPU; pass --gpus-per-worker 1 (or more) "
+            "or --device auto"
+        )
+    if kind == "cuda" and device != "cuda":
+        raise CamlensValueError(
+            f"--device {device}: a Ray actor sees only the GPU(s) Ray gives it; pass --device auto "
+            "or cuda"
+        )
+    if kind == "cpu" and gpus > 0:
+        raise CamlensValueError(
+            f"--device {device}: the Ray actors would hold GPUs they never use; pass "
+            "--gpus-per-worker 0 or --device auto"
+        )
+    if device == "auto":
+        return "cuda" if gpus > 0 else "cpu"
+    return device
+
+
 def method_names(text: str | Sequence[str]) -> list[str]:
     """Registry names for ``"gradcam,cam"``, ``"all"`` or a list; duplicates dropped, order kept."""
     if isinstance(text, str):
