@@ -267,3 +267,17 @@ def test_explain_checks_batch_size_before_any_work(tmp_path):
         result.output
     )
     assert not out.exists()
+
+
+def test_the_local_engine_decodes_for_the_sessions_device(monkeypatch, tiny, tmp_path):
+    """The decoding threads are told the model's device (JPEGs decoded on a GPU where it can)."""
+    real, devices = local.decode, []
+
+    def decode(paths, size, **kwargs):
+        devices.append(kwargs["device"])
+        return real(paths, size, **kwargs)
+
+    monkeypatch.setattr(local, "decode", decode)
+    files = sorted(SAMPLES.glob("*/*.png"))[:2]
+    summary = local.explain_files(tiny, files, tmp_path / "out", RunSettings(["cam"]), echo=print)
+    assert summary.done == 2 and devices == [torch.device("cpu")]

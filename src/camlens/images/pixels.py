@@ -8,6 +8,8 @@ The lowest level of :mod:`camlens.images`: :mod:`~camlens.images.decode` (the on
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 from PIL import Image
@@ -21,6 +23,10 @@ IMAGE_SUFFIXES = frozenset(
         *(".jp2", ".j2k", ".psd", ".dds", ".avif", ".heic", ".heif"),
     }
 )
+
+#: Held while a decoder changes the process-wide warning filters (``warnings.catch_warnings``):
+#: one thread at a time.
+WARNING_FILTERS = threading.Lock()
 
 
 def pil_rgb(image: Image.Image) -> np.ndarray:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
-from camlens.images.decode import Failure, collect, folder_labels, stream
+from camlens.images.decode import Failure, collect, decode, folder_labels, stream
 from camlens.runs.memory import Fitting
 from camlens.runs.pipeline import (
     EXPLAIN_ERRORS,
@@ -70,7 +71,10 @@ class LocalEngine:
         session, settings = job.session, job.settings
         stems = output_names(job.files)
         fitting = Fitting(job.out)  # a batch that runs out of GPU memory is halved
-        for batch in stream(job.todo, settings.batch_size, session.size, settings.decoders):
+        read = partial(decode, device=session.device)  # JPEGs decoded on a GPU where it can
+        for batch in stream(
+            job.todo, settings.batch_size, session.size, settings.decoders, read=read
+        ):
             failed, handled = list(batch.failures), len(batch.failures)
             if batch.unit is None:
                 yield Outcome(list, failed, 0, handled)
