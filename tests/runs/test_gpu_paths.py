@@ -281,3 +281,29 @@ def test_the_local_engine_decodes_for_the_sessions_device(monkeypatch, tiny, tmp
     files = sorted(SAMPLES.glob("*/*.png"))[:2]
     summary = local.explain_files(tiny, files, tmp_path / "out", RunSettings(["cam"]), echo=print)
     assert summary.done == 2 and devices == [torch.device("cpu")]
+
+
+# ------------------------------------------------------------------- benchmarks/gpu_smoke.py
+def smoke_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_smoke.py"
+    spec = importlib.util.spec_from_file_location("gpu_smoke", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_smoke_says_there_is_no_cuda(monkeypatch, capsys):
+    smoke = smoke_script()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exited:
+        smoke.main([])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip() == smoke.NO_CUDA
+    quick = smoke.options(["--device", "cpu", "--quick"])
+    assert (quick.model, quick.batch, quick.size, quick.images) == ("resnet18", 4, 64, 8)
+    full = smoke.options([])
+    assert (full.model, full.batch, full.size, full.images) == ("resnet50", 64, 224, 300)
