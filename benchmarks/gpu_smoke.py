@@ -14,7 +14,7 @@ It prints a Markdown table headed with the card's name (``torch.cuda.get_device_
 Without CUDA it exits with a message (status 2); ``--device cpu --quick`` runs every step small
 on the CPU, so the script is checked before it meets a GPU.
 
-Run: ``python benchmarks/gpu_smoke.py`` (``--quick`` for a check in about a minute on a GPU;
+Run: ``python benchmarks/gpu_smoke.py`` (``--quick`` for a check at small sizes;
 ``--images 3000`` for the pipeline on 3,000 photos).
 """
 
