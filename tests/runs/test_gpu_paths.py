@@ -5,6 +5,8 @@ of a batch that runs out of memory. CUDA calls are replaced by mocks (``monkeypa
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -220,23 +222,23 @@ def test_batch_size_words(demo_session):
 
 
 def test_a_batch_out_of_gpu_memory_is_halved_not_failed(monkeypatch, tiny, tmp_path):
-    """Batches of 4 that run out of memory above 2 images: the first is halved (4 -> 2 + 2),
-    the next ones are cut to 2 at once; every image is explained, none fails."""
+    """Batches of 2 that run out of memory above one image: the first is halved (2 -> 1 + 1),
+    the next one is cut to 1 at once; every image is explained, none fails."""
     real = local.explain_batch
     sizes = []
 
     def explain(session, unit, paths, *args, **kwargs):
         sizes.append(len(paths))
-        if len(paths) > 2:
+        if len(paths) > 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(session, unit, paths, *args, **kwargs)
 
     monkeypatch.setattr(local, "explain_batch", explain)
-    files = sorted(SAMPLES.glob("*/*.png"))[:5]
-    settings = RunSettings(["cam"], batch_size=4)
+    files = sorted(SAMPLES.glob("*/*.png"))[:3]
+    settings = RunSettings(["cam"], batch_size=2)
     summary = local.explain_files(tiny, files, tmp_path / "out", settings, echo=print)
-    assert (summary.done, summary.failures) == (5, [])
-    assert sizes == [4, 2, 2, 1]
+    assert (summary.done, summary.failures) == (3, [])
+    assert sizes == [2, 1, 1, 1]
     assert sorted(camlens.load_run(tmp_path / "out").results["path"]) == sorted(map(str, files))
 
 
@@ -307,3 +309,32 @@ def test_gpu_smoke_says_there_is_no_cuda(monkeypatch, capsys):
     assert (quick.model, quick.batch, quick.size, quick.images) == ("resnet18", 4, 64, 8)
     full = smoke.options([])
     assert (full.model, full.batch, full.size, full.images) == ("resnet50", 64, 224, 300)
+
+
+def test_a_ray_actor_halves_a_batch_out_of_gpu_memory(monkeypatch, tiny, tmp_path):
+    """The model actors' batches (Ray engine), in this process: 3 images that run out of memory
+    above one are explained 3 -> 2 + 1, 2 -> 1 + 1; all three written, none failed."""
+    from camlens.runs import actors
+    from camlens.runs.store import Store
+
+    real, sizes = actors.explain_decoded, []
+
+    def explain(session, settings, batch, truth, *args):
+        sizes.append(len(batch.paths))
+        if len(batch.paths) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real(session, settings, batch, truth, *args)
+
+    monkeypatch.setattr(actors, "explain_decoded", explain)
+    files = sorted(SAMPLES.glob("*/*.png"))[:3]
+    (tmp_path / "out").mkdir()
+    worker = actors.Worker({}, RunSettings(["cam"]), Store.at(tmp_path / "out"), session=tiny)
+    batch = {
+        "index": np.arange(3), "path": np.array([str(f) for f in files]),
+        "stem": np.array(["a", "b", "c"]), "true_name": np.array([""] * 3),
+        "true_label": np.array([-1] * 3),
+    }  # fmt: skip
+    delivered = pickle.loads(worker(actors.decode_rows(batch, tiny.size))["delivered"][0])
+    assert sizes == [3, 2, 1, 1, 1]
+    assert (delivered.failures, delivered.traces) == ([], [])
+    assert delivered.done == [(str(f), "cam") for f in files]
