@@ -196,11 +196,35 @@ def test_auto_batch_from_free_memory(monkeypatch, demo_session, peak_mib, free_g
                     reserved=100 * MIB)  # fmt: skip
     probed = []
     monkeypatch.setattr(demo_session, "device", torch.device("cuda:0"))
-    batch = choose_batch("auto", demo_session, ["gradcam"],
-                         explain=lambda s, x, *a, **k: probed.append(tuple(x.shape)))  # fmt: skip
+
+    def explain(session, x, paths, images, *args, **kwargs):
+        probed.append((x.shape, len(images)))
+
+    batch = choose_batch("auto", demo_session, ["gradcam"], explain=explain)
     assert batch == expected
-    assert probed == [(memory.PROBE, 3, demo_session.size, demo_session.size)]
+    side = demo_session.size
+    assert probed == [((memory.PROBE, 3, side, side), memory.PROBE)]
     assert cuda.calls == [torch.device("cuda:0")]
+
+
+def test_the_probe_explains_blank_images_with_the_runs_methods(monkeypatch, tiny):
+    monkeypatch.setattr(session_module, "to_device", lambda batch, device: batch)  # no CUDA
+    monkeypatch.setattr(tiny, "device", torch.device("cuda"))
+    probed = []
+    monkeypatch.setattr(memory, "measured_batch", lambda device, probe: probed.append(probe(2)))
+    choose_batch("auto", tiny, ["cam", "gradcam"])
+    [explained] = probed
+    assert explained.methods == ["cam", "gradcam"] and explained.maps["cam"].shape == (2, 16, 16)
+
+
+def test_auto_batch_is_one_when_the_probe_runs_out_of_memory(monkeypatch):
+    FakeCuda(monkeypatch, allocated=0, peak=0, free=1 << 30, reserved=0)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+
+    def probe(count):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    assert memory.measured_batch(torch.device("cuda"), probe) == 1
 
 
 def test_auto_batch_counts_memory_torch_holds_unused(monkeypatch):

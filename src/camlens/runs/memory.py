@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from camlens.errors import CamlensValueError
@@ -66,11 +67,16 @@ def batch_from_memory(free: float, per_image: float, cap: int = MAX_BATCH) -> in
 
 def measured_batch(device: torch.device, probe: Callable[[int], object]) -> int:
     """The batch for the CUDA ``device``: ``probe(PROBE)`` (explain that many images) run with
-    the peak memory counted from here, extrapolated per image into the free memory."""
+    the peak memory counted from here, extrapolated per image into the free memory (1 when the
+    probe itself runs out of memory)."""
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
-    probe(PROBE)
+    try:
+        probe(PROBE)
+    except torch.cuda.OutOfMemoryError:
+        _release()
+        return 1
     torch.cuda.synchronize(device)
     per_image = (torch.cuda.max_memory_allocated(device) - before) / PROBE
     free = torch.cuda.mem_get_info(device)[0]
@@ -99,7 +105,8 @@ def choose_batch(
     def probe(count: int) -> object:
         blank = torch.zeros(count, 3, session.size, session.size)
         paths = [Path(f"probe-{i}") for i in range(count)]
-        return run(session, blank, paths, [], methods, layer=layer, precision=precision)
+        images = [np.zeros((session.size, session.size, 3), np.uint8)] * count
+        return run(session, blank, paths, images, methods, layer=layer, precision=precision)
 
     return measured_batch(session.device, probe)
 
