@@ -35,6 +35,7 @@ def evaluate(
     ),
     weights: options.Weights = None,
     seed: options.Seed = 0,
+    device: options.Device = "auto",
     steps: int = typer.Option(50, "--steps", help="Deletion/insertion steps."),
     baseline: str = typer.Option("zero", "--baseline", help="Deletion baseline: zero|blur|mean."),
     batch_size: int = typer.Option(32, "--batch-size", help="Perturbed images per forward."),
@@ -74,7 +75,7 @@ def evaluate(
     chosen = choose_metrics(metrics_, have_boxes=boxes is not None or data is None)
     check_precision(precision)
     names = method_names(method)
-    session = ModelSettings(model, weights, preprocess, size, seed=seed).load()
+    session = ModelSettings(model, weights, preprocess, size, seed=seed, device=device).load()
     names = session.usable(names)
     options.print_notes(session)
     session.check(names, layer, precision)

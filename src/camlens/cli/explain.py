@@ -63,7 +63,12 @@ def explain(
         False, "--boxes", help="Draw the CAM paper's box (largest region >= 20% of the max)."
     ),
     contours: str = typer.Option("", "--contours", help="Iso-lines at these levels, e.g. 0.5,0.8."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
+    batch_size: str = typer.Option(
+        "auto",
+        "--batch-size",
+        help="Images per forward pass, or auto: 8 on the CPU; on a GPU, as many as its free "
+        "memory holds (measured on a first batch, at most 256, a power of two).",
+    ),
     size: options.Size = None,
     preprocess: options.Preprocess = "auto",
     device: options.Device = "auto",

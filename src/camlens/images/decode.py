@@ -21,7 +21,6 @@ import os
 import queue
 import re
 import stat
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,8 +34,9 @@ import numpy as np
 import torch
 
 from camlens.errors import CamlensValueError
+from camlens.images import gpu_jpeg
 from camlens.images.labels import imagenet_classes, imagenet_wnids
-from camlens.images.pixels import IMAGE_SUFFIXES, pil_rgb, resize_unit
+from camlens.images.pixels import IMAGE_SUFFIXES, WARNING_FILTERS, pil_rgb, resize_unit
 
 #: The Pillow formats :func:`read_image` decodes (those this Pillow has): raster formats it
 #: decodes itself. EPS/PS/PDF (Ghostscript) and formats that need another program are refused.
@@ -49,7 +49,7 @@ MAX_PIXELS = 100_000_000
 #: A JPEG whose shorter side is over this many times the model's side is decoded reduced
 #: (Pillow's ``draft``: 1/2, 1/4 or 1/8) to at least twice the model's side.
 DRAFT_RATIO = 4
-_BOMB_WARNINGS = threading.Lock()
+_BOMB_WARNINGS = WARNING_FILTERS
 
 
 @dataclass
@@ -306,24 +306,36 @@ def _no_bomb_warning(active: bool) -> Iterator[None]:
         yield
 
 
-def decode(paths: Sequence[Path], size: int, read: Callable[..., np.ndarray] = read_image) -> Batch:
+def decode(
+    paths: Sequence[Path],
+    size: int,
+    read: Callable[..., np.ndarray] = read_image,
+    device: torch.device | None = None,
+) -> Batch:
     """Decode ``paths`` into one :class:`Batch` for a model of input side ``size`` (``read(path,
-    size)`` decodes one file, :func:`read_image` by default)."""
+    size)`` decodes one file, :func:`read_image` by default) on ``device`` (None: the CPU). On a
+    CUDA device, plain JPEGs are decoded there (:mod:`camlens.images.gpu_jpeg`)."""
     begin = time.perf_counter()
     batch = Batch([], [], None)
     units = []
+    on_gpu = gpu_jpeg.decode_jpegs(paths, size, device, MAX_PIXELS, DRAFT_RATIO) if device else {}
     for path in paths:
         try:
-            image = read(path, size)
+            image, unit = on_gpu.get(path) or _on_cpu(read, path, size)
         except ValueError as error:
             batch.failures.append(Failure(str(path), str(error)))
             continue
         batch.paths.append(path)
         batch.images.append(image)
-        units.append(resize_unit(image, size))
-    batch.unit = torch.stack(units) if units else None
+        units.append(unit)
+    batch.unit = gpu_jpeg.stack_units(units, device) if units else None
     batch.load_s = time.perf_counter() - begin
     return batch
+
+
+def _on_cpu(read: Callable[..., np.ndarray], path: Path, size: int) -> tuple[Any, torch.Tensor]:
+    image = read(path, size)
+    return image, resize_unit(image, size)
 
 
 def stream(

@@ -1,11 +1,14 @@
 """Image files and their pixels: which files count as images, a PIL image as uint8 RGB without
-float copies, and the whole-image resize to a model's side.
+float copies, the whole-image resize to a model's side, and a decoded batch's copy to the model's
+device (:func:`to_device`).
 
 The lowest level of :mod:`camlens.images`: :mod:`~camlens.images.decode` (the one decoder) and
 :mod:`~camlens.images.load` build on it.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import torch
@@ -20,6 +23,10 @@ IMAGE_SUFFIXES = frozenset(
         *(".jp2", ".j2k", ".psd", ".dds", ".avif", ".heic", ".heif"),
     }
 )
+
+#: Held while a decoder changes the process-wide warning filters (``warnings.catch_warnings``):
+#: one thread at a time.
+WARNING_FILTERS = threading.Lock()
 
 
 def pil_rgb(image: Image.Image) -> np.ndarray:
@@ -47,3 +54,24 @@ def resize_unit(image: np.ndarray, size: int) -> torch.Tensor:
     if image.shape[:2] != (size, size):
         image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
     return torch.from_numpy(np.array(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+
+def pinned(batch: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``batch`` in page-locked (pinned) host memory when it is bound for a CUDA ``device`` from
+    the CPU, so that its copy can run asynchronously; otherwise ``batch`` itself (pinning costs a
+    copy, which only a CUDA transfer repays)."""
+    if torch.device(device).type != "cuda" or batch.device.type != "cpu" or batch.is_pinned():
+        return batch
+    return batch.pin_memory()
+
+
+def to_device(batch: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A decoded batch on the model's ``device``: for CUDA, pinned (:func:`pinned`) and copied
+    with ``non_blocking=True`` (the copy overlaps the host's work; later kernels on the stream
+    wait for it); on the CPU, ``batch`` itself, untouched."""
+    device = torch.device(device)
+    if device.type == "cpu" and batch.device.type == "cpu":
+        return batch
+    if device.type == "cuda" and batch.device.type == "cpu":
+        return pinned(batch, device).to(device, non_blocking=True)
+    return batch.to(device)

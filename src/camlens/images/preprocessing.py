@@ -53,8 +53,8 @@ class Preprocess:
 
 def _normalise(mean: Any, std: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     def apply(x: torch.Tensor) -> torch.Tensor:
-        m = torch.tensor(mean, dtype=x.dtype)[: x.shape[1], None, None]
-        s = torch.tensor(std, dtype=x.dtype)[: x.shape[1], None, None]
+        m = torch.tensor(mean, dtype=x.dtype, device=x.device)[: x.shape[1], None, None]
+        s = torch.tensor(std, dtype=x.dtype, device=x.device)[: x.shape[1], None, None]
         return (x - m) / s
 
     return apply
@@ -64,7 +64,7 @@ def _caffe(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] == 1:
         return x * 255.0 - sum(CAFFE_BGR_MEAN) / 3
     bgr = x.flip(1) * 255.0
-    return bgr - torch.tensor(CAFFE_BGR_MEAN, dtype=x.dtype)[:, None, None]
+    return bgr - torch.tensor(CAFFE_BGR_MEAN, dtype=x.dtype, device=x.device)[:, None, None]
 
 
 FIXED: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {

@@ -151,11 +151,21 @@ class Worker:
             with model_lock(session.model):
                 explained = explain_decoded(session, settings, decoded, truth)
         except EXPLAIN_ERRORS as error:
+            if isinstance(error, torch.cuda.OutOfMemoryError) and len(good) > 1:
+                return self._halves(batch, good)  # out of GPU memory: halved, not failed
             trace = Trace([str(p) for p in paths], traceback.format_exc())
             return [], failed_batch(paths, error), [trace]
         kept = {str(p) for p in explained.paths}
         stems = [str(batch["stem"][i]) for i in good if every[i] in kept]
         return render(explained, stems, session, settings.render), explained.failures, []
+
+    def _halves(
+        self, batch: dict[str, np.ndarray], good: list[int]
+    ) -> tuple[list[Record], list[Failure], list[Trace]]:
+        """:meth:`_explain` of each half of ``good``, put together."""
+        half = (len(good) + 1) // 2
+        first, second = self._explain(batch, good[:half]), self._explain(batch, good[half:])
+        return first[0] + second[0], first[1] + second[1], first[2] + second[2]
 
     def _write_part(self, records: list[Record], failed: list[Failure], first: int) -> str | None:
         """The batch's rows (then its failure rows) as one Parquet part; its name."""

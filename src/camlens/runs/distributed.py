@@ -52,7 +52,7 @@ from camlens.runs.pipeline import (
     run,
 )
 from camlens.runs.records import RenderOptions
-from camlens.runs.session import Session
+from camlens.runs.session import Session, actor_device
 from camlens.runs.settings import ExplainSettings, ModelSettings
 from camlens.runs.store import Store, run_folder
 from camlens.runs.writer import claim
@@ -114,6 +114,7 @@ class Cluster:
             raise CamlensValueError(
                 f"--device {self.device!r} is not a device name; expected auto, cpu, cuda..."
             ) from error
+        actor_device(self.device, self.gpus_per_worker)
         if self.address is None and self.gpus_per_worker > 0 and not torch.cuda.is_available():
             raise CamlensValueError(
                 f"--gpus-per-worker {self.gpus_per_worker:g} asks for GPUs, but this machine has "
@@ -390,7 +391,7 @@ def _run(feed: list[dict[str, Any]] | Spool, count: int, size: int, stage: Stage
         max_calls=DECODER_CALLS,
         batch_format="numpy",
     )
-    actors = dict(stage.spec, device=cluster.device)
+    actors = dict(stage.spec, device=actor_device(cluster.device, cluster.gpus_per_worker))
     explained = decoded.map_batches(
         Worker,
         batch_size=settings.batch_size,

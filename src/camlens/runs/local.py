@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 
-from camlens.images.decode import Failure, collect, folder_labels, stream
+from camlens.images.decode import Failure, collect, decode, folder_labels, stream
+from camlens.runs.memory import Fitting
 from camlens.runs.pipeline import (
     EXPLAIN_ERRORS,
     Hooks,
@@ -24,8 +25,6 @@ from camlens.runs.pipeline import (
     Outcome,
     RunSettings,
     Summary,
-    attempt,
-    explain_decoded,
     failed_batch,
     log_failure,
     manifest,
@@ -71,25 +70,27 @@ class LocalEngine:
     def batches(self, job: Job) -> Iterator[Outcome]:
         session, settings = job.session, job.settings
         stems = output_names(job.files)
-        for batch in stream(job.todo, settings.batch_size, session.size, settings.decoders):
-            failed = list(batch.failures)
-            explained = None
-            if batch.unit is not None:
-                truth = [job.label(p) for p in batch.paths]
-                # explain_batch and render are looked up here, when called: tests replace them
-                explained, failed_now = attempt(
-                    job.out,
-                    batch.paths,
-                    partial(explain_decoded, session, settings, batch, truth, explain_batch),
+        fitting = Fitting(job.out)  # a batch that runs out of GPU memory is halved
+        read = partial(decode, device=session.device)  # JPEGs decoded on a GPU where it can
+        for batch in stream(
+            job.todo, settings.batch_size, session.size, settings.decoders, read=read
+        ):
+            failed, handled = list(batch.failures), len(batch.failures)
+            if batch.unit is None:
+                yield Outcome(list, failed, 0, handled)
+                continue
+            truth = [job.label(p) for p in batch.paths]
+            # explain_batch and render are looked up here, when called: tests replace them
+            for piece in fitting(session, settings, batch, truth, explain_batch):
+                explained = piece.explained
+                yield Outcome(
+                    _rendering(explained, stems, session, settings),
+                    failed + piece.failures,
+                    len(explained.paths) if explained is not None else 0,
+                    handled + len(piece.batch.paths),
+                    explained,
                 )
-                failed += failed_now if explained is None else explained.failures
-            yield Outcome(
-                _rendering(explained, stems, session, settings),
-                failed,
-                len(explained.paths) if explained is not None else 0,
-                len(batch.paths) + len(batch.failures),
-                explained,
-            )
+                failed, handled = [], 0
 
 
 def _rendering(

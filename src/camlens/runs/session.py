@@ -24,7 +24,7 @@ from camlens.backends.base import LayerInfo
 from camlens.backends.survey import layers as survey
 from camlens.errors import CamlensTypeError, CamlensValueError, check_choice
 from camlens.images.labels import class_name, load_labels
-from camlens.images.pixels import resize_unit
+from camlens.images.pixels import resize_unit, to_device
 from camlens.images.preprocessing import MODES, Preprocess, input_size, resolve
 from camlens.methods._registry import applicable, get, methods, options_for
 from camlens.methods.perturbation import PRECISIONS
@@ -38,7 +38,8 @@ PREDICTED, LABEL = "pred", "label"
 
 
 def device_for(name: str) -> torch.device:
-    """``auto`` (CUDA when torch sees a GPU, else the CPU) or a torch device name, checked."""
+    """``auto`` (CUDA when torch sees a GPU, else the CPU) or a torch device name, checked: a GPU
+    torch does not see (no CUDA, an index past the last GPU, no MPS) is refused by name."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -49,8 +50,42 @@ def device_for(name: str) -> torch.device:
         ) from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CamlensValueError(
-            "--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu"
+            f"--device {name} was asked for, but torch sees no CUDA GPU; use --device cpu"
         )
+    if device.type == "cuda" and (device.index or 0) >= (count := torch.cuda.device_count()):
+        raise CamlensValueError(
+            f"--device {name}: torch sees {count} CUDA GPU(s) (cuda:0..cuda:{count - 1}); use "
+            "one of them or --device cpu"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CamlensValueError(
+            f"--device {name} was asked for, but torch sees no Apple GPU (MPS); use --device cpu"
+        )
+    return device
+
+
+def actor_device(device: str, gpus: float) -> str:
+    """The device of a Ray actor holding ``gpus`` GPUs (``--gpus-per-worker``) when ``--device``
+    says ``device``: ``auto`` is the GPU Ray gives it (``cuda``: Ray shows it only its own), else
+    the CPU; a device that contradicts ``gpus`` is refused."""
+    kind = device.partition(":")[0]
+    if kind == "cuda" and gpus <= 0:
+        raise CamlensValueError(
+            f"--device {device}: the Ray actors hold no GPU; pass --gpus-per-worker 1 (or more) "
+            "or --device auto"
+        )
+    if kind == "cuda" and device != "cuda":
+        raise CamlensValueError(
+            f"--device {device}: a Ray actor sees only the GPU(s) Ray gives it; pass --device auto "
+            "or cuda"
+        )
+    if kind == "cpu" and gpus > 0:
+        raise CamlensValueError(
+            f"--device {device}: the Ray actors would hold GPUs they never use; pass "
+            "--gpus-per-worker 0 or --device auto"
+        )
+    if device == "auto":
+        return "cuda" if gpus > 0 else "cpu"
     return device
 
 
@@ -191,9 +226,10 @@ class Session:
 
     # ------------------------------------------------------------------ inputs
     def native(self, unit: torch.Tensor) -> Any:
-        """A [0, 1] (B, 3, S, S) batch as the model's input: preprocessed, channels-last for a
-        Keras model."""
-        x = self.prepare(unit)
+        """A [0, 1] (B, 3, S, S) batch as the model's input: on the session's device
+        (:func:`~camlens.images.pixels.to_device`: pinned and copied asynchronously to a GPU),
+        preprocessed there, channels-last for a Keras model."""
+        x = self.prepare(to_device(unit, self.device))
         if getattr(self.adapter, "framework", "torch") == "keras":
             return x.permute(0, 2, 3, 1).contiguous()
         return x

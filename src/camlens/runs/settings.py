@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from camlens.errors import CamlensValueError, check_choice
 from camlens.images.labels import load_class_map
 from camlens.runs.local import RunSettings
+from camlens.runs.memory import batch_word, choose_batch
 from camlens.runs.records import OVERLAY_FORMATS, RenderOptions
 from camlens.runs.session import LABEL, Session, method_names
 from camlens.runs.store import run_folder
@@ -104,7 +105,7 @@ class ExplainSettings:
     activation: str | None = None
     layer: Any = "auto"
     precision: str = "auto"
-    batch_size: int = 16
+    batch_size: int | str = 16  # or "auto" (camlens.runs.memory.choose_batch)
     render: RenderOptions = field(default_factory=RenderOptions)
     resume: bool = False
     overwrite: bool = False
@@ -120,6 +121,7 @@ class ExplainSettings:
         set_ = object.__setattr__  # frozen: the checked values replace the words
         set_(self, "methods", method_names(self.methods))
         set_(self, "out", run_folder(self.out))
+        set_(self, "batch_size", batch_word(self.batch_size))
         check_render(self.render)
         check_unit(self.min_score, "--min-score")
         if self.decoders < 1:
@@ -152,7 +154,8 @@ class ExplainSettings:
         return self.model.load("cpu" if self.cluster is not None else None)
 
     def run_settings(self, session: Session) -> RunSettings:
-        """The engines' settings, the target, layer and precision checked against ``session``."""
+        """The engines' settings, the target, layer and precision checked against ``session``;
+        ``--batch-size auto`` measured on its device."""
         target = session.target(self.target)
         folders = load_class_map(self.class_map) if self.class_map is not None else None
         methods = session.usable(self.methods)
@@ -163,7 +166,7 @@ class ExplainSettings:
             activation=self.activation,
             layer=self.layer,
             precision=self.precision,
-            batch_size=self.batch_size,
+            batch_size=choose_batch(self.batch_size, session, methods, self.layer, self.precision),
             render=self.render,
             resume=self.resume,
             labels_from_folders=self.labels_from_folders,
