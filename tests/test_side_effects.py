@@ -114,7 +114,7 @@ def test_score_cam_draws_no_progress_bar_unless_asked(capfd, monkeypatch) -> Non
 
 
 def test_train_prints_nothing_unless_asked(tmp_path, capfd, monkeypatch) -> None:
-    from test_training import FAST, gray_folder
+    from training_data import FAST, gray_folder
 
     monkeypatch.setenv("FORCE_COLOR", "1")
     data = gray_folder(tmp_path / "data")
