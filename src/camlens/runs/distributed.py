@@ -125,20 +125,16 @@ def start(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to Ray (``address``) or start it on this machine (``num_cpus`` cores, all by
     default); True when this call started or joined it, False when Ray was already up.
 
-    A local Ray's workers import the same camlens as this process (its folder goes first on their
-    ``PYTHONPATH``, in the environment its processes inherit: a ``runtime_env`` would keep the
-    workers Ray starts beforehand from serving the run, and each actor would wait for a new
-    one); on a cluster, camlens must be installed on every node.
+    A local Ray's workers import the same camlens as this process (its folder first on the
+    ``PYTHONPATH`` its processes inherit: with a ``runtime_env``, the workers Ray starts ahead
+    could not serve the run); on a cluster, camlens must be installed on every node.
     """
     import ray
 
     if ray.is_initialized():
         return False
-    options: dict[str, Any] = {
-        "include_dashboard": False,
-        "log_to_driver": False,
-        "logging_level": logging.WARNING,
-    }
+    options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
+                                   logging_level=logging.WARNING)  # fmt: skip
     paths = os.environ.get("PYTHONPATH")
     if address is None:
         root = str(Path(__file__).resolve().parents[2])  # src/, above camlens/
