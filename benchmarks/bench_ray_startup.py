@@ -35,8 +35,9 @@ SPECS = {
 }
 PHASES = ["ray.init", "pipeline start", "actor process", "actor imported", "actor ready",
           "first batch out", "end"]  # fmt: skip
-#: The first actor's CPU seconds when it entered ``__init__`` (imports), its torch threads.
-EXTRA = ["actor cpu s", "threads"]
+#: The first actor's CPU seconds when it entered ``__init__`` (its imports), building its
+#: session (``__init__``), its torch threads.
+EXTRA = ["actor cpu s", "session cpu s", "threads"]
 
 
 def boot_time() -> float:
@@ -86,6 +87,7 @@ def child(model: str, workers: int, images: Path, out: Path) -> dict[str, float]
                 "entered": entered,
                 "ready": time.time(),
                 "cpu": cpu,
+                "build cpu": cpu_seconds(os.getpid()) - cpu,
                 "threads": torch.get_num_threads(),
             }
             with open(self.path, "a") as handle:
@@ -123,6 +125,7 @@ def child(model: str, workers: int, images: Path, out: Path) -> dict[str, float]
         marks[key] -= zero
     marks["actors"] = len(seen)
     marks["actor cpu s"], marks["threads"] = first["cpu"], first["threads"]
+    marks["session cpu s"] = first["build cpu"]
     return marks
 
 
