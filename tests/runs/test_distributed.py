@@ -353,9 +353,15 @@ def test_without_an_address_ray_starts_its_own_even_beside_a_running_cluster(mon
     ray = need("ray")
     calls = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda address=None, **options: calls.append(address))
+    monkeypatch.setattr(ray, "init", lambda address=None, **options: calls.append(
+        (address, os.environ.get("PYTHONPATH"), "runtime_env" in options)))  # fmt: skip
+    monkeypatch.setenv("PYTHONPATH", "elsewhere")
     assert distributed.start(num_cpus=1) and distributed.start("auto")
-    assert calls == ["local", "auto"]
+    # a local Ray's processes inherit this camlens's folder first (no runtime_env: the workers
+    # Ray starts ahead serve the run); this process's environment is left as it was
+    src = str(Path(distributed.__file__).resolve().parents[2])
+    assert calls == [("local", f"{src}{os.pathsep}elsewhere", False), ("auto", "elsewhere", False)]
+    assert os.environ["PYTHONPATH"] == "elsewhere"
 
 
 def test_a_batch_delivered_twice_is_kept_once(tmp_path):
