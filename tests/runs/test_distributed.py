@@ -10,6 +10,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -25,8 +26,8 @@ from typer.testing import CliRunner
 import camlens
 from camlens.cli import app
 from camlens.images.decode import Failure
-from camlens.models.checkpoint import demo_path
-from camlens.runs import distributed, objects
+from camlens.models.checkpoint import checkpoint_folder, demo_path
+from camlens.runs import actors, distributed, objects
 from camlens.runs.actors import Delivered, decode_rows
 from camlens.runs.local import RunSettings, explain_files
 from camlens.runs.records import RenderOptions
@@ -151,6 +152,24 @@ def test_actors_explain_the_drivers_random_weights():
     assert list(theirs) == list(ours) == ["features.0.weight", "features.0.bias", "fc.weight",
                                           "fc.bias"]  # fmt: skip
     assert all(torch.equal(theirs[k], ours[k]) for k in ours)
+
+
+def test_actors_build_their_session_around_the_shipped_model_not_the_spec(cluster):
+    """The driver's model travels once through Ray's object store; a Worker given its reference
+    never loads the spec (here one that names nothing). What Ray cannot pickle (a module holding
+    a lock) or is no torch module is not shipped: the actors load the spec."""
+    import ray_models
+
+    model = ray_models.killer()
+    worker = distributed.Worker({"spec": "nowhere:gone", "size": 64}, RunSettings(["cam"]),
+                                Store("/nowhere"), model=actors.ship(model))  # fmt: skip
+    theirs, ours = worker.session.model.state_dict(), model.state_dict()
+    assert worker.session.model is not model and list(theirs) == list(ours)
+    assert all(torch.equal(theirs[k], ours[k]) for k in ours)
+    assert (worker.session.classes, worker.session.size) == (10, 64)
+    locked = torch.nn.Linear(2, 2)
+    locked.lock = threading.Lock()
+    assert actors.ship(locked) is None and actors.ship(object()) is None
 
 
 class Stop(Exception):
@@ -334,9 +353,15 @@ def test_without_an_address_ray_starts_its_own_even_beside_a_running_cluster(mon
     ray = need("ray")
     calls = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda address=None, **options: calls.append(address))
+    monkeypatch.setattr(ray, "init", lambda address=None, **options: calls.append(
+        (address, os.environ.get("PYTHONPATH"), "runtime_env" in options)))  # fmt: skip
+    monkeypatch.setenv("PYTHONPATH", "elsewhere")
     assert distributed.start(num_cpus=1) and distributed.start("auto")
-    assert calls == ["local", "auto"]
+    # a local Ray's processes inherit this camlens's folder first (no runtime_env: the workers
+    # Ray starts ahead serve the run); this process's environment is left as it was
+    src = str(Path(distributed.__file__).resolve().parents[2])
+    assert calls == [("local", f"{src}{os.pathsep}elsewhere", False), ("auto", "elsewhere", False)]
+    assert os.environ["PYTHONPATH"] == "elsewhere"
 
 
 def test_a_batch_delivered_twice_is_kept_once(tmp_path):
@@ -353,33 +378,50 @@ def test_a_batch_delivered_twice_is_kept_once(tmp_path):
     assert engine.traffic["writers"] == {"h:1": 1} and engine.traffic["images"] == 1
 
 
-def test_the_core_package_does_not_import_ray():
-    code = "import sys, camlens, camlens.runs.distributed, camlens.cli; print('ray' in sys.modules)"
+def test_the_core_package_does_not_import_ray_nor_actors_what_they_do_not_use():
+    """The model actors' module imports neither Ray nor the command line's, the server's or the
+    figures' packages (each actor process pays for every import); the core package no Ray."""
+    heavy = ["ray", "matplotlib", "pandas", "fastapi", "typer", "rich", "scipy", "sklearn"]
+    code = (
+        f"import sys, camlens.runs.actors; print([m for m in {heavy} if m in sys.modules]);"
+        "import camlens, camlens.runs.distributed, camlens.cli; print('ray' in sys.modules)"
+    )
     env = dict(os.environ, PYTHONPATH=str(Path(camlens.__file__).parents[1]))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=120, check=True)  # fmt: skip
-    assert done.stdout.strip() == "False"
+    assert done.stdout.split() == ["[]", "False"]
 
 
-def test_a_run_past_one_chunk_streams_its_inputs_and_resumes(cluster, tmp_path, monkeypatch):
+def test_a_run_past_one_chunk_streams_its_inputs_and_resumes(
+    cluster, local_run, tmp_path, monkeypatch
+):
     """With chunks of 5 inputs, the 16 samples are spooled in 4 chunks that Ray's tasks read;
-    each image is named from its own path, and a resumed run finds every image done."""
+    each image is named from its own path, and a resumed run finds every image done. The
+    actors explain with the driver's model, shipped through Ray's object store: its checkpoint
+    folder is gone once the driver has loaded it, and the maps are the local run's."""
     from camlens.runs import listing
 
     monkeypatch.setattr(listing, "CHUNK", 5)
-    session, settings = Session.from_spec("demo"), RunSettings(["cam"], batch_size=4, decoders=1)
-    out = tmp_path / "out"
-    summary = distributed.explain_files(session, {"spec": "demo"}, [SAMPLES], out, settings,
+    folder = Path(shutil.copytree(checkpoint_folder("demo"), tmp_path / "model"))
+    session, settings = Session.from_spec(str(folder)), RunSettings(["cam"], batch_size=4,
+                                                                     decoders=1)  # fmt: skip
+    shutil.rmtree(folder)
+    out, spec = tmp_path / "out", {"spec": str(folder)}
+    summary = distributed.explain_files(session, spec, [SAMPLES], out, settings,
                                         distributed.Cluster())  # fmt: skip
     assert (summary.done, summary.ignored, summary.failures) == (16, 1, [])
     rows = camlens.load_run(out).results
     stems = {listing.stream_name(p): p for p in rows["path"]}
     assert sorted(rows["stem"]) == sorted(stems) and len(stems) == 16
     assert all((out / name).is_file() for name in [*rows["map"], *rows["overlay"]])
+    local = camlens.load_run(local_run).results.set_index(["path", "method"])["map"]
+    for path, name in zip(rows["path"], rows["map"]):
+        with Image.open(out / name) as ours, Image.open(local_run / local[path, "cam"]) as theirs:
+            assert np.array_equal(np.asarray(ours), np.asarray(theirs)), path
     assert not (out / distributed.SPOOL).exists()
     settings.resume = True
     said: list[str] = []
-    again = distributed.explain_files(session, {"spec": "demo"}, [SAMPLES], out, settings,
+    again = distributed.explain_files(session, spec, [SAMPLES], out, settings,
                                       distributed.Cluster(), echo=said.append)  # fmt: skip
     assert (again.done, again.resumed) == (0, 16)
     assert f"resume: 16 image(s) already in {out}, 0 to do" in said

@@ -95,7 +95,10 @@ def decode_rows(batch: dict[str, np.ndarray], size: int) -> dict[str, Any]:
 
 
 class Worker:
-    """A model actor: one session built from the spec in ``__init__`` (or given, ``session``);
+    """A model actor: one session built in ``__init__`` around the driver's model, received
+    through Ray's object store (``model``, a reference from :func:`ship`), or loaded from the
+    spec where the driver could not ship it (random weights: the spec's seed), or given
+    (``session``);
     ``__call__`` explains a decoded batch, writes its files and part through ``store`` (part
     names ``part-<run>-<first index>-<token>.parquet``, ``run`` the number the driver reserved)
     and returns one pickled :class:`Delivered` (column ``delivered``).
@@ -110,8 +113,9 @@ class Worker:
         store: Store,
         run: int = 0,
         session: Session | None = None,
+        model: Any = None,
     ) -> None:
-        self.session = session or Session.from_spec(**spec)  # random weights: the spec's seed
+        self.session = session or Session.from_spec(**spec, network=_received(model))
         self.settings, self.store, self.run = settings, store, run
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[bytes]]:
@@ -175,6 +179,30 @@ class Worker:
         name = f"part-{self.run:06d}-{first:010d}-{uuid.uuid4().hex[:8]}.parquet"
         self.store.write_part(PARTS, name, row.table(rows))
         return name
+
+
+def ship(model: Any) -> Any:
+    """The driver's loaded model put once in Ray's object store, for every actor to read (no
+    actor loads the spec again, reads the weights file, or needs it on its node); None where
+    the model cannot travel (not a torch module, TorchScript, or it cannot be pickled): the
+    actors then load the spec."""
+    import ray
+
+    if not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        return None
+    try:
+        return ray.put(model)
+    except (TypeError, AttributeError, RuntimeError, pickle.PicklingError):
+        return None
+
+
+def _received(model: Any) -> Any:
+    """The model behind the reference :func:`ship` made (None: none was shipped)."""
+    if model is None:
+        return None
+    import ray
+
+    return ray.get(model)
 
 
 def _node() -> str:

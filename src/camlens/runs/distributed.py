@@ -36,7 +36,7 @@ from typing import Any, cast
 from camlens._deprecation import moved
 from camlens.errors import CamlensValueError
 from camlens.runs import listing
-from camlens.runs.actors import Delivered, Worker, decode_rows
+from camlens.runs.actors import Delivered, Worker, decode_rows, ship
 from camlens.runs.local import local_inputs
 from camlens.runs.objects import ObjectPath, is_uri, list_uris, names
 from camlens.runs.pipeline import (
@@ -126,27 +126,31 @@ def start(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to Ray (``address``) or start it on this machine (``num_cpus`` cores, all by
     default); True when this call started or joined it, False when Ray was already up.
 
-    A local Ray's workers import the same camlens as this process (its folder goes first on their
-    ``PYTHONPATH``); on a cluster, camlens must be installed on every node.
+    A local Ray's workers import the same camlens as this process (its folder first on the
+    ``PYTHONPATH`` its processes inherit: with a ``runtime_env``, the workers Ray starts ahead
+    could not serve the run); on a cluster, camlens must be installed on every node.
     """
     import ray
 
     if ray.is_initialized():
         return False
-    options: dict[str, Any] = {
-        "include_dashboard": False,
-        "log_to_driver": False,
-        "logging_level": logging.WARNING,
-    }
+    options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
+                                   logging_level=logging.WARNING)  # fmt: skip
+    paths = os.environ.get("PYTHONPATH")
     if address is None:
         root = str(Path(__file__).resolve().parents[2])  # src/, above camlens/
-        paths = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        kept = [p for p in (paths or "").split(os.pathsep) if p]
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *kept])
         options["num_cpus"] = num_cpus
         options["_node_ip_address"] = "127.0.0.1"  # a local Ray listens on loopback only
-        options["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}
-    # "local": a Ray of its own, even where another runs on this machine (Ray's default would
-    # join that one, and refuse num_cpus); --address auto joins it on purpose
-    ray.init(address=address or "local", **options)
+    try:  # "local": a Ray of its own, even where another runs on this machine (Ray's default
+        # would join that one, and refuse num_cpus); --address auto joins it on purpose
+        ray.init(address=address or "local", **options)
+    finally:  # this process's environment as it was
+        if paths is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = paths
     return True
 
 
@@ -200,7 +204,7 @@ class RayEngine:
         if not job.todo:
             return
         store, run = Store.at(job.out), job.writer.reserve()
-        stage = Stage(self.spec, job.settings, self.cluster, store, run)
+        stage = Stage(self.spec, job.settings, self.cluster, store, run, ship(job.session.model))
         begin = time.process_time()
         feed = _feed(job)
         try:
@@ -233,13 +237,15 @@ class RayEngine:
 @dataclass
 class Stage:
     """What the actors of one run are built with: the model spec, the run's settings, the
-    cluster, where they write (``store``) and the part number the driver reserved (``run``)."""
+    cluster, where they write (``store``), the part number the driver reserved (``run``) and
+    the driver's model in Ray's object store (``model``, :func:`~camlens.runs.actors.ship`)."""
 
     spec: dict[str, Any]
     settings: RunSettings
     cluster: Cluster
     store: Store
     run: int
+    model: Any = None
 
 
 def explain_files(
@@ -405,6 +411,7 @@ def _run(feed: list[dict[str, Any]] | Spool, count: int, size: int, stage: Stage
             "settings": settings,
             "store": stage.store,
             "run": stage.run,
+            "model": stage.model,
         },  # fmt: skip
         num_cpus=cluster.cpus_per_worker,
         num_gpus=cluster.gpus_per_worker or None,

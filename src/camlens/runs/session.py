@@ -151,6 +151,7 @@ class Session:
         trust_pickle: bool = False,
         seed: int = 0,
         prompts: str | Sequence[str] | None = None,
+        network: Any = None,
     ) -> Session:
         """Load the model ``spec`` names (see :mod:`camlens.models.specs`) and resolve the rest.
 
@@ -159,7 +160,8 @@ class Session:
         Random weights are drawn from ``seed`` (the caller's random state is left as it was), so
         every process that loads the same spec and seed explains the same network. ``prompts``
         (a list, comma-separated text or a file, one a line) are the classes of an image-text
-        model (``open_clip:ARCH``, ``hf:PATH_OR_NAME``).
+        model (``open_clip:ARCH``, ``hf:PATH_OR_NAME``). ``network``: the model ``spec`` and
+        ``weights`` name, already loaded (a Ray actor's, shipped by the driver), not loaded again.
         """
         check_choice(preprocess, MODES, "--preprocess")  # before the (slow) model load
         where = device_for(device)
@@ -170,10 +172,11 @@ class Session:
         )
         if weights is None and spec.partition(":")[0] in ("torchvision", "timm"):
             weights = "DEFAULT"
-        with seeded(seed):
-            network = specs.load_spec(
-                spec, weights, trust_pickle=trust_pickle, prompts=read_prompts(prompts)
-            )
+        if network is None:
+            with seeded(seed):
+                network = specs.load_spec(
+                    spec, weights, trust_pickle=trust_pickle, prompts=read_prompts(prompts)
+                )
         prepare = resolve(preprocess, spec, network)
         network = channels_last(network, where)
         session = cls.from_model(
