@@ -46,7 +46,14 @@ OUT/camlens.log, --resume continues); 130 interrupted (--resume continues).
 def explain(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or globs.")],
     model: options.Model,
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    out: Annotated[
+        str,
+        typer.Option(
+            "--out",
+            help="Output folder, or an object store's prefix: s3://bucket/prefix, gs://..., any "
+            "pyarrow file system URI (both engines; credentials from the environment or the URI).",
+        ),
+    ],
     weights: options.Weights = None,
     labels: options.Labels = None,
     prompts: options.Prompts = None,
@@ -144,6 +151,7 @@ def explain(
     """
     from camlens.runs.records import RenderOptions
     from camlens.runs.settings import ExplainSettings, ModelSettings
+    from camlens.runs.store import joined
 
     # everything that can be wrong with the command is checked before any work starts
     network = ModelSettings(model, weights, preprocess, size, labels, trust_pickle=trust_pickle,
@@ -187,7 +195,7 @@ def explain(
         f"{summary.seconds:.1f} s"
         + (f", {summary.resumed} already done" if summary.resumed else "")
         + (f", {summary.ignored} non-image file(s) ignored" if summary.ignored else "")
-        + f"; report: {out / 'report.html'}"
+        + f"; report: {joined(request.out, 'report.html')}"
     )
     if summary.failures:
         typer.echo(f"{len(summary.failures)} input(s) failed:", err=True)

@@ -52,10 +52,10 @@ from camlens.runs.pipeline import (
     run,
 )
 from camlens.runs.records import RenderOptions
+from camlens.runs.remote import claim
 from camlens.runs.session import Session
 from camlens.runs.settings import ExplainSettings, ModelSettings
 from camlens.runs.store import Store, run_folder
-from camlens.runs.writer import claim
 
 __all__ = ["Cluster", "ObjectPath", "RayEngine", "Worker", "explain", "explain_files", "start"]
 
@@ -182,7 +182,7 @@ class RayEngine:
         return Inputs(files, found.failures + unlisted, found.ignored, classes)
 
     @contextlib.contextmanager
-    def started(self, out: Path, settings: RunSettings) -> Iterator[None]:
+    def started(self, out: Path | str, settings: RunSettings) -> Iterator[None]:
         """Ray up (started here, or joined) for the run, after the folder is checked."""
         claim(out, resume=settings.resume, overwrite=settings.overwrite)  # before Ray starts
         begun = start(self.cluster.address)
@@ -198,7 +198,7 @@ class RayEngine:
     def batches(self, job: Job) -> Iterator[Outcome]:
         if not job.todo:
             return
-        store, run = Store.at(job.out), job.writer.reserve()
+        store, run = job.writer.store, job.writer.reserve()  # an object store's, for s3://
         stage = Stage(self.spec, job.settings, self.cluster, store, run)
         begin = time.process_time()
         feed = _feed(job)
