@@ -319,13 +319,15 @@ def test_object_storage_uris(tmp_path):
     }
 
 
-def test_the_run_folder_of_a_file_uri_and_an_object_store_refused(tmp_path):
+def test_the_run_folder_of_a_file_uri_and_of_an_object_store(tmp_path):
     assert run_folder(f"file://{tmp_path}/out") == tmp_path / "out"
     assert run_folder(Path(f"file://{tmp_path}/out")) == tmp_path / "out"  # file:/... as a Path
     assert run_folder("runs/out") == Path("runs/out")
-    for out in ("s3://bucket/runs", Path("gs://bucket/runs")):
-        with pytest.raises(camlens.CamlensValueError, match=r"a run folder must be a folder \("):
-            run_folder(out)
+    # an object store's prefix stays a URI (camlens.runs.remote writes it), also through a Path
+    assert run_folder("s3://bucket/runs") == "s3://bucket/runs"
+    assert run_folder(Path("gs://bucket/runs")) == "gs://bucket/runs"
+    with pytest.raises(camlens.CamlensValueError, match=r"^--out 'nope://bucket/runs': pyarrow "):
+        Store.at("nope://bucket/runs")
 
 
 def test_without_an_address_ray_starts_its_own_even_beside_a_running_cluster(monkeypatch):

@@ -79,9 +79,9 @@ class Stop(Exception):
 def test_a_ray_run_into_s3_resumes_every_row_once_and_equals_the_local_run(
     cluster, s3, demo, tmp_path
 ):
-    """The driver stops after its first batch: what the actors stored is kept, the lease given
-    back; the resumed run explains only the rest. The run equals the local engine's, its files
-    written by the actors, nothing left but the run's own objects."""
+    """A run stopped after its first batch keeps what it stored and gives its lease back; the
+    Ray run resuming it explains only the rest. The run equals the local engine's in a folder,
+    its files written by the actors, nothing left in the prefix but the run's own objects."""
     settings = RunSettings(["cam"], batch_size=1, decoders=1)
     explain_files(demo, FILES, tmp_path / "local", settings, echo=print)
     out = s3("ray")
@@ -89,9 +89,8 @@ def test_a_ray_run_into_s3_resumes_every_row_once_and_equals_the_local_run(
     def stop(handled: int) -> None:
         raise Stop
 
-    with pytest.raises(Stop):
-        distributed.explain_files(demo, {"spec": "demo"}, FILES[:3], out, settings,
-                                  distributed.Cluster(), advance=stop)  # fmt: skip
+    with pytest.raises(Stop):  # the driver killed (the local engine: one Ray run is enough)
+        explain_files(demo, FILES[:3], out, settings, echo=print, advance=stop)
     first = camlens.load_run(out)
     assert not first.complete and 1 <= len(first) <= 3
     assert ".camlens.lock" not in names(out)
