@@ -27,12 +27,12 @@ Examples:
   camlens explain photos/ --model torchvision:fasterrcnn_resnet50_fpn --task detect
   --min-score 0.7 --out out/
 
-  camlens explain s3://bucket/val/ --model torchvision:resnet50 --out out/
-  --engine ray --address auto --workers 8 --gpus-per-worker 1
+  camlens explain s3://bucket/val/ --model torchvision:resnet50
+  --out s3://bucket/runs/val --engine ray --address auto --workers 8 --gpus-per-worker 1
 
 Writes a run folder: results.parquet (one row per image and method), maps/
 (every map as an 8-bit PNG), overlays/, results.jsonl/csv and report.html;
-camlens.load_run(OUT) reads it back.
+camlens.load_run(OUT) reads it back. OUT may be an object store's prefix.
 
 Exit codes: 0 all explained; 1 some inputs failed (listed; --resume retries
 them); 2 bad usage (nothing done, or the run folder refused); 3 the run could
