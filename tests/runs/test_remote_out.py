@@ -169,6 +169,11 @@ def test_a_prefix_holding_other_objects_is_refused_untouched(s3, demo):
         "run.json): choose an empty or new folder"
     )
     assert names(out) == ["notes.txt"]
+    with pytest.raises(camlens.CamlensValueError) as refused:
+        remote.claim(s3("theirs/notes.txt"), resume=False, overwrite=False)
+    assert str(refused.value) == (
+        "--out 's3://bucket/theirs/notes.txt' is a file, not a folder: choose a folder"
+    )
 
 
 def test_overwrite_deletes_only_what_the_run_wrote(s3, demo):

@@ -151,16 +151,19 @@ def _check(store: Store, where: str, resume: bool, overwrite: bool) -> dict[str,
 
     check_flags(resume, overwrite)
     try:
-        if store.system.get_file_info(store.root).type == fs.FileType.File:
-            raise CamlensValueError(f"--out {where!r} is a file, not a folder: choose a folder")
-        names = list(store.entries())
-        old = json.loads(store.read(MANIFEST) or b"null")
+        kind = store.system.get_file_info(store.root).type
+        names = list(store.entries()) if kind != fs.FileType.File else []
+        manifest = store.read(MANIFEST) if kind != fs.FileType.File else None
     except OSError as error:
         raise CamlensValueError(
             f"--out {where!r} cannot be read ({error}): check the URI, its credentials and its "
             "region"
         ) from None
-    except ValueError:
+    if kind == fs.FileType.File:
+        raise CamlensValueError(f"--out {where!r} is a file, not a folder: choose a folder")
+    try:
+        old = json.loads(manifest or b"null")
+    except ValueError:  # a damaged run.json: not a run's
         old = None
     run = isinstance(old, dict) and old.get("format") == FORMAT
     Lease(store, where).check()
