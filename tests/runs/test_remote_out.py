@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -188,3 +189,24 @@ def test_overwrite_deletes_only_what_the_run_wrote(s3, demo):
     stem = run.results["map"][0].rsplit("/", 1)[-1][: -len("_cam.png")]
     assert [n for n in names(out) if n.startswith(("maps/", "overlays/"))] == [
         f"maps/{stem}_cam.png", "maps/mine.png", f"overlays/{stem}_cam.jpg"]  # fmt: skip
+
+
+def test_a_streamed_to_do_list_is_spooled_into_the_store(s3, tmp_path, monkeypatch):
+    """Past one chunk, a Ray run into a store spools its to-do list there, not in the driver's
+    staging folder; Ray's read tasks read it through the store's file system."""
+    from camlens.runs import listing
+
+    monkeypatch.setattr(listing, "CHUNK", 3)
+    out = s3("spooled")
+    store = Store.at(out)
+    job = SimpleNamespace(todo=iter(FILES), out=tmp_path, writer=SimpleNamespace(store=store))
+    spool = distributed._feed(job)
+    assert spool.files == [store.path(f".camlens-inputs/inputs-00000{i}.parquet") for i in (0, 1)]
+    assert names(out) == [f".camlens-inputs/inputs-00000{i}.parquet" for i in (0, 1)]
+    assert not (tmp_path / ".camlens-inputs").exists() or not any(
+        (tmp_path / ".camlens-inputs").iterdir()
+    )  # nothing in the driver's folder
+    chunks = [distributed._read_chunk(file, spool.store.filesystem)[0] for file in spool.files]
+    assert [os.fsdecode(p) for c in chunks for p in c.column("path").to_pylist()] == [
+        str(f) for f in FILES]  # fmt: skip
+    assert [c.column("index").to_pylist() for c in chunks] == [[0, 1, 2], [3]]

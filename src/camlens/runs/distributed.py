@@ -211,6 +211,8 @@ class RayEngine:
             self.traffic["driver_cpu_s"] += time.process_time() - begin
             if isinstance(feed, Spool):
                 shutil.rmtree(feed.folder, ignore_errors=True)
+                for file in feed.files if feed.store.filesystem is not None else []:
+                    feed.store.delete(f"{SPOOL}/{file.rsplit('/', 1)[-1]}")
 
     def _outcome(self, delivered: Delivered, job: Job) -> Outcome:
         """A batch an actor wrote, said and counted once (a retried batch can arrive twice)."""
@@ -295,10 +297,12 @@ def _check_resources(cluster: Cluster) -> None:
 class Spool:
     """A streamed to-do list written as Parquet files of at most
     :data:`~camlens.runs.listing.CHUNK` rows each in ``folder`` (the run folder's
-    :data:`SPOOL`, which every node reads), the Ray engine's input past one chunk."""
+    :data:`SPOOL`, which every node reads; in an object store's run, the store's ``files``),
+    the Ray engine's input past one chunk."""
 
     folder: Path
     files: list[str]
+    store: Store = Store("")  # the run's (files in an object store: read through its system)
 
 
 #: The folder of the run folder where a streamed to-do list is spooled while the run goes.
@@ -320,7 +324,7 @@ def _feed(job: Job) -> list[dict[str, Any]] | Spool:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    spool = Spool(job.out / SPOOL, [])
+    spool, store = Spool(job.out / SPOOL, [], job.writer.store), job.writer.store
     shutil.rmtree(spool.folder, ignore_errors=True)
     spool.folder.mkdir(parents=True)
     start = 0
@@ -332,13 +336,18 @@ def _feed(job: Job) -> list[dict[str, Any]] | Spool:
             "true_name": [""] * len(chunk),
             "true_label": pa.array([-1] * len(chunk), pa.int64()),
         })  # fmt: skip
-        spool.files.append(str(spool.folder / f"inputs-{len(spool.files):06d}.parquet"))
-        pq.write_table(table, spool.files[-1])
+        name = f"inputs-{len(spool.files):06d}.parquet"
+        if store.filesystem is None:
+            spool.files.append(str(spool.folder / name))
+            pq.write_table(table, spool.files[-1])
+        else:  # an object store's run: every node reads the store, not the driver's folder
+            store.write_part(SPOOL, name, table)
+            spool.files.append(store.path(f"{SPOOL}/{name}"))
         start += len(chunk)
     return spool
 
 
-def _read_spool(files: list[str]) -> Any:
+def _read_spool(files: list[str], filesystem: Any = None) -> Any:
     """A Ray Dataset of a spooled to-do list: one read task per chunk file, read with pyarrow
     by Ray's tasks (the driver holds the files' names only)."""
     import ray
@@ -350,7 +359,7 @@ def _read_spool(files: list[str]) -> Any:
             self, parallelism: int, per_task_row_limit: Any = None, data_context: Any = None
         ) -> Any:
             meta = [BlockMetadata(None, None, None, input_files=(file,)) for file in files]
-            read = [partial(_read_chunk, file) for file in files]
+            read = [partial(_read_chunk, file, filesystem) for file in files]
             limit = per_task_row_limit
             return [ReadTask(*task, per_task_row_limit=limit) for task in zip(read, meta)]
 
@@ -360,11 +369,12 @@ def _read_spool(files: list[str]) -> Any:
     return ray.data.read_datasource(SpoolSource())
 
 
-def _read_chunk(file: str) -> list[Any]:
-    """One chunk of a spooled to-do list, as one block."""
+def _read_chunk(file: str, filesystem: Any = None) -> list[Any]:
+    """One chunk of a spooled to-do list, as one block (``filesystem``: pyarrow's, for a spool
+    in an object store)."""
     import pyarrow.parquet as pq
 
-    return [pq.read_table(file)]
+    return [pq.read_table(file, filesystem=filesystem)]
 
 
 def _run(feed: list[dict[str, Any]] | Spool, count: int, size: int, stage: Stage) -> Iterable[Any]:
@@ -378,7 +388,7 @@ def _run(feed: list[dict[str, Any]] | Spool, count: int, size: int, stage: Stage
     settings, cluster = stage.settings, stage.cluster
     blocks = max(1, -(-count // settings.batch_size))
     if isinstance(feed, Spool):  # read by Ray's tasks, a chunk at a time, not by the driver
-        dataset = _read_spool(feed.files)
+        dataset = _read_spool(feed.files, feed.store.filesystem)
     else:
         dataset = ray.data.from_items(feed, override_num_blocks=blocks)
     decoded = dataset.map_batches(
