@@ -103,6 +103,7 @@ def test_a_ray_run_into_s3_resumes_every_row_once_and_equals_the_local_run(
     writers = summary.engine["writers"]  # the actors wrote the files and parts, not the driver
     assert sum(writers.values()) == 4 - len(first)
     assert not any(w.endswith(f":{os.getpid()}") for w in writers)
+    assert 0 < summary.engine["bytes"] / (4 - len(first)) <= 2048  # keys, never images
     ours, local = camlens.load_run(out), camlens.load_run(tmp_path / "local")
     assert ours.complete and repr(ours).startswith("Run('s3://bucket/ray': 4 rows")
     pd.testing.assert_frame_equal(_rows(ours), _rows(local))
