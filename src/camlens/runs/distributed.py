@@ -211,7 +211,7 @@ class RayEngine:
             self.traffic["driver_cpu_s"] += time.process_time() - begin
             if isinstance(feed, Spool):
                 shutil.rmtree(feed.folder, ignore_errors=True)
-                for file in feed.files if feed.store.filesystem is not None else []:
+                for file in feed.files:  # an object store's (a folder's are gone already)
                     feed.store.delete(f"{SPOOL}/{file.rsplit('/', 1)[-1]}")
 
     def _outcome(self, delivered: Delivered, job: Job) -> Outcome:
@@ -322,11 +322,9 @@ def _feed(job: Job) -> list[dict[str, Any]] | Spool:
             for i, f in enumerate(job.todo)
         ]  # fmt: skip
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     spool, store = Spool(job.out / SPOOL, [], job.writer.store), job.writer.store
     shutil.rmtree(spool.folder, ignore_errors=True)
-    spool.folder.mkdir(parents=True)
     start = 0
     for chunk in listing.chunks(job.todo, listing.CHUNK):
         table = pa.table({
@@ -336,13 +334,9 @@ def _feed(job: Job) -> list[dict[str, Any]] | Spool:
             "true_name": [""] * len(chunk),
             "true_label": pa.array([-1] * len(chunk), pa.int64()),
         })  # fmt: skip
-        name = f"inputs-{len(spool.files):06d}.parquet"
-        if store.filesystem is None:
-            spool.files.append(str(spool.folder / name))
-            pq.write_table(table, spool.files[-1])
-        else:  # an object store's run: every node reads the store, not the driver's folder
-            store.write_part(SPOOL, name, table)
-            spool.files.append(store.path(f"{SPOOL}/{name}"))
+        name = f"inputs-{len(spool.files):06d}.parquet"  # in the store, which every node reads
+        store.write_part(SPOOL, name, table)
+        spool.files.append(store.path(f"{SPOOL}/{name}"))
         start += len(chunk)
     return spool
 
