@@ -26,6 +26,10 @@ from typing import Any
 from camlens.errors import CamlensValueError
 from camlens.runs.durable import write_atomic
 
+#: pyarrow file systems whose objects need no parent folder made first (a request saved per
+#: file: a third of a small upload's time, measured on moto's S3 server).
+FLAT = ("s3", "gcs")
+
 #: A URI's scheme (two letters at least: ``C:/`` is a Windows path).
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")
 
@@ -144,7 +148,8 @@ class Store:
             path.write_bytes(data)
             return
         where = f"{self.root}/{name}"
-        self.filesystem.create_dir(where.rsplit("/", 1)[0], recursive=True)
+        if self.filesystem.type_name not in FLAT:
+            self.filesystem.create_dir(where.rsplit("/", 1)[0], recursive=True)
         with self.filesystem.open_output_stream(where) as stream:
             stream.write(data)
 
@@ -160,7 +165,8 @@ class Store:
             write_atomic(Path(self.root, folder, name), write)
             return
         base = f"{self.root}/{folder}"
-        self.filesystem.create_dir(base, recursive=True)
+        if self.filesystem.type_name not in FLAT:
+            self.filesystem.create_dir(base, recursive=True)
         temporary = f"{base}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
         with self.filesystem.open_output_stream(temporary) as stream:
             write(stream)
