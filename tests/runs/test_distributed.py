@@ -27,7 +27,7 @@ import camlens
 from camlens.cli import app
 from camlens.images.decode import Failure
 from camlens.models.checkpoint import checkpoint_folder, demo_path
-from camlens.runs import actors, distributed, objects
+from camlens.runs import actors, distributed, objects, spool
 from camlens.runs.actors import Delivered, decode_rows
 from camlens.runs.local import RunSettings, explain_files
 from camlens.runs.records import RenderOptions
@@ -338,13 +338,15 @@ def test_object_storage_uris(tmp_path):
     }
 
 
-def test_the_run_folder_of_a_file_uri_and_an_object_store_refused(tmp_path):
+def test_the_run_folder_of_a_file_uri_and_of_an_object_store(tmp_path):
     assert run_folder(f"file://{tmp_path}/out") == tmp_path / "out"
     assert run_folder(Path(f"file://{tmp_path}/out")) == tmp_path / "out"  # file:/... as a Path
     assert run_folder("runs/out") == Path("runs/out")
-    for out in ("s3://bucket/runs", Path("gs://bucket/runs")):
-        with pytest.raises(camlens.CamlensValueError, match=r"a run folder must be a folder \("):
-            run_folder(out)
+    # an object store's prefix stays a URI (camlens.runs.remote writes it), also through a Path
+    assert run_folder("s3://bucket/runs") == "s3://bucket/runs"
+    assert run_folder(Path("gs://bucket/runs")) == "gs://bucket/runs"
+    with pytest.raises(camlens.CamlensValueError, match=r"^--out 'nope://bucket/runs': pyarrow "):
+        Store.at("nope://bucket/runs")
 
 
 def test_without_an_address_ray_starts_its_own_even_beside_a_running_cluster(monkeypatch):
@@ -418,7 +420,7 @@ def test_a_run_past_one_chunk_streams_its_inputs_and_resumes(
     for path, name in zip(rows["path"], rows["map"]):
         with Image.open(out / name) as ours, Image.open(local_run / local[path, "cam"]) as theirs:
             assert np.array_equal(np.asarray(ours), np.asarray(theirs)), path
-    assert not (out / distributed.SPOOL).exists()
+    assert not (out / spool.SPOOL).exists()
     settings.resume = True
     said: list[str] = []
     again = distributed.explain_files(session, spec, [SAMPLES], out, settings,

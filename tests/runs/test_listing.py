@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from camlens.images.decode import collect
-from camlens.runs import distributed, listing, objects
+from camlens.runs import distributed, listing, objects, spool
 from camlens.runs.pipeline import Remaining, Summary, to_do
+from camlens.runs.store import Store
 
 
 @pytest.fixture
@@ -89,14 +90,15 @@ def test_a_resumed_streamed_run_lists_only_what_is_left(tree):
     streamed.tally()
     files = list(streamed)
     done = {(str(f), "cam") for f in files[:700]} | {(str(files[800]), "gradcam")}
-    writer = SimpleNamespace(done=done, out=tree.parent / "out")
+    out = tree.parent / "out"
+    writer = SimpleNamespace(done=done, out=out, label=str(out))
     said, totals, summary = [], [], Summary()
     todo = to_do(streamed, writer, ["cam"], summary, said.append, totals.append)  # type: ignore[arg-type]
     assert isinstance(todo, Remaining) and len(todo) == 300 and totals == [300]
     assert list(todo) == files[700:] and summary.resumed == 700
     assert said == [f"resume: 700 image(s) already in {writer.out}, 300 to do"]
-    fresh = to_do(streamed, SimpleNamespace(done=set(), out=writer.out), ["cam"], Summary(),
-                  said.append, None)  # fmt: skip  # type: ignore[arg-type]
+    empty = SimpleNamespace(done=set(), out=out, label=str(out))
+    fresh = to_do(streamed, empty, ["cam"], Summary(), said.append, None)  # type: ignore[arg-type]
     assert len(fresh) == 1000
 
 
@@ -108,10 +110,10 @@ def test_the_ray_engine_spools_a_run_past_one_chunk_in_chunks(tree, monkeypatch)
     assert isinstance(found.files, listing.Listing) and (found.ignored, found.failures) == (1, [])
     assert isinstance(engine.inputs([tree], out, labels=True).files, list)  # classes: listed
     todo = Remaining(found.files, set(), ["cam"], 1000)
-    job = SimpleNamespace(todo=todo, out=out)
-    spool = distributed._feed(job)  # type: ignore[arg-type]
-    assert isinstance(spool, distributed.Spool)
-    tables = [pq.read_table(f) for f in spool.files]
+    job = SimpleNamespace(todo=todo, out=out, writer=SimpleNamespace(store=Store.at(out)))
+    spooled = spool.to_read(job)  # type: ignore[arg-type]
+    assert isinstance(spooled, spool.Spool)
+    tables = [pq.read_table(f) for f in spooled.files]
     assert [t.num_rows for t in tables] == [400, 400, 200]
     rows = [row for t in tables for row in t.to_pylist()]
     files = collect([str(tree)]).files

@@ -23,7 +23,6 @@ import inspect
 import shlex
 from collections.abc import Callable
 from contextvars import ContextVar
-from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
@@ -87,14 +86,21 @@ def command_line(ctx: typer.Context, resume: bool = False) -> str:
 
 def _kept(out: Any) -> int | None:
     """The number of explained rows in the run folder ``out`` (None: no readable run)."""
-    from camlens.runs.folder import MANIFEST, read_rows
+    from camlens.runs.folder import load_run
 
-    if out is None or not (Path(out) / MANIFEST).is_file():
+    if out is None:
         return None
     try:
-        return int(read_rows(Path(out))["error"].isna().sum())
+        return len(load_run(out))  # a folder's, or an object store's (s3://...)
     except Exception:  # noqa: BLE001  (what the run kept is a courtesy; never a second crash)
         return None
+
+
+def _where(out: Any) -> str:
+    """The run folder ``out`` as messages show it (an object store's URI without credentials)."""
+    from camlens.runs.store import is_remote, shown
+
+    return shown(str(out)) if is_remote(out) else str(out)
 
 
 def _stopped(error: BaseException, out: Any, ctx: typer.Context, resumable: bool) -> NoReturn:
@@ -118,7 +124,7 @@ def _interrupted(out: Any, ctx: typer.Context, resumable: bool) -> NoReturn:
     if kept is None:
         fail("interrupted; run the command again", INTERRUPTED)
     fail(
-        f"interrupted; {kept} row(s) kept in {out}; continue with: "
+        f"interrupted; {kept} row(s) kept in {_where(out)}; continue with: "
         f"{command_line(ctx, resume=True)}",
         INTERRUPTED,
     )

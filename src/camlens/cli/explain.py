@@ -27,12 +27,12 @@ Examples:
   camlens explain photos/ --model torchvision:fasterrcnn_resnet50_fpn --task detect
   --min-score 0.7 --out out/
 
-  camlens explain s3://bucket/val/ --model torchvision:resnet50 --out out/
-  --engine ray --address auto --workers 8 --gpus-per-worker 1
+  camlens explain s3://bucket/val/ --model torchvision:resnet50
+  --out s3://bucket/runs/val --engine ray --address auto --workers 8 --gpus-per-worker 1
 
 Writes a run folder: results.parquet (one row per image and method), maps/
 (every map as an 8-bit PNG), overlays/, results.jsonl/csv and report.html;
-camlens.load_run(OUT) reads it back.
+camlens.load_run(OUT) reads it back. OUT may be an object store's prefix.
 
 Exit codes: 0 all explained; 1 some inputs failed (listed; --resume retries
 them); 2 bad usage (nothing done, or the run folder refused); 3 the run could
@@ -46,7 +46,14 @@ OUT/camlens.log, --resume continues); 130 interrupted (--resume continues).
 def explain(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or globs.")],
     model: options.Model,
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    out: Annotated[
+        str,
+        typer.Option(
+            "--out",
+            help="Output folder, or an object store's prefix: s3://bucket/prefix, gs://..., any "
+            "pyarrow file system URI (both engines; credentials from the environment or the URI).",
+        ),
+    ],
     weights: options.Weights = None,
     labels: options.Labels = None,
     prompts: options.Prompts = None,
@@ -149,6 +156,7 @@ def explain(
     """
     from camlens.runs.records import RenderOptions
     from camlens.runs.settings import ExplainSettings, ModelSettings
+    from camlens.runs.store import joined
 
     # everything that can be wrong with the command is checked before any work starts
     network = ModelSettings(model, weights, preprocess, size, labels, trust_pickle=trust_pickle,
@@ -192,7 +200,7 @@ def explain(
         f"{summary.seconds:.1f} s"
         + (f", {summary.resumed} already done" if summary.resumed else "")
         + (f", {summary.ignored} non-image file(s) ignored" if summary.ignored else "")
-        + f"; report: {out / 'report.html'}"
+        + f"; report: {joined(request.out, 'report.html')}"
     )
     if summary.failures:
         typer.echo(f"{len(summary.failures)} input(s) failed:", err=True)

@@ -24,12 +24,10 @@ import contextlib
 import logging
 import os
 import pickle
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,7 +36,7 @@ from camlens.errors import CamlensValueError
 from camlens.runs import listing
 from camlens.runs.actors import Delivered, Worker, decode_rows, ship
 from camlens.runs.local import local_inputs
-from camlens.runs.objects import ObjectPath, is_uri, list_uris, names
+from camlens.runs.objects import ObjectPath, is_uri, list_uris
 from camlens.runs.pipeline import (
     Hooks,
     Inputs,
@@ -52,10 +50,11 @@ from camlens.runs.pipeline import (
     run,
 )
 from camlens.runs.records import RenderOptions
+from camlens.runs.remote import claim
 from camlens.runs.session import Session, actor_device
 from camlens.runs.settings import ExplainSettings, ModelSettings
+from camlens.runs.spool import Spool, read_spool, to_read
 from camlens.runs.store import Store, run_folder
-from camlens.runs.writer import claim
 
 __all__ = ["Cluster", "ObjectPath", "RayEngine", "Worker", "explain", "explain_files", "start"]
 
@@ -187,7 +186,7 @@ class RayEngine:
         return Inputs(files, found.failures + unlisted, found.ignored, classes)
 
     @contextlib.contextmanager
-    def started(self, out: Path, settings: RunSettings) -> Iterator[None]:
+    def started(self, out: Path | str, settings: RunSettings) -> Iterator[None]:
         """Ray up (started here, or joined) for the run, after the folder is checked."""
         claim(out, resume=settings.resume, overwrite=settings.overwrite)  # before Ray starts
         begun = start(self.cluster.address)
@@ -203,10 +202,10 @@ class RayEngine:
     def batches(self, job: Job) -> Iterator[Outcome]:
         if not job.todo:
             return
-        store, run = Store.at(job.out), job.writer.reserve()
+        store, run = job.writer.store, job.writer.reserve()  # an object store's, for s3://
         stage = Stage(self.spec, job.settings, self.cluster, store, run, ship(job.session.model))
         begin = time.process_time()
-        feed = _feed(job)
+        feed = to_read(job)
         try:
             for block in _run(feed, len(job.todo), job.session.size, stage):
                 self.traffic["bytes"] += block.nbytes
@@ -215,7 +214,7 @@ class RayEngine:
         finally:
             self.traffic["driver_cpu_s"] += time.process_time() - begin
             if isinstance(feed, Spool):
-                shutil.rmtree(feed.folder, ignore_errors=True)
+                feed.remove()
 
     def _outcome(self, delivered: Delivered, job: Job) -> Outcome:
         """A batch an actor wrote, said and counted once (a retried batch can arrive twice)."""
@@ -298,82 +297,6 @@ def _check_resources(cluster: Cluster) -> None:
         )
 
 
-@dataclass
-class Spool:
-    """A streamed to-do list written as Parquet files of at most
-    :data:`~camlens.runs.listing.CHUNK` rows each in ``folder`` (the run folder's
-    :data:`SPOOL`, which every node reads), the Ray engine's input past one chunk."""
-
-    folder: Path
-    files: list[str]
-
-
-#: The folder of the run folder where a streamed to-do list is spooled while the run goes.
-SPOOL = ".camlens-inputs"
-
-
-def _feed(job: Job) -> list[dict[str, Any]] | Spool:
-    """The rows the decoding tasks read: a list for a listed run (stems unique among all its
-    files, :func:`~camlens.runs.objects.names`), else a :class:`Spool` written one chunk at a
-    time (stems from each path alone, :func:`~camlens.runs.listing.stream_name`; paths as
-    bytes, which Parquet holds whatever their encoding)."""
-    if isinstance(job.todo, list):
-        stems = names(job.files)
-        return [
-            {"index": i, "path": str(f), "stem": stems[str(f)],
-             "true_name": job.classes.get(str(f), ""), "true_label": job.label(f)[0]}
-            for i, f in enumerate(job.todo)
-        ]  # fmt: skip
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    spool = Spool(job.out / SPOOL, [])
-    shutil.rmtree(spool.folder, ignore_errors=True)
-    spool.folder.mkdir(parents=True)
-    start = 0
-    for chunk in listing.chunks(job.todo, listing.CHUNK):
-        table = pa.table({
-            "index": pa.array(range(start, start + len(chunk)), pa.int64()),
-            "path": pa.array([os.fsencode(f) for f in chunk], pa.binary()),
-            "stem": [listing.stream_name(f) for f in chunk],
-            "true_name": [""] * len(chunk),
-            "true_label": pa.array([-1] * len(chunk), pa.int64()),
-        })  # fmt: skip
-        spool.files.append(str(spool.folder / f"inputs-{len(spool.files):06d}.parquet"))
-        pq.write_table(table, spool.files[-1])
-        start += len(chunk)
-    return spool
-
-
-def _read_spool(files: list[str]) -> Any:
-    """A Ray Dataset of a spooled to-do list: one read task per chunk file, read with pyarrow
-    by Ray's tasks (the driver holds the files' names only)."""
-    import ray
-    from ray.data.block import BlockMetadata
-    from ray.data.datasource import Datasource, ReadTask
-
-    class SpoolSource(Datasource):
-        def get_read_tasks(
-            self, parallelism: int, per_task_row_limit: Any = None, data_context: Any = None
-        ) -> Any:
-            meta = [BlockMetadata(None, None, None, input_files=(file,)) for file in files]
-            read = [partial(_read_chunk, file) for file in files]
-            limit = per_task_row_limit
-            return [ReadTask(*task, per_task_row_limit=limit) for task in zip(read, meta)]
-
-        def estimate_inmemory_data_size(self) -> None:
-            return None
-
-    return ray.data.read_datasource(SpoolSource())
-
-
-def _read_chunk(file: str) -> list[Any]:
-    """One chunk of a spooled to-do list, as one block."""
-    import pyarrow.parquet as pq
-
-    return [pq.read_table(file)]
-
-
 def _run(feed: list[dict[str, Any]] | Spool, count: int, size: int, stage: Stage) -> Iterable[Any]:
     """Every output block (pyarrow) of decoding tasks feeding the actor pool."""
     import ray
@@ -385,7 +308,7 @@ def _run(feed: list[dict[str, Any]] | Spool, count: int, size: int, stage: Stage
     settings, cluster = stage.settings, stage.cluster
     blocks = max(1, -(-count // settings.batch_size))
     if isinstance(feed, Spool):  # read by Ray's tasks, a chunk at a time, not by the driver
-        dataset = _read_spool(feed.files)
+        dataset = read_spool(feed)
     else:
         dataset = ray.data.from_items(feed, override_num_blocks=blocks)
     decoded = dataset.map_batches(

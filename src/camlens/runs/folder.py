@@ -14,13 +14,21 @@ A run folder is what ``camlens explain`` (any engine) writes::
 
 Nothing here needs camlens to read it: Parquet, PNG and JSON. A row's map is ``PNG / 255``, equal
 to the ``exp.maps`` row it came from within 8-bit rounding (0.5 / 255).
+
+A run in an object store (``camlens.load_run("s3://bucket/prefix")``) is read the same way: its
+manifest and rows are copied into a temporary folder (:func:`fetch_run`), its maps, overlays and
+image copies are read from the store when asked for.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import shutil
+import tempfile
+import weakref
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -30,6 +38,7 @@ import numpy as np
 from camlens.errors import CamlensError, CamlensValueError
 from camlens.images.load import to_rgb
 from camlens.runs import row
+from camlens.runs.store import Store, is_remote, run_folder, shown
 from camlens.visualize.render import overlay
 
 MANIFEST, RESULTS, PARTS = "run.json", "results.parquet", "parts"
@@ -47,6 +56,20 @@ def source_path(text: str) -> Path:
         return path
     raw = re.sub(r"\\x([89a-f][0-9a-f])", lambda m: chr(0xDC00 + int(m.group(1), 16)), text)
     return Path(raw)  # surrogate escapes: os.fsencode gives back the file name's bytes
+
+
+#: A part's file name (the local engine's and the Ray actors').
+PART = re.compile(r"part-\d+(-\d+-[0-9a-f]+)?\.parquet")
+
+
+def fetch_run(store: Store, into: Path) -> None:
+    """Copy the run in ``store``'s manifest, parts and merged rows into the local folder ``into``
+    (parts first: a writer merging meanwhile leaves their rows in the merged file)."""
+    for name in sorted(store.entries(PARTS)):
+        if PART.fullmatch(name):
+            store.download(f"{PARTS}/{name}", into / PARTS / name)
+    for name in (RESULTS, MANIFEST):
+        store.download(name, into / name)
 
 
 def read_rows(folder: Path, damaged: list[Path] | None = None) -> Any:
@@ -110,11 +133,17 @@ class Run:
     each row's ``map``, ``overlay`` and ``image``."""
 
     def __init__(self, folder: str | os.PathLike) -> None:
-        self.folder = Path(folder)
+        out = run_folder(folder)
+        self.location = shown(str(out)) if is_remote(out) else str(out)
+        self.store = Store.at(out)
+        self.folder = Path(out) if not is_remote(out) else Path(tempfile.mkdtemp(prefix="camlens-"))
+        if is_remote(out):  # the manifest and rows, copied; files are read from the store
+            weakref.finalize(self, shutil.rmtree, self.folder, True)
+            fetch_run(self.store, self.folder)
         manifest = self.folder / MANIFEST
         if not manifest.is_file():
             raise CamlensValueError(
-                f"{str(self.folder)!r} is not a camlens run folder (no {MANIFEST}); camlens "
+                f"{self.location!r} is not a camlens run folder (no {MANIFEST}); camlens "
                 "explain --out FOLDER writes one"
             )
         try:
@@ -135,7 +164,7 @@ class Run:
 
     def __repr__(self) -> str:
         return (
-            f"Run({str(self.folder)!r}: {len(self.results)} rows, "
+            f"Run({self.location!r}: {len(self.results)} rows, "
             f"{len(self.failures)} failures, methods {self.info.get('methods')})"
         )
 
@@ -153,13 +182,27 @@ class Run:
         """Row ``i``'s map: float32 (H, W) in [0, 1] at the model input's resolution."""
         from PIL import Image
 
-        with Image.open(self.folder / self._row(i)["map"]) as image:
+        with Image.open(self._file(self._row(i)["map"])) as image:
             return np.asarray(image, dtype=np.float32) / 255.0
+
+    def _file(self, name: str) -> Any:
+        """The run's file ``name``: its path, or its bytes read from an object store."""
+        if self.store.filesystem is None:
+            return self.folder / name
+        data = self.store.read(name)
+        if data is None:
+            raise CamlensValueError(f"{self.location}/{name} is missing from the run")
+        return io.BytesIO(data)
 
     def image(self, i: int) -> np.ndarray:
         """Row ``i``'s input image as uint8 RGB at its own size (the copy, else the original)."""
+        from PIL import Image
+
         chosen = self._row(i)
         copy = chosen["image"]
+        if isinstance(copy, str) and self.store.filesystem is not None:
+            with Image.open(self._file(copy)) as image:
+                return to_rgb(image)
         return to_rgb(self.folder / copy if isinstance(copy, str) else source_path(chosen["path"]))
 
     def overlay(

@@ -28,8 +28,10 @@ from camlens.errors import CamlensError, CamlensValueError
 from camlens.images.decode import Batch, Failure, class_indices, require_labels
 from camlens.models.weights import weights_digest
 from camlens.runs.records import Explained, Record, RenderOptions, explain_batch
+from camlens.runs.remote import open_writer
 from camlens.runs.row import path_text
 from camlens.runs.session import Session
+from camlens.runs.store import is_remote, local_folder
 from camlens.runs.writer import RunWriter, log_traceback
 
 T = TypeVar("T")
@@ -143,7 +145,7 @@ class Engine(Protocol):
 
     def inputs(self, paths: Sequence[str | os.PathLike], out: Path, labels: bool) -> Inputs: ...
 
-    def started(self, out: Path, settings: RunSettings) -> AbstractContextManager[Any]: ...
+    def started(self, out: Path | str, settings: RunSettings) -> AbstractContextManager[Any]: ...
 
     def batches(self, job: Job) -> Iterator[Outcome]: ...
 
@@ -221,7 +223,7 @@ def to_do(
         todo, listed = _remaining(files, writer, methods)
     summary.resumed = listed - len(todo)
     if summary.resumed:
-        echo(f"resume: {summary.resumed} image(s) already in {writer.out}, {len(todo)} to do")
+        echo(f"resume: {summary.resumed} image(s) already in {writer.label}, {len(todo)} to do")
     if total is not None:
         total(len(todo))
     return todo
@@ -334,18 +336,19 @@ def run(
     engine: Engine,
     session: Session,
     paths: Sequence[str | os.PathLike],
-    out: Path,
+    out: Path | str,
     settings: RunSettings,
     info: dict[str, Any],
     hooks: Hooks | None = None,
 ) -> Summary:
-    """Explain every input under ``paths`` with ``engine`` into the run folder ``out``, whose
-    manifest holds ``info``, telling ``hooks`` as it goes."""
+    """Explain every input under ``paths`` with ``engine`` into the run folder ``out`` (a
+    folder, or an object store's URI: :mod:`camlens.runs.remote`), whose manifest holds
+    ``info``, telling ``hooks`` as it goes."""
     check_target(settings)
     hooks = hooks or Hooks()
     started = time.perf_counter()
-    out = Path(out)
-    found = engine.inputs(paths, out, settings.labels_from_folders)
+    out = out if is_remote(out) else Path(out)
+    found = engine.inputs(paths, local_folder(out), settings.labels_from_folders)
     summary = Summary(failures=list(found.failures), ignored=found.ignored)
     _say(found.failures, hooks.echo)
     if found.ignored:
@@ -356,12 +359,12 @@ def run(
         hooks.echo,
     )  # fmt: skip
     with engine.started(out, settings):
-        writer = RunWriter(out, info, settings.resume, settings.overwrite)
+        writer = open_writer(out, info, settings.resume, settings.overwrite)
         with _Writing(writer, hooks.title, summary) as writing:  # finishes however the run ends
             todo = to_do(found.files, writer, settings.methods, summary, hooks.echo, hooks.total)
             # a streamed listing (Ray) gives a Remaining, listed again as the engine feeds it
             job = Job(
-                cast(list[Path], todo), found.files, out, session, settings, writer,
+                cast(list[Path], todo), found.files, writer.out, session, settings, writer,
                 found.classes, indices,
             )  # fmt: skip
             _loop(engine, job, writing, hooks)
@@ -441,6 +444,6 @@ class _Writing:
             raise failed
 
 
-def nothing(out: Path, settings: RunSettings) -> AbstractContextManager[Any]:
+def nothing(out: Path | str, settings: RunSettings) -> AbstractContextManager[Any]:
     """:meth:`Engine.started` of an engine that needs nothing up around a run."""
     return contextlib.nullcontext()

@@ -26,10 +26,10 @@ from camlens.images.labels import load_class_map
 from camlens.runs.local import RunSettings
 from camlens.runs.memory import batch_word, choose_batch
 from camlens.runs.records import OVERLAY_FORMATS, RenderOptions
+from camlens.runs.remote import claim
 from camlens.runs.session import LABEL, Session, method_names
 from camlens.runs.store import run_folder
 from camlens.runs.tasks import TaskSettings, preprocess_for
-from camlens.runs.writer import claim
 from camlens.targets import ACTIVATIONS
 from camlens.visualize.render import colormap_table
 
@@ -99,7 +99,7 @@ class ExplainSettings:
     the run (:func:`~camlens.runs.writer.claim`, which touches nothing)."""
 
     model: ModelSettings
-    out: Path
+    out: Path | str
     methods: str | Sequence[str] = "gradcam"
     target: str | int | None = "pred"
     activation: str | None = None

@@ -33,6 +33,7 @@ from camlens.runs import report, row
 from camlens.runs.durable import write_atomic, write_bytes
 from camlens.runs.folder import FORMAT, MANIFEST, PARTS, RESULTS, VERSION, read_rows
 from camlens.runs.records import Record
+from camlens.runs.store import Store, local_folder
 
 JSONL, CSV, LOCK, LOG = "results.jsonl", "results.csv", ".camlens.lock", "camlens.log"
 #: Files of a run at its top level, removed by ``overwrite``.
@@ -87,7 +88,7 @@ def _describe(data: bytes) -> str:
         return "its pid is unknown"
 
 
-def _busy(out: Path, holder: str) -> CamlensValueError:
+def _busy(out: Path | str, holder: str) -> CamlensValueError:
     """The error for a folder whose lock ``holder`` (see :func:`_describe`) holds."""
     return CamlensValueError(
         f"{str(out)!r} is being written by another camlens run ({holder}); wait for it to "
@@ -100,10 +101,7 @@ def claim(out: Path, *, resume: bool, overwrite: bool) -> None:
     folder, or a camlens run (then ``resume`` or ``overwrite`` says what to do with it) that no
     other run is writing, and it (or its nearest existing parent) is writable."""
     out = Path(out)
-    if resume and overwrite:
-        raise CamlensValueError(
-            "--resume continues a run and --overwrite replaces it: choose one of them"
-        )
+    check_flags(resume, overwrite)
     if out.exists() and not out.is_dir():
         raise CamlensValueError(f"--out {str(out)!r} is a file, not a folder: choose a folder")
     if out.is_dir():
@@ -114,18 +112,32 @@ def claim(out: Path, *, resume: bool, overwrite: bool) -> None:
     _check_writable(out)
 
 
+def check_flags(resume: bool, overwrite: bool) -> None:
+    """Refuse ``--resume`` with ``--overwrite``."""
+    if resume and overwrite:
+        raise CamlensValueError(
+            "--resume continues a run and --overwrite replaces it: choose one of them"
+        )
+
+
 def _check_contents(out: Path, replace_or_resume: bool) -> None:
     """Refuse a folder that holds anything but a camlens run, and a run unless
     ``replace_or_resume``."""
     run = _manifest(out) is not None
-    if not run and any(entry.name != LOCK for entry in out.iterdir()):
+    check_entries(str(out), run, [entry.name for entry in out.iterdir()], replace_or_resume)
+
+
+def check_entries(out: str, run: bool, names: Iterable[str], replace_or_resume: bool) -> None:
+    """Refuse the folder or prefix ``out`` holding ``names`` when it holds anything but a
+    camlens run (``run``: it has a manifest), and a run unless ``replace_or_resume``."""
+    if not run and any(name != LOCK for name in names):
         raise CamlensValueError(
-            f"--out {str(out)!r} is not empty and not a camlens run (it has no camlens "
+            f"--out {out!r} is not empty and not a camlens run (it has no camlens "
             f"{MANIFEST}): choose an empty or new folder"
         )
     if run and not replace_or_resume:
         raise CamlensValueError(
-            f"--out {str(out)!r} holds a camlens run: add --resume to continue it or "
+            f"--out {out!r} holds a camlens run: add --resume to continue it or "
             "--overwrite to replace it"
         )
 
@@ -166,7 +178,7 @@ def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return changed
 
 
-def _same_settings(out: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
+def same_settings(out: Path | str, old: dict[str, Any], new: dict[str, Any]) -> None:
     """Refuse to resume the run ``old`` with the settings ``new`` when they differ."""
     changed = _changes(old, new)
     if changed:
@@ -203,7 +215,7 @@ def _set_aside(file: Path) -> Path:
     return target
 
 
-def _inside(out: Path, name: Any) -> Path | None:
+def inside(out: Path, name: Any) -> Path | None:
     """``out / name`` when ``name`` is a file name of a row in one of the run's folders."""
     if not isinstance(name, str) or not name:
         return None
@@ -219,7 +231,7 @@ def remove_run(out: Path) -> None:
     rows = read_rows(out, damaged=[])
     for column in FILE_COLUMNS:
         for name in rows[column].dropna().unique():
-            path = _inside(out, name)
+            path = inside(out, name)
             if path is not None:
                 path.unlink(missing_ok=True)
     parts = out / PARTS
@@ -240,16 +252,19 @@ class RunWriter:
     :data:`RUN_KEYS` must be the same) and :attr:`done` holds the (path, method) pairs finished;
     with ``overwrite``, the run there is removed first (:func:`remove_run`).
 
-    Holds ``out``'s lock until :meth:`finish` or :meth:`close` (also a context manager)."""
+    Holds ``out``'s lock until :meth:`finish` or :meth:`close` (also a context manager). Files
+    and parts go through :attr:`store` (the folder's; an object store's for
+    :class:`~camlens.runs.remote.RemoteWriter`); :attr:`label` names the run in messages."""
 
     def __init__(
         self, out: Path, info: dict[str, Any], resume: bool = False, overwrite: bool = False
     ) -> None:
         self.out = Path(out)
+        self.store, self.label = Store.at(self.out), str(self.out)
         claim(self.out, resume=resume, overwrite=overwrite)
         old = _manifest(self.out)
         if old is not None and resume:
-            _same_settings(self.out, old, info)  # before the lock: a refusal touches nothing
+            same_settings(self.out, old, info)  # before the lock: a refusal touches nothing
         self.out.mkdir(parents=True, exist_ok=True)
         self._lock = self._take_lock()
         self._release = weakref.finalize(self, os.close, self._lock)
@@ -294,7 +309,7 @@ class RunWriter:
     def _resume(self, old: dict[str, Any], info: dict[str, Any]) -> None:
         """Refuse other settings; set damaged files aside; keep as done the explained rows whose
         map is a whole PNG."""
-        _same_settings(self.out, old, info)
+        same_settings(self.out, old, info)
         for stale in (self.out / PARTS).glob(".part-*.parquet.tmp"):
             stale.unlink()  # a part being written when the run was killed
         previous = read_rows(self.out, damaged=self.damaged)
@@ -303,8 +318,12 @@ class RunWriter:
         self.done = {
             (path, method)
             for path, method, name in zip(explained["path"], explained["method"], explained["map"])
-            if isinstance(name, str) and complete_png(self.out / name)
+            if isinstance(name, str) and self._whole(name)
         }
+
+    def _whole(self, name: str) -> bool:
+        """Whether the run's map ``name`` is whole (:func:`complete_png`)."""
+        return complete_png(self.out / name)
 
     def __enter__(self) -> RunWriter:
         return self
@@ -318,22 +337,13 @@ class RunWriter:
 
     def write(self, records: Sequence[Record], failures: Iterable[Failure] = ()) -> None:
         """Store ``records`` (files, then rows) and ``failures`` as failure rows."""
-        import pyarrow.parquet as pq
-
         begin = time.perf_counter()
-        made: set[Path] = set()
         for record in records:
             for name, data in record.files.items():
-                path = self.out / name
-                if path.parent not in made:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    made.add(path.parent)
-                path.write_bytes(data)
+                self.store.write(name, data)
         rows = [r.row for r in records] + [row.failure_row(f.path, f.reason) for f in failures]
         if rows:
-            table = row.table(rows)
-            part = self.out / PARTS / f"part-{self.reserve():06d}.parquet"
-            write_atomic(part, lambda handle: pq.write_table(table, handle, compression="zstd"))
+            self.store.write_part(PARTS, f"part-{self.reserve():06d}.parquet", row.table(rows))
         self.seconds += time.perf_counter() - begin
 
     def reserve(self) -> int:
@@ -382,7 +392,7 @@ def log_traceback(out: Any, heading: str, text: str | None = None) -> Path:
     timestamped ``heading`` to ``OUT/camlens.log`` (a temporary folder's when OUT cannot be
     written); returns the log's path."""
     entry = f"--- {_now()} {heading}\n{traceback.format_exc() if text is None else text}\n"
-    for folder in ([Path(out)] if out is not None else []) + [Path(tempfile.gettempdir())]:
+    for folder in ([local_folder(out)] if out is not None else []) + [Path(tempfile.gettempdir())]:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with open(folder / LOG, "a", encoding="utf-8", errors="backslashreplace") as handle:
