@@ -108,6 +108,22 @@ def test_data_columns_strings_once_and_links_encoded(tmp_path):
     assert "file://" not in file.read_text()
 
 
+def test_a_report_links_uri_inputs_as_they_are_and_local_ones_absolutely_from_a_store(tmp_path):
+    """A relative link from a run folder in an object store (or to an s3:// input) leads nowhere:
+    an input URI is linked as it is, a local input by its absolute file:// URI there."""
+    local = tmp_path / "in" / "a b.jpg"
+    rows = frame(
+        [row(str(local), "cam", "cat", 0.5, None), row("s3://b/x y.jpg", "cam", "cat", 0.5, None)]
+    )
+
+    def links(absolute):
+        data = run_data(tmp_path / "out", rows, absolute)
+        return [data["strings"][i] for i in data["image"]]
+
+    assert links(False) == ["../in/a%20b.jpg", "s3://b/x%20y.jpg"]
+    assert links(True) == [local.as_uri(), "s3://b/x%20y.jpg"]
+
+
 def test_html_problems_finds_unclosed_tags():
     assert html_problems("<!DOCTYPE html><html><body><div></body></html>") == [
         "</body> closes div",

@@ -184,6 +184,8 @@ class RemoteWriter(RunWriter):
     """A :class:`~camlens.runs.writer.RunWriter` of an object store's prefix ``uri`` (see the
     module's docstring); holds the prefix's :class:`Lease` until it finishes or closes."""
 
+    remote = True
+
     def __init__(
         self, uri: str, info: dict[str, Any], resume: bool = False, overwrite: bool = False
     ) -> None:

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from camlens.runs.durable import write_bytes
 from camlens.runs.row import REPORT_COLUMNS
+from camlens.runs.store import is_uri
 
 
 @functools.cache
@@ -36,15 +37,23 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _link(out: Path, row: Any) -> str:
-    """A percent-encoded relative link from the report to the row's image (the copy if any)."""
-    copy = row.get("image")
-    target = copy if isinstance(copy, str) and copy else os.path.relpath(row["path"], out)
-    return quote(str(target).replace(os.sep, "/"), safe="/")
+def _link(out: Path, row: Any, absolute: bool = False) -> str:
+    """A percent-encoded link from the report to the row's image: its copy in the run folder if
+    any; else an input URI as it is (``s3://...``), or a local input relative to ``out`` (an
+    absolute ``file://`` link with ``absolute``: a report that lives in an object store)."""
+    copy, path = row.get("image"), str(row["path"])
+    if isinstance(copy, str) and copy:
+        return quote(copy.replace(os.sep, "/"), safe="/")
+    if is_uri(path):
+        return quote(path, safe="/:")
+    if absolute:
+        return Path(os.path.abspath(path)).as_uri()
+    return quote(os.path.relpath(path, out).replace(os.sep, "/"), safe="/")
 
 
-def run_data(out: Path, rows: Any) -> dict[str, Any]:
-    """The explained rows as columns for the page: strings as indices into one table."""
+def run_data(out: Path, rows: Any, absolute: bool = False) -> dict[str, Any]:
+    """The explained rows as columns for the page: strings as indices into one table (image
+    links as :func:`_link` makes them)."""
     explained = rows[rows["error"].isna()]
     table: dict[str, int] = {}
     columns: dict[str, list[Any]] = {c: [] for c in REPORT_COLUMNS}
@@ -56,7 +65,7 @@ def run_data(out: Path, rows: Any) -> dict[str, Any]:
 
     for row in explained.to_dict("records"):
         row["name"] = Path(row["path"]).name
-        row["image"] = _link(out, row)
+        row["image"] = _link(out, row, absolute)
         row["overlay"] = quote(str(row["overlay"]), safe="/")
         for column in REPORT_COLUMNS:
             columns[column].append(index(row.get(column)))
@@ -147,10 +156,18 @@ def render_html(rows: Any, info: dict[str, Any], title: str = "camlens report") 
     )
 
 
-def write_report(out: Path, rows: Any, info: dict[str, Any], title: str = "camlens report") -> Path:
-    """Write ``out/report.html`` and ``out/report-data.js``; returns the page's path."""
+def write_report(
+    out: Path,
+    rows: Any,
+    info: dict[str, Any],
+    title: str = "camlens report",
+    absolute: bool = False,
+) -> Path:
+    """Write ``out/report.html`` and ``out/report-data.js``; returns the page's path
+    (``absolute``: link local inputs by absolute ``file://`` links, for a report uploaded to an
+    object store)."""
     out = Path(out)
-    data = json.dumps(run_data(out, rows), separators=(",", ":")).replace("</", "<\\/")
+    data = json.dumps(run_data(out, rows, absolute), separators=(",", ":")).replace("</", "<\\/")
     write_bytes(out / "report-data.js", f"window.CAMLENS_RUN={data};\n".encode())
     file = out / "report.html"
     write_bytes(file, render_html(rows, info, title).encode())

@@ -256,6 +256,8 @@ class RunWriter:
     and parts go through :attr:`store` (the folder's; an object store's for
     :class:`~camlens.runs.remote.RemoteWriter`); :attr:`label` names the run in messages."""
 
+    remote = False  # the run folder is an object store's (its report links inputs absolutely)
+
     def __init__(
         self, out: Path, info: dict[str, Any], resume: bool = False, overwrite: bool = False
     ) -> None:
@@ -382,7 +384,7 @@ class RunWriter:
             rows=int((~failed).sum()),
             failures=int(failed.sum()),
         )
-        report.write_report(self.out, rows, self.info, title)
+        report.write_report(self.out, rows, self.info, title, absolute=self.remote)
         write_bytes(self.out / MANIFEST, json.dumps(self.info, indent=2).encode())
         return rows
 
