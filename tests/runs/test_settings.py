@@ -10,6 +10,8 @@ from needs import need
 
 from camlens.errors import CamlensValueError
 from camlens.runs import distributed
+from camlens.runs.distributed import Cluster
+from camlens.runs.memory import GPU_ACTOR_BATCH
 from camlens.runs.records import RenderOptions
 from camlens.runs.session import Session
 from camlens.runs.settings import ExplainSettings, ModelSettings
@@ -63,13 +65,21 @@ def test_explain_settings_resolve_words_and_the_model_checks_the_rest(tmp_path):
     assert (settings.methods, settings.target, settings.batch_size) == (["gradcam", "cam"], 3, 16)
     with pytest.raises(CamlensValueError, match="--target 10 is out of range"):
         ExplainSettings(model=DEMO, out=tmp_path / "out", target="10").run_settings(session)
+    ray_gpus = ExplainSettings(
+        model=DEMO,
+        out=tmp_path / "g",
+        batch_size="auto",
+        cluster=Cluster("ray://head:10001", gpus_per_worker=1),
+    )  # the driver (a CPU) cannot measure its actors' GPUs: they halve what does not fit
+    assert ray_gpus.run_settings(session).batch_size == GPU_ACTOR_BATCH == 64
     detect = ExplainSettings(model=DEMO, out=tmp_path / "o", task="detect", min_score=0.2)
     assert detect.model.preprocess == "unit"  # torchvision's detectors normalise inside
     assert (detect.task_settings().task, detect.task_settings().threshold) == ("detect", 0.2)
 
 
 def test_model_settings_spec_is_what_session_from_spec_takes_but_the_device():
-    taken = set(inspect.signature(Session.from_spec).parameters) - {"device"}
+    # network: the model a Ray actor receives already loaded, not a setting
+    taken = set(inspect.signature(Session.from_spec).parameters) - {"device", "network"}
     assert set(DEMO.spec()) == taken
     with pytest.raises(TypeError):
         ModelSettings("demo", None, "auto", None, None, True)  # type: ignore[misc]  # by keyword

@@ -74,7 +74,8 @@ def explain(
         "auto",
         "--batch-size",
         help="Images per forward pass, or auto: 8 on the CPU; on a GPU, as many as its free "
-        "memory holds (measured on a first batch, at most 256, a power of two).",
+        "memory holds (measured on a first batch, at most 256, a power of two); 64 for Ray "
+        "actors with GPUs (halved where it does not fit).",
     ),
     size: options.Size = None,
     preprocess: options.Preprocess = "auto",

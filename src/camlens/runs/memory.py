@@ -38,6 +38,9 @@ from camlens.runs.session import Session
 
 #: ``--batch-size auto`` on the CPU (and any device but CUDA).
 CPU_BATCH = 8
+#: ``--batch-size auto`` for Ray actors with GPUs (the driver, on its CPU, cannot measure their
+#: memory; an actor halves a batch that does not fit).
+GPU_ACTOR_BATCH = 64
 #: ``--batch-size auto`` on a GPU: at most this many images...
 MAX_BATCH = 256
 #: ...whose measured peak fits in this fraction of the free memory...
@@ -91,13 +94,17 @@ def choose_batch(
     layer: Any = "auto",
     precision: str = "auto",
     explain: Callable[..., Explained] | None = None,
+    gpu_actors: bool = False,
 ) -> int:
-    """``--batch-size`` as a number of images: a number as given; ``auto``, :data:`CPU_BATCH`
-    off CUDA, else :func:`measured_batch` with ``methods`` (``explain``:
+    """``--batch-size`` as a number of images: a number as given; ``auto``,
+    :data:`GPU_ACTOR_BATCH` for Ray actors with GPUs (``gpu_actors``), :data:`CPU_BATCH` off
+    CUDA, else :func:`measured_batch` with ``methods`` (``explain``:
     :func:`~camlens.runs.records.explain_batch` by default) on blank images."""
     word = batch_word(value)
     if isinstance(word, int):
         return word
+    if gpu_actors:
+        return GPU_ACTOR_BATCH
     if session.device.type != "cuda":
         return CPU_BATCH
     run = explain or explain_batch
