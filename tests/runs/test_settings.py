@@ -102,3 +102,10 @@ def test_distributed_explain_checks_its_words_as_the_command_line_does(tmp_path,
     with pytest.raises(CamlensValueError, match=r"^--workers must be at least 1, got 0$"):
         distributed.explain([samples], model="demo", out=tmp_path / "out", workers=0)
     assert not (tmp_path / "out").exists()
+
+
+def test_distributed_explain_passes_prompts_to_the_model_as_the_command_line_does(tmp_path):
+    """``prompts`` reach the model spec (an image-text model's classes): on another model they
+    are the command line's refusal, before Ray starts."""
+    with pytest.raises(CamlensValueError, match=r"^--prompts names the classes of an image-text"):
+        distributed.explain([tmp_path], model="demo", out=tmp_path / "out", prompts="a cat,a dog")

@@ -369,11 +369,13 @@ def explain(
     seed: int = 0,
     overwrite: bool = False,
     decoders: int = 2,
+    prompts: str | Sequence[str] | None = None,
     echo: Callable[[str], None] = print,
 ) -> Summary:
     """``camlens explain --engine ray`` from Python: explain ``paths`` (files, folders, globs,
     ``s3://``/``gs://`` prefixes, or a Ray Dataset with a ``path`` column) with the model ``model``
-    into the run folder ``out``; returns the run's :class:`~camlens.runs.local.Summary`.
+    into the run folder ``out``; returns the run's :class:`~camlens.runs.local.Summary`
+    (``prompts``: an image-text model's classes, as ``--prompts``).
 
     >>> camlens.runs.distributed.explain(["val/"], model="torchvision:resnet50",
     ...                             methods=["gradcam", "cam"], out="out/", workers=4)
@@ -388,7 +390,7 @@ def explain(
         paths = [paths]
     cluster = Cluster(address, workers, gpus_per_worker, device=device)
     network = ModelSettings(model, weights, preprocess, size, labels, trust_pickle=trust_pickle,
-                            seed=seed, device=device)  # fmt: skip
+                            seed=seed, device=device, prompts=prompts)  # fmt: skip
     request = ExplainSettings(
         model=network,
         out=run_folder(out),
