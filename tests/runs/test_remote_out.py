@@ -182,6 +182,7 @@ def test_overwrite_deletes_only_what_the_run_wrote(s3, demo):
     out = s3("replaced")
     explain_files(demo, FILES[:2], out, RunSettings(["cam"]), echo=print)
     Store.at(out).write("maps/mine.png", b"not camlens'")
+    Store.at(out).write(".camlens-inputs/inputs-000003.parquet", b"PAR1")  # a killed Ray run's
     with pytest.raises(camlens.CamlensValueError, match="add --resume to continue it or"):
         explain_files(demo, FILES[2:3], out, RunSettings(["cam"]), echo=print)
     explain_files(demo, FILES[2:3], out, RunSettings(["cam"], overwrite=True), echo=print)
@@ -190,6 +191,7 @@ def test_overwrite_deletes_only_what_the_run_wrote(s3, demo):
     stem = run.results["map"][0].rsplit("/", 1)[-1][: -len("_cam.png")]
     assert [n for n in names(out) if n.startswith(("maps/", "overlays/"))] == [
         f"maps/{stem}_cam.png", "maps/mine.png", f"overlays/{stem}_cam.jpg"]  # fmt: skip
+    assert not [n for n in names(out) if n.startswith(".camlens-inputs/")]
 
 
 def test_a_streamed_to_do_list_is_spooled_into_the_store(s3, tmp_path, monkeypatch):

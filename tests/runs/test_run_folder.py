@@ -115,8 +115,11 @@ def test_overwrite_removes_only_what_the_run_wrote(demo, inputs, tmp_path):
     run(demo, first, out, render=RenderOptions(panel=True, copy_images=True))
     (out / "maps" / "mine.png").write_bytes(b"user file")
     (out / "notes.txt").write_text("notes")
+    (out / ".camlens-inputs").mkdir()  # a killed Ray run's spooled to-do list
+    (out / ".camlens-inputs" / "inputs-000000.parquet").write_bytes(b"PAR1")
     assert len(list((out / "maps").iterdir())) == 4 and (out / "panels").is_dir()
     run(demo, second, out, overwrite=True)
+    assert not (out / ".camlens-inputs").exists()
     rows = camlens.load_run(out).results
     expected = {Path(name).name for name in rows["map"]} | {"mine.png"}
     assert len(rows) == 2 and {p.name for p in (out / "maps").iterdir()} == expected
@@ -322,10 +325,10 @@ def test_a_run_killed_at_any_write_step_resumes_to_every_image_once(
             dead.append(step)
             raise Killed
 
-    def report(out, *args):
+    def report(out, *args, **kwargs):
         if dead:
             raise Killed
-        path = write_report(out, *args)
+        path = write_report(out, *args, **kwargs)
         if name == "report.html":
             dead.append(step)
             raise Killed

@@ -11,6 +11,7 @@ A run folder is what ``camlens explain`` (any engine) writes::
     panels/, images/    opt-in: three-panel figures, copies of the inputs
     results.jsonl/.csv  the same rows for people (from results.parquet); report.html (+ .js)
     .camlens.lock       held by the run writing the folder (:mod:`camlens.runs.writer`)
+    .camlens-inputs/    a Ray run's spooled to-do list while it goes (:mod:`camlens.runs.spool`)
 
 Nothing here needs camlens to read it: Parquet, PNG and JSON. A row's map is ``PNG / 255``, equal
 to the ``exp.maps`` row it came from within 8-bit rounding (0.5 / 255).
@@ -42,6 +43,10 @@ from camlens.runs.store import Store, is_remote, run_folder, shown
 from camlens.visualize.render import overlay
 
 MANIFEST, RESULTS, PARTS = "run.json", "results.parquet", "parts"
+#: The folder of a run folder where a Ray run past one chunk spools its to-do list.
+SPOOL = ".camlens-inputs"
+#: A file of it.
+SPOOLED = re.compile(r"inputs-\d+\.parquet")
 FORMAT, VERSION = "camlens-run", 1
 #: The Arrow schema of ``results.parquet``: :func:`camlens.runs.row.schema`.
 schema = row.schema

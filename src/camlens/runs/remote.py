@@ -35,7 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from camlens.errors import CamlensValueError
-from camlens.runs.folder import FORMAT, MANIFEST, PART, PARTS, fetch_run, read_rows
+from camlens.runs.folder import (
+    FORMAT,
+    MANIFEST,
+    PART,
+    PARTS,
+    SPOOL,
+    SPOOLED,
+    fetch_run,
+    read_rows,
+)
 from camlens.runs.store import Store, is_remote, local_folder, shown
 from camlens.runs.writer import (
     FILE_COLUMNS,
@@ -253,3 +262,6 @@ def _remove(store: Store, staging: Path) -> None:
     for name in store.entries():
         if name.split(".damaged")[0] in OWNED and name != MANIFEST:
             store.delete(name)
+    for name in store.entries(SPOOL):  # a killed Ray run's to-do list
+        if SPOOLED.fullmatch(name):
+            store.delete(f"{SPOOL}/{name}")

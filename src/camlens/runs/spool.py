@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from camlens.runs import listing
+from camlens.runs.folder import SPOOL
 from camlens.runs.objects import names
 from camlens.runs.pipeline import Job
 from camlens.runs.store import Store
@@ -33,10 +34,6 @@ class Spool:
         shutil.rmtree(self.folder, ignore_errors=True)
         for file in self.files:  # an object store's (a folder's are gone already)
             self.store.delete(f"{SPOOL}/{file.rsplit('/', 1)[-1]}")
-
-
-#: The folder of the run folder where a streamed to-do list is spooled while the run goes.
-SPOOL = ".camlens-inputs"
 
 
 def to_read(job: Job) -> list[dict[str, Any]] | Spool:

@@ -31,7 +31,16 @@ from camlens.errors import CamlensValueError
 from camlens.images.decode import Failure
 from camlens.runs import report, row
 from camlens.runs.durable import write_atomic, write_bytes
-from camlens.runs.folder import FORMAT, MANIFEST, PARTS, RESULTS, VERSION, read_rows
+from camlens.runs.folder import (
+    FORMAT,
+    MANIFEST,
+    PARTS,
+    RESULTS,
+    SPOOL,
+    SPOOLED,
+    VERSION,
+    read_rows,
+)
 from camlens.runs.records import Record
 from camlens.runs.store import Store, local_folder
 
@@ -241,7 +250,10 @@ def remove_run(out: Path) -> None:
     for name in OWNED:
         for file in (out / name, out / f".{name}.tmp", *out.glob(f"{name}.damaged*")):
             file.unlink(missing_ok=True)
-    for folder in (*FOLDERS, PARTS):
+    for file in (out / SPOOL).glob("*inputs-*"):  # a killed Ray run's to-do list (or its .tmp)
+        if SPOOLED.fullmatch(file.name.removeprefix(".").removesuffix(".tmp")):
+            file.unlink()
+    for folder in (*FOLDERS, PARTS, SPOOL):
         with contextlib.suppress(OSError):  # missing, or holds files camlens did not write
             (out / folder).rmdir()
 
