@@ -213,3 +213,28 @@ def test_a_streamed_to_do_list_is_spooled_into_the_store(s3, tmp_path, monkeypat
     assert [os.fsdecode(p) for c in chunks for p in c.column("path").to_pylist()] == [
         str(f) for f in FILES]  # fmt: skip
     assert [c.column("index").to_pylist() for c in chunks] == [[0, 1, 2], [3]]
+
+
+def test_load_run_reads_a_copied_phone_photo_upright_from_s3(s3, demo, tmp_path):
+    """A copied input read back from a store is decoded as the local copy is: EXIF orientation
+    applied (a phone photo stored sideways comes back upright)."""
+    import numpy as np
+    from PIL import Image
+
+    from camlens.runs.records import RenderOptions
+
+    photo = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: rotate 90 degrees clockwise to show
+    pixels = np.zeros((40, 80, 3), np.uint8)
+    pixels[:, :10] = 255
+    Image.fromarray(pixels).save(photo, exif=exif, quality=95)
+    settings = RunSettings(["cam"], render=RenderOptions(copy_images=True))
+    explain_files(demo, [photo], s3("phone"), settings, echo=print)
+    explain_files(demo, [photo], tmp_path / "twin", settings, echo=print)
+    ours, theirs = (
+        camlens.load_run(s3("phone")).image(0),
+        camlens.load_run(tmp_path / "twin").image(0),
+    )
+    assert ours.shape == theirs.shape == (80, 40, 3)
+    assert (ours == theirs).all()

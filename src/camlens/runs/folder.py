@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from camlens.errors import CamlensError, CamlensValueError
+from camlens.images.decode import read_image
 from camlens.images.load import to_rgb
 from camlens.runs import row
 from camlens.runs.store import Store, is_remote, run_folder, shown
@@ -194,20 +195,26 @@ class Run:
         """The run's file ``name``: its path, or its bytes read from an object store."""
         if self.store.filesystem is None:
             return self.folder / name
+        return io.BytesIO(self._bytes(name))
+
+    def _bytes(self, name: str) -> bytes:
+        """The bytes of the run's file ``name`` in its object store."""
         data = self.store.read(name)
         if data is None:
             raise CamlensValueError(f"{self.location}/{name} is missing from the run")
-        return io.BytesIO(data)
+        return data
 
     def image(self, i: int) -> np.ndarray:
         """Row ``i``'s input image as uint8 RGB at its own size (the copy, else the original)."""
-        from PIL import Image
-
         chosen = self._row(i)
         copy = chosen["image"]
         if isinstance(copy, str) and self.store.filesystem is not None:
-            with Image.open(self._file(copy)) as image:
-                return to_rgb(image)
+            try:  # the one decoder, as for a path: upright (EXIF orientation applied)
+                return read_image(self._bytes(copy))
+            except ValueError as error:
+                raise CamlensValueError(
+                    f"image {self.location}/{copy} cannot be read: {error}"
+                ) from error
         return to_rgb(self.folder / copy if isinstance(copy, str) else source_path(chosen["path"]))
 
     def overlay(
