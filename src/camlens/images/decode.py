@@ -49,7 +49,6 @@ MAX_PIXELS = 100_000_000
 #: A JPEG whose shorter side is over this many times the model's side is decoded reduced
 #: (Pillow's ``draft``: 1/2, 1/4 or 1/8) to at least twice the model's side.
 DRAFT_RATIO = 4
-_BOMB_WARNINGS = WARNING_FILTERS
 
 
 @dataclass
@@ -301,7 +300,7 @@ def _no_bomb_warning(active: bool) -> Iterator[None]:
         return
     from PIL import Image
 
-    with _BOMB_WARNINGS, warnings.catch_warnings():
+    with WARNING_FILTERS, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         yield
 

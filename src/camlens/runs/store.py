@@ -147,7 +147,7 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
             return
-        where = f"{self.root}/{name}"
+        where = self.path(name)
         if self.filesystem.type_name not in FLAT:
             self.filesystem.create_dir(where.rsplit("/", 1)[0], recursive=True)
         with self.filesystem.open_output_stream(where) as stream:
@@ -164,7 +164,7 @@ class Store:
             Path(self.root, folder).mkdir(parents=True, exist_ok=True)
             write_atomic(Path(self.root, folder, name), write)
             return
-        base = f"{self.root}/{folder}"
+        base = self.path(folder)
         if self.filesystem.type_name not in FLAT:
             self.filesystem.create_dir(base, recursive=True)
         temporary = f"{base}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
